@@ -1,0 +1,46 @@
+# Shared settings for the VM harness. Sourced, not run.
+# Everything slow is cached under $KFAULT_CACHE, keyed by its inputs.
+
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$VM_DIR/../.." && pwd)
+KFAULT_CACHE=${KFAULT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kfault}
+
+# Pinned versions of what runs inside the VM.
+CONTAINERD_VERSION=${CONTAINERD_VERSION:-v2.2.9}
+CRICTL_VERSION=${CRICTL_VERSION:-v1.34.0}
+NERDCTL_VERSION=${NERDCTL_VERSION:-v2.1.3}
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# kernel_source_version prints the Debian package version of linux-source-6.1.
+kernel_source_version() {
+	dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown
+}
+
+# kernel_cache_dir VARIANT prints the cache directory of one kernel variant. The key covers the
+# source version, the config fragment, the variant's extra lines and the build recipe.
+kernel_cache_dir() {
+	local variant=$1 key
+	key=$( {
+		kernel_source_version
+		cat "$VM_DIR/kernel.config"
+		variant_fragment "$variant"
+		sed -n '/^# recipe:start/,/^# recipe:end/p' "$VM_DIR/build-kernel"
+	} | sha256sum | cut -c1-16)
+	echo "$KFAULT_CACHE/kernel/$variant-$key"
+}
+
+# variant_fragment VARIANT prints the config lines a variant adds over kernel.config.
+variant_fragment() {
+	case $1 in
+	default) ;;
+	fmodret) echo '# CONFIG_BPF_KPROBE_OVERRIDE is not set' ;;
+	*) die "unknown kernel variant $1 (known: default, fmodret)" ;;
+	esac
+}
+
+# tools_cache_dir prints where the pinned Go-built tools live.
+tools_cache_dir() {
+	echo "$KFAULT_CACHE/tools/containerd-$CONTAINERD_VERSION-crictl-$CRICTL_VERSION-nerdctl-$NERDCTL_VERSION-$(go env GOVERSION 2>/dev/null || echo go)"
+}
