@@ -1,0 +1,243 @@
+package annotations
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// String returns the kfault name of the fail type: slab, page or bio.
+func (t FailType) String() string {
+	switch t {
+	case Slab:
+		return "slab"
+	case Page:
+		return "page"
+	case Bio:
+		return "bio"
+	}
+	return "FailType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// HookFunction is the kernel fault point of the fail type.
+func (t FailType) HookFunction() string {
+	switch t {
+	case Slab:
+		return "should_failslab"
+	case Page:
+		return "should_fail_alloc_page"
+	case Bio:
+		return "should_fail_bio"
+	}
+	return ""
+}
+
+// HookFunction names the kernel function whose return value the fault overrides:
+// should_failslab, should_fail_alloc_page, should_fail_bio, or Function.
+func (f Fault) HookFunction() string {
+	if f.Function != "" {
+		return f.Function
+	}
+	return f.FailType.HookFunction()
+}
+
+// ReturnValue is the value the hooked function returns while the fault fires:
+// -ENOMEM for slab, 1 (true) for page, -EIO for bio, -Errno for a function.
+func (f Fault) ReturnValue() int64 {
+	if f.Function != "" {
+		return -int64(f.Errno)
+	}
+	switch f.FailType {
+	case Slab:
+		return -int64(unix.ENOMEM)
+	case Page:
+		return 1
+	case Bio:
+		return -int64(unix.EIO)
+	}
+	return 0
+}
+
+// returnName renders ReturnValue for people: "-ENOMEM", "true", "-EACCES".
+func (f Fault) returnName() string {
+	switch {
+	case f.Function != "":
+		return "-" + formatErrno(f.Errno)
+	case f.FailType == Page:
+		return "true"
+	}
+	v := f.ReturnValue()
+	if name := ErrnoName(int(-v)); name != "" {
+		return "-" + name
+	}
+	return strconv.FormatInt(v, 10)
+}
+
+// String summarises what the fault arms, in one line, e.g.
+//
+//	slab: should_failslab returns -ENOMEM when called under d_alloc_parallel [STRNCMP(name->name, "bananas", 8)], probability 1%, at most 10 times, for 5m0s
+func (f Fault) String() string {
+	var b strings.Builder
+	if f.Function != "" {
+		fmt.Fprintf(&b, "function: %s returns %s (%d)", f.Function, f.returnName(), f.ReturnValue())
+	} else {
+		fmt.Fprintf(&b, "%s: %s returns %s", f.FailType, f.HookFunction(), f.returnName())
+	}
+	if len(f.CallChain) > 0 {
+		b.WriteString(" when called under ")
+		for i, fr := range f.CallChain {
+			if i > 0 {
+				b.WriteString(" -> ")
+			}
+			b.WriteString(fr.FuncName)
+			if fr.Predicate != "" {
+				fmt.Fprintf(&b, " [%s]", fr.Predicate)
+			}
+		}
+	}
+	if f.Probability != DefaultProbability {
+		fmt.Fprintf(&b, ", probability %s%%", formatFloat(f.Probability))
+	} else {
+		b.WriteString(", every time")
+	}
+	if f.Times > 0 {
+		fmt.Fprintf(&b, ", at most %d times", f.Times)
+	} else {
+		b.WriteString(", no limit on times")
+	}
+	if f.Duration > 0 {
+		fmt.Fprintf(&b, ", for %s", f.Duration)
+	} else {
+		b.WriteString(", until the container stops")
+	}
+	return b.String()
+}
+
+func formatFloat(x float64) string {
+	return strconv.FormatFloat(x, 'g', -1, 64)
+}
+
+// Encode renders faults as an annotation value in YAML: a single object for one
+// fault, a list otherwise. Parse(Encode(fs)) returns fs again for any fs that Parse
+// produced. Fields at their defaults are left out; headers are kept.
+func Encode(faults []Fault) string {
+	var b strings.Builder
+	for _, f := range faults {
+		lines := encodeFault(f)
+		for j, l := range lines {
+			switch {
+			case len(faults) == 1:
+				b.WriteString(l)
+			case j == 0:
+				b.WriteString("- " + l)
+			default:
+				b.WriteString("  " + l)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+func encodeFault(f Fault) []string {
+	var lines []string
+	if f.Function != "" {
+		lines = append(lines, "function: "+yamlString(f.Function), "errno: "+formatErrno(f.Errno))
+	} else {
+		lines = append(lines, fmt.Sprintf("failtype: %d  # %s", int(f.FailType), f.FailType))
+	}
+	if len(f.CallChain) > 0 {
+		lines = append(lines, "callchain:")
+		for _, fr := range f.CallChain {
+			lines = append(lines, "- funcname: "+yamlString(fr.FuncName))
+			if fr.Parameters != "" {
+				lines = append(lines, "  parameters: "+yamlString(fr.Parameters))
+			}
+			if fr.Predicate != "" {
+				lines = append(lines, "  predicate: "+yamlString(fr.Predicate))
+			}
+		}
+	}
+	if len(f.Headers) > 0 {
+		lines = append(lines, "headers:")
+		for _, h := range f.Headers {
+			lines = append(lines, "- "+yamlString(h))
+		}
+	}
+	if f.Probability != DefaultProbability {
+		lines = append(lines, "probability: "+formatFloat(f.Probability))
+	}
+	if f.Times != 0 {
+		lines = append(lines, "times: "+strconv.FormatUint(f.Times, 10))
+	}
+	if f.Duration != 0 {
+		lines = append(lines, "duration: "+yamlString(f.Duration.String()))
+	}
+	return lines
+}
+
+// yamlWords are plain scalars YAML 1.1 would read as something other than a string.
+var yamlWords = map[string]bool{
+	"y": true, "yes": true, "n": true, "no": true, "true": true, "false": true,
+	"on": true, "off": true, "null": true,
+}
+
+// yamlString writes identifiers plain and everything else as a double-quoted
+// scalar (JSON string syntax is valid YAML).
+func yamlString(s string) string {
+	if identRE.MatchString(s) && !yamlWords[strings.ToLower(s)] {
+		return s
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// jsonFault is the JSON form of a fault, fields in the documented order.
+type jsonFault struct {
+	FailType    *int     `json:"failtype,omitempty"`
+	Function    string   `json:"function,omitempty"`
+	Errno       string   `json:"errno,omitempty"`
+	CallChain   []Frame  `json:"callchain,omitempty"`
+	Headers     []string `json:"headers,omitempty"`
+	Probability *float64 `json:"probability,omitempty"`
+	Times       uint64   `json:"times,omitempty"`
+	Duration    string   `json:"duration,omitempty"`
+}
+
+// EncodeJSON renders faults as a one-line JSON annotation value, like Encode.
+func EncodeJSON(faults []Fault) string {
+	out := make([]jsonFault, len(faults))
+	for i, f := range faults {
+		j := jsonFault{CallChain: f.CallChain, Headers: f.Headers, Times: f.Times}
+		if f.Function != "" {
+			j.Function, j.Errno = f.Function, formatErrno(f.Errno)
+		} else {
+			ft := int(f.FailType)
+			j.FailType = &ft
+		}
+		if f.Probability != DefaultProbability {
+			p := f.Probability
+			j.Probability = &p
+		}
+		if f.Duration != 0 {
+			j.Duration = f.Duration.String()
+		}
+		out[i] = j
+	}
+	var v any = out
+	if len(out) == 1 {
+		v = out[0]
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+	return strings.TrimSuffix(buf.String(), "\n")
+}

@@ -1,0 +1,539 @@
+package annotations
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Limits on one annotation value.
+const (
+	// MaxFaults is the largest number of faults in one annotation value.
+	MaxFaults = 16
+	// MaxFrames is the largest number of frames in one callchain.
+	MaxFrames = 8
+	// MaxValueBytes is the largest annotation value accepted.
+	MaxValueBytes = 64 << 10
+	// MaxTextBytes bounds parameters and predicate strings.
+	MaxTextBytes = 1024
+	// MaxNameBytes bounds funcname and function (kernel KSYM_NAME_LEN is larger,
+	// but no error-injectable or traceable function comes near this).
+	MaxNameBytes = 128
+	// DefaultProbability applies when probability is absent.
+	DefaultProbability = 100.0
+)
+
+// Field names of a fault object and of a callchain frame, in the order they are
+// checked and printed.
+var (
+	faultFields = []string{"failtype", "function", "errno", "callchain", "headers", "probability", "times", "duration"}
+	frameFields = []string{"funcname", "parameters", "predicate"}
+)
+
+var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Parse reads an annotation value: YAML or JSON, one fault object or a list of them.
+// It applies defaults (probability 100) and validates every field. On failure the
+// error is an Errors value whose entries name the field path, the value and the
+// reason, e.g. `[1].callchain[0].funcname: must not be empty`.
+//
+// Predicates are only checked to be non-empty printable text here, and parameters
+// only for the shape of a C parameter list; bpf/ checks both against kernel BTF.
+func Parse(value string) ([]Fault, error) {
+	if strings.TrimSpace(value) == "" {
+		return nil, Errors{{Reason: "empty annotation value: want a fault object or a list of them"}}
+	}
+	if len(value) > MaxValueBytes {
+		return nil, Errors{{Reason: fmt.Sprintf("annotation value is %d bytes, more than the limit of %d", len(value), MaxValueBytes)}}
+	}
+	doc, err := decode([]byte(value))
+	if err != nil {
+		return nil, Errors{{Reason: err.Error()}}
+	}
+	var p parser
+	var faults []Fault
+	switch d := doc.(type) {
+	case nil:
+		return nil, Errors{{Reason: "empty annotation value: want a fault object or a list of them"}}
+	case map[string]any:
+		faults = []Fault{p.fault("", d)}
+	case []any:
+		switch {
+		case len(d) == 0:
+			p.errorf("", "empty list: want at least one fault")
+		case len(d) > MaxFaults:
+			p.errorf("", "%d faults in one annotation, at most %d allowed", len(d), MaxFaults)
+		}
+		if len(d) > MaxFaults {
+			break
+		}
+		for i, item := range d {
+			m, ok := item.(map[string]any)
+			if !ok {
+				p.errorf(indexPath("", i), "%s, want a fault object", describe(item))
+				continue
+			}
+			faults = append(faults, p.fault(indexPath("", i), m))
+		}
+	default:
+		p.errorf("", "%s, want a fault object or a list of them", describe(doc))
+	}
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	return faults, nil
+}
+
+// decode turns YAML or JSON text into plain values (map[string]any, []any, string,
+// json.Number, bool, nil). Duplicate keys are rejected.
+func decode(text []byte) (any, error) {
+	j, err := yaml.YAMLToJSONStrict(text)
+	if err != nil {
+		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
+		return nil, fmt.Errorf("not valid YAML or JSON: %s", msg)
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("not valid YAML or JSON: %v", err)
+	}
+	return doc, nil
+}
+
+type parser struct {
+	errs Errors
+}
+
+func (p *parser) errorf(path, format string, args ...any) {
+	p.errs = append(p.errs, &FieldError{Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+// unknownFields reports keys of m not in known, sorted, with a suggestion when one
+// is close.
+func (p *parser) unknownFields(prefix string, m map[string]any, known []string, hints map[string]string) {
+	var unknown []string
+	for k := range m {
+		if !contains(known, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		path := joinPath(prefix, k)
+		if hint, ok := hints[k]; ok {
+			p.errorf(path, "unknown field: %s", hint)
+		} else if s := suggest(k, known); s != "" {
+			p.errorf(path, "unknown field (did you mean %q?)", s)
+		} else {
+			p.errorf(path, "unknown field (known fields: %s)", strings.Join(known, ", "))
+		}
+	}
+}
+
+var faultHints = map[string]string{
+	"failKernRequest": "paste the contents of failKernRequest, not the block itself (or run 'kfault convert' on the KernelChaos manifest)",
+	"apiVersion":      "this looks like a Kubernetes manifest; the annotation value is a fault object (run 'kfault validate' on the manifest)",
+	"kind":            "this looks like a Kubernetes manifest; the annotation value is a fault object (run 'kfault validate' on the manifest)",
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// present returns m[k] and whether it is set to something other than null.
+func present(m map[string]any, k string) (any, bool) {
+	v, ok := m[k]
+	return v, ok && v != nil
+}
+
+func (p *parser) fault(prefix string, m map[string]any) Fault {
+	f := Fault{Probability: DefaultProbability}
+	p.unknownFields(prefix, m, faultFields, faultHints)
+
+	ftRaw, hasFT := present(m, "failtype")
+	if hasFT {
+		f.FailType = p.failType(joinPath(prefix, "failtype"), ftRaw)
+	}
+	fnRaw, hasFn := present(m, "function")
+	if hasFn {
+		f.Function = p.name(joinPath(prefix, "function"), fnRaw, "the error-injectable kernel function to fail")
+	}
+	errRaw, hasErrno := present(m, "errno")
+	if hasErrno {
+		f.Errno = p.errno(joinPath(prefix, "errno"), errRaw)
+	}
+	switch {
+	case hasFT && hasFn:
+		p.errorf(joinPath(prefix, "function"), "cannot be combined with failtype (%s); set one of them", describeFT(ftRaw))
+	case !hasFT && !hasFn:
+		p.errorf(joinPath(prefix, "failtype"), "missing: set failtype (0|1|2 or slab|page|bio), or function with errno")
+	case hasFn && !hasErrno:
+		p.errorf(joinPath(prefix, "errno"), "missing: function %s needs an errno to return (a name like EACCES, or a number)", show(fmt.Sprint(fnRaw)))
+	case hasFT && hasErrno:
+		p.errorf(joinPath(prefix, "errno"), "only valid with function; failtype returns a fixed value (slab -ENOMEM, page true, bio -EIO)")
+	}
+	if !hasFn {
+		f.Errno = 0
+	}
+	if hasFn {
+		f.FailType = 0
+	}
+
+	if v, ok := present(m, "callchain"); ok {
+		f.CallChain = p.callchain(joinPath(prefix, "callchain"), v)
+	}
+	if v, ok := present(m, "headers"); ok {
+		f.Headers = p.headers(joinPath(prefix, "headers"), v)
+	}
+	if v, ok := present(m, "probability"); ok {
+		f.Probability = p.probability(joinPath(prefix, "probability"), v)
+	}
+	if v, ok := present(m, "times"); ok {
+		f.Times = p.times(joinPath(prefix, "times"), v)
+	}
+	if v, ok := present(m, "duration"); ok {
+		f.Duration = p.duration(joinPath(prefix, "duration"), v)
+	}
+	return f
+}
+
+func describeFT(v any) string {
+	if s, ok := v.(string); ok {
+		return "failtype " + show(s)
+	}
+	return fmt.Sprintf("failtype %v", v)
+}
+
+// failTypeNames maps accepted names (lower case) to fail types: the KernelChaos
+// numbers as text, kfault's names, and bcc inject.py's mode names.
+var failTypeNames = map[string]FailType{
+	"0": Slab, "slab": Slab, "kmalloc": Slab,
+	"1": Page, "page": Page, "alloc_page": Page,
+	"2": Bio, "bio": Bio,
+}
+
+func (p *parser) failType(path string, v any) FailType {
+	const want = "want 0|slab, 1|page or 2|bio"
+	switch v := v.(type) {
+	case json.Number:
+		n, err := strconv.ParseInt(v.String(), 10, 64)
+		if err != nil || n < 0 || n > 2 {
+			p.errorf(path, "%s is not a fail type; %s", v, want)
+			return 0
+		}
+		return FailType(n)
+	case string:
+		if t, ok := failTypeNames[strings.ToLower(strings.TrimSpace(v))]; ok {
+			return t
+		}
+		p.errorf(path, "%s is not a fail type; %s", show(v), want)
+		return 0
+	}
+	p.errorf(path, "%s; %s", describe(v), want)
+	return 0
+}
+
+// name checks a kernel function name (funcname, function).
+func (p *parser) name(path string, v any, what string) string {
+	s, ok := v.(string)
+	if !ok {
+		p.errorf(path, "%s, want a kernel function name (%s)", describe(v), what)
+		return ""
+	}
+	switch {
+	case s == "":
+		p.errorf(path, "must not be empty (%s)", what)
+	case len(s) > MaxNameBytes:
+		p.errorf(path, "%s is %d bytes long, at most %d allowed", show(s), len(s), MaxNameBytes)
+	case !identRE.MatchString(s):
+		if i := strings.IndexByte(s, '.'); i > 0 && identRE.MatchString(s[:i]) {
+			p.errorf(path, "%s is not a valid C identifier: compiler suffixes like .constprop.0 or .isra.0 are not part of the name; write %q", show(s), s[:i])
+		} else {
+			p.errorf(path, "%s is not a valid C identifier", show(s))
+		}
+	default:
+		return s
+	}
+	return ""
+}
+
+func (p *parser) errno(path string, v any) int {
+	const want = "want a name like EACCES or a number 1-4095"
+	var n int64
+	switch v := v.(type) {
+	case json.Number:
+		i, err := strconv.ParseInt(v.String(), 10, 64)
+		if err != nil {
+			p.errorf(path, "%s is not a whole number; %s", v, want)
+			return 0
+		}
+		n = i
+	case string:
+		s := strings.TrimSpace(v)
+		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+			n = i
+			break
+		}
+		if e, ok := LookupErrno(s); ok {
+			return e
+		}
+		if strings.HasPrefix(s, "-") {
+			if _, ok := LookupErrno(s[1:]); ok {
+				p.errorf(path, "%s: write the name without the minus sign (kfault returns -errno)", show(v))
+				return 0
+			}
+		}
+		if sug := suggestWithin(s, ErrnoNames(), 1); sug != "" {
+			p.errorf(path, "unknown errno name %s (did you mean %q?)", show(v), sug)
+		} else {
+			p.errorf(path, "unknown errno name %s; %s", show(v), want)
+		}
+		return 0
+	default:
+		p.errorf(path, "%s; %s", describe(v), want)
+		return 0
+	}
+	switch {
+	case n < 0:
+		p.errorf(path, "%d must be positive: kfault returns -errno, so write %d or its name", n, -n)
+	case n == 0:
+		p.errorf(path, "0 is not an error; %s", want)
+	case n > MaxErrno:
+		p.errorf(path, "%d is out of range; %s", n, want)
+	default:
+		return int(n)
+	}
+	return 0
+}
+
+func (p *parser) callchain(path string, v any) []Frame {
+	list, ok := v.([]any)
+	if !ok {
+		p.errorf(path, "%s, want a list of frames ({funcname, parameters, predicate})", describe(v))
+		return nil
+	}
+	if len(list) > MaxFrames {
+		p.errorf(path, "%d frames, at most %d allowed", len(list), MaxFrames)
+		return nil
+	}
+	var frames []Frame
+	for i, item := range list {
+		fp := indexPath(path, i)
+		m, ok := item.(map[string]any)
+		if !ok {
+			p.errorf(fp, "%s, want a frame object ({funcname, parameters, predicate})", describe(item))
+			continue
+		}
+		frames = append(frames, p.frame(fp, m))
+	}
+	return frames
+}
+
+func (p *parser) frame(path string, m map[string]any) Frame {
+	var fr Frame
+	p.unknownFields(path, m, frameFields, nil)
+	if v, ok := present(m, "funcname"); ok {
+		fr.FuncName = p.name(joinPath(path, "funcname"), v, "the kernel function that must be on the stack")
+	} else {
+		p.errorf(joinPath(path, "funcname"), "missing: name the kernel function that must be on the stack")
+	}
+	if v, ok := present(m, "parameters"); ok {
+		fr.Parameters = p.text(joinPath(path, "parameters"), v, "omit it: BTF knows the signature")
+		if fr.Parameters != "" {
+			if reason := checkParameters(fr.Parameters); reason != "" {
+				p.errorf(joinPath(path, "parameters"), "%s is not a C parameter list: %s", show(fr.Parameters), reason)
+				fr.Parameters = ""
+			}
+		}
+	}
+	if v, ok := present(m, "predicate"); ok {
+		fr.Predicate = p.text(joinPath(path, "predicate"), v, "omit it to match every call")
+	}
+	return fr
+}
+
+// text checks a free-text field (parameters, predicate): a non-empty string of
+// printable ASCII, at most MaxTextBytes.
+func (p *parser) text(path string, v any, omitHint string) string {
+	s, ok := v.(string)
+	if !ok {
+		p.errorf(path, "%s, want a string", describe(v))
+		return ""
+	}
+	if strings.TrimSpace(s) == "" {
+		p.errorf(path, "must not be empty (%s)", omitHint)
+		return ""
+	}
+	if len(s) > MaxTextBytes {
+		p.errorf(path, "%s is %d bytes long, at most %d allowed", show(s), len(s), MaxTextBytes)
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < ' ' || c > '~') && c != '\t' {
+			p.errorf(path, "%s contains a non-printable or non-ASCII byte at offset %d", show(s), i)
+			return ""
+		}
+	}
+	return s
+}
+
+func (p *parser) headers(path string, v any) []string {
+	list, ok := v.([]any)
+	if !ok {
+		p.errorf(path, "%s, want a list of header names (accepted for KernelChaos compatibility, unused)", describe(v))
+		return nil
+	}
+	var out []string
+	for i, item := range list {
+		s, ok := item.(string)
+		if !ok {
+			p.errorf(indexPath(path, i), "%s, want a string", describe(item))
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (p *parser) probability(path string, v any) float64 {
+	n, ok := v.(json.Number)
+	if !ok {
+		p.errorf(path, "%s, want a number of percent in (0, 100]", describe(v))
+		return DefaultProbability
+	}
+	x, err := strconv.ParseFloat(n.String(), 64)
+	if err != nil || !(x > 0 && x <= 100) {
+		p.errorf(path, "%s is out of range (0, 100]", n)
+		return DefaultProbability
+	}
+	return x
+}
+
+func (p *parser) times(path string, v any) uint64 {
+	n, ok := v.(json.Number)
+	if !ok {
+		p.errorf(path, "%s, want a whole number >= 0 (0 means unlimited)", describe(v))
+		return 0
+	}
+	if u, err := strconv.ParseUint(n.String(), 10, 64); err == nil {
+		return u
+	}
+	x, err := strconv.ParseFloat(n.String(), 64)
+	switch {
+	case err == nil && x < 0:
+		p.errorf(path, "%s must not be negative (0 means unlimited)", n)
+	case err == nil && x != math.Trunc(x):
+		p.errorf(path, "%s is not a whole number", n)
+	case err == nil && x < math.MaxUint64:
+		return uint64(x)
+	default:
+		p.errorf(path, "%s is too large (at most %d)", n, uint64(math.MaxUint64))
+	}
+	return 0
+}
+
+func (p *parser) duration(path string, v any) time.Duration {
+	switch v := v.(type) {
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		switch {
+		case err != nil:
+			p.errorf(path, "%s is not a duration; want a Go duration like 30s, 5m or 1h30m", show(v))
+		case d < 0:
+			p.errorf(path, "%s must not be negative", show(v))
+		default:
+			return d
+		}
+	case json.Number:
+		p.errorf(path, "%s has no unit; write it like \"%ss\"", v, v)
+	default:
+		p.errorf(path, "%s, want a Go duration like 30s, 5m or 1h30m", describe(v))
+	}
+	return 0
+}
+
+var (
+	fnPtrParamRE   = regexp.MustCompile(`\(\s*\*\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)\s*\(.*\)$`)
+	trailingNameRE = regexp.MustCompile(`([A-Za-z_][A-Za-z0-9_]*)$`)
+	arraySuffixRE  = regexp.MustCompile(`\s*\[[A-Za-z0-9_ ]*\]$`)
+	paramCharsRE   = regexp.MustCompile(`^[A-Za-z0-9_ \t*\[\](),.]*$`)
+)
+
+// cTypeWords are words that end a type, never a parameter name.
+var cTypeWords = map[string]bool{
+	"void": true, "char": true, "short": true, "int": true, "long": true, "float": true,
+	"double": true, "signed": true, "unsigned": true, "const": true, "volatile": true,
+	"struct": true, "union": true, "enum": true, "_Bool": true, "bool": true, "restrict": true,
+	"__user": true,
+}
+
+// checkParameters is the light syntax check of a C parameter list: comma-separated
+// declarations, each ending in a parameter name. It returns "" when s passes.
+func checkParameters(s string) string {
+	var parts []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth < 0 {
+				return "unbalanced parentheses"
+			}
+		case ',':
+			if depth == 0 {
+				parts = append(parts, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	if depth != 0 {
+		return "unbalanced parentheses"
+	}
+	parts = append(parts, s[start:])
+	if len(parts) == 1 && strings.TrimSpace(parts[0]) == "void" {
+		return ""
+	}
+	for i, part := range parts {
+		t := strings.TrimSpace(part)
+		n := i + 1
+		switch {
+		case t == "":
+			return fmt.Sprintf("parameter %d is empty", n)
+		case t == "...":
+			if i != len(parts)-1 {
+				return "... must be the last parameter"
+			}
+			continue
+		case !paramCharsRE.MatchString(t) || strings.Contains(strings.ReplaceAll(t, "...", ""), "."):
+			return fmt.Sprintf("parameter %d (%q) has a character that cannot appear in a declaration", n, t)
+		}
+		if fnPtrParamRE.MatchString(t) {
+			continue
+		}
+		for arraySuffixRE.MatchString(t) {
+			t = arraySuffixRE.ReplaceAllString(t, "")
+		}
+		name := trailingNameRE.FindString(t)
+		rest := strings.TrimSpace(strings.TrimSuffix(t, name))
+		if name == "" || rest == "" || cTypeWords[name] {
+			return fmt.Sprintf("parameter %d (%q) does not end in a parameter name", n, strings.TrimSpace(part))
+		}
+	}
+	return ""
+}

@@ -1,0 +1,402 @@
+package annotations
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const bananas = `STRNCMP(name->name, "bananas", 8)`
+
+func TestParseValid(t *testing.T) {
+	dalloc := Frame{FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: bananas}
+	for name, tc := range map[string]struct {
+		in   string
+		want []Fault
+	}{
+		"failtype 0 with the KernelChaos d_alloc_parallel callchain": {
+			in: `
+failtype: 0
+callchain:
+- funcname: d_alloc_parallel
+  parameters: struct dentry *parent, const struct qstr *name
+  predicate: STRNCMP(name->name, "bananas", 8)
+headers: ["linux/mmzone.h"]
+probability: 1
+times: 10
+duration: 5m
+`,
+			want: []Fault{{FailType: Slab, CallChain: []Frame{dalloc}, Headers: []string{"linux/mmzone.h"}, Probability: 1, Times: 10, Duration: 5 * time.Minute}},
+		},
+		"flow style mount example": {
+			in:   `{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}`,
+			want: []Fault{{FailType: Slab, CallChain: []Frame{{FuncName: "__x64_sys_mount"}}, Probability: 100}},
+		},
+		"json object": {
+			in:   `{"failtype": 2, "probability": 12.5}`,
+			want: []Fault{{FailType: Bio, Probability: 12.5}},
+		},
+		"json list": {
+			in:   `[{"failtype": 1}, {"function": "__x64_sys_openat", "errno": "EACCES"}]`,
+			want: []Fault{{FailType: Page, Probability: 100}, {Function: "__x64_sys_openat", Errno: 13, Probability: 100}},
+		},
+		"yaml list": {
+			in:   "- failtype: page\n- function: __x64_sys_openat\n  errno: EACCES\n",
+			want: []Fault{{FailType: Page, Probability: 100}, {Function: "__x64_sys_openat", Errno: 13, Probability: 100}},
+		},
+		"failtype names": {
+			in:   `[{failtype: slab}, {failtype: Page}, {failtype: BIO}, {failtype: "2"}, {failtype: kmalloc}, {failtype: alloc_page}]`,
+			want: []Fault{{FailType: Slab, Probability: 100}, {FailType: Page, Probability: 100}, {FailType: Bio, Probability: 100}, {FailType: Bio, Probability: 100}, {FailType: Slab, Probability: 100}, {FailType: Page, Probability: 100}},
+		},
+		"errno forms": {
+			in:   `[{function: f, errno: 13}, {function: f, errno: "13"}, {function: f, errno: eacces}, {function: f, errno: EWOULDBLOCK}, {function: f, errno: ENOTSUPP}, {function: f, errno: 4095}]`,
+			want: []Fault{{Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 11, Probability: 100}, {Function: "f", Errno: 524, Probability: 100}, {Function: "f", Errno: 4095, Probability: 100}},
+		},
+		"probability bounds and fractions": {
+			in:   `[{failtype: 0, probability: 100}, {failtype: 0, probability: 0.001}, {failtype: 0, probability: 1e1}]`,
+			want: []Fault{{Probability: 100}, {Probability: 0.001}, {Probability: 10}},
+		},
+		"times zero and max": {
+			in:   `[{failtype: 0, times: 0}, {failtype: 0, times: 18446744073709551615}, {failtype: 0, times: 1e3}]`,
+			want: []Fault{{Probability: 100}, {Probability: 100, Times: 1<<64 - 1}, {Probability: 100, Times: 1000}},
+		},
+		"duration forms": {
+			in:   `[{failtype: 0, duration: 1h30m}, {failtype: 0, duration: 0s}, {failtype: 0, duration: 250ms}]`,
+			want: []Fault{{Probability: 100, Duration: 90 * time.Minute}, {Probability: 100}, {Probability: 100, Duration: 250 * time.Millisecond}},
+		},
+		"null fields are absent": {
+			in:   "failtype: 0\nprobability:\ntimes: null\ncallchain: ~\n",
+			want: []Fault{{Probability: 100}},
+		},
+		"empty lists": {
+			in:   `{failtype: 0, callchain: [], headers: []}`,
+			want: []Fault{{Probability: 100}},
+		},
+		"parameters forms": {
+			in: `{failtype: 0, callchain: [
+  {funcname: a, parameters: "void"},
+  {funcname: b, parameters: "gfp_t gfp_mask, unsigned int order"},
+  {funcname: c, parameters: "char buf[16], int (*cb)(void *, int), ..."},
+  {funcname: d, parameters: "const char __user *filename"}]}`,
+			want: []Fault{{Probability: 100, CallChain: []Frame{
+				{FuncName: "a", Parameters: "void"},
+				{FuncName: "b", Parameters: "gfp_t gfp_mask, unsigned int order"},
+				{FuncName: "c", Parameters: "char buf[16], int (*cb)(void *, int), ..."},
+				{FuncName: "d", Parameters: "const char __user *filename"},
+			}}},
+		},
+		"predicate without parameters": {
+			in:   `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'STRNCMP(name->name, "bananas", 8)'}]}`,
+			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "d_alloc_parallel", Predicate: bananas}}}},
+		},
+		"eight frames and sixteen faults": {
+			in:   "[" + strings.Repeat("{failtype: 0, callchain: [{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a}]},", 16) + "]",
+			want: repeatFault(Fault{Probability: 100, CallChain: []Frame{{FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}}}, 16),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("Parse:\n got %#v\nwant %#v", got, tc.want)
+			}
+			// Every accepted value survives Encode and EncodeJSON.
+			for _, enc := range []string{Encode(got), EncodeJSON(got)} {
+				again, err := Parse(enc)
+				if err != nil {
+					t.Fatalf("Parse(encoded %q): %v", enc, err)
+				}
+				if !reflect.DeepEqual(again, got) {
+					t.Fatalf("round trip of %q:\n got %#v\nwant %#v", enc, again, got)
+				}
+			}
+		})
+	}
+}
+
+func repeatFault(f Fault, n int) []Fault {
+	out := make([]Fault, n)
+	for i := range out {
+		out[i] = f
+	}
+	return out
+}
+
+func TestParseInvalid(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in   string
+		want string // the full text of the first error, or a prefix of it ending in "..."
+	}{
+		"empty":                {"", "empty annotation value: want a fault object or a list of them"},
+		"blank":                {"  \n\t", "empty annotation value: want a fault object or a list of them"},
+		"null document":        {"null", "empty annotation value: want a fault object or a list of them"},
+		"scalar document":      {"42", "42 is a number, want a fault object or a list of them"},
+		"bad yaml":             {"failtype: [", "not valid YAML or JSON: ..."},
+		"duplicate key":        {"failtype: 0\nfailtype: 1", "not valid YAML or JSON: ..."},
+		"empty list":           {"[]", "empty list: want at least one fault"},
+		"too many faults":      {"[" + strings.Repeat("{failtype: 0},", 17) + "]", "17 faults in one annotation, at most 16 allowed"},
+		"list item not object": {"[{failtype: 0}, 3]", "[1]: 3 is a number, want a fault object"},
+		"too large":            {"failtype: 0\n#" + strings.Repeat("x", MaxValueBytes), "annotation value is 65549 bytes, more than the limit of 65536"},
+
+		"unknown field with suggestion":   {"{failtype: 0, probabilty: 5}", `probabilty: unknown field (did you mean "probability"?)`},
+		"unknown field case":              {"{failType: 0}", `failType: unknown field (did you mean "failtype"?)`},
+		"unknown field without sugestion": {"{failtype: 0, colour: red}", "colour: unknown field (known fields: failtype, function, errno, callchain, headers, probability, times, duration)"},
+		"unknown field in list":           {"[{failtype: 0}, {failtype: 0, tims: 3}]", `[1].tims: unknown field (did you mean "times"?)`},
+		"failKernRequest block pasted":    {"failKernRequest: {failtype: 0}", "failKernRequest: unknown field: paste the contents of failKernRequest..."},
+		"manifest pasted":                 {"{kind: Pod, failtype: 0}", "kind: unknown field: this looks like a Kubernetes manifest..."},
+		"unknown frame field":             {"{failtype: 0, callchain: [{funcname: a, predicat: x}]}", `callchain[0].predicat: unknown field (did you mean "predicate"?)`},
+
+		"failtype and function":    {"{failtype: 0, function: f, errno: 1}", "function: cannot be combined with failtype (failtype 0); set one of them"},
+		"neither":                  {"{probability: 5}", "failtype: missing: set failtype (0|1|2 or slab|page|bio), or function with errno"},
+		"neither in list":          {"[{failtype: 0}, {times: 5}]", "[1].failtype: missing: ..."},
+		"failtype out of range":    {"{failtype: 3}", "failtype: 3 is not a fail type; want 0|slab, 1|page or 2|bio"},
+		"failtype negative":        {"{failtype: -1}", "failtype: -1 is not a fail type; ..."},
+		"failtype fraction":        {"{failtype: 0.5}", "failtype: 0.5 is not a fail type; ..."},
+		"failtype unknown name":    {"{failtype: disk}", `failtype: "disk" is not a fail type; ...`},
+		"failtype wrong type":      {"{failtype: [0]}", "failtype: a list; want 0|slab, 1|page or 2|bio"},
+		"function without errno":   {"{function: __x64_sys_openat}", `errno: missing: function "__x64_sys_openat" needs an errno to return (a name like EACCES, or a number)`},
+		"errno without function":   {"{failtype: 0, errno: EIO}", "errno: only valid with function; ..."},
+		"function empty":           {"{function: '', errno: 1}", "function: must not be empty (the error-injectable kernel function to fail)"},
+		"function not identifier":  {"{function: 'sys open', errno: 1}", `function: "sys open" is not a valid C identifier`},
+		"function wrong type":      {"{function: 7, errno: 1}", "function: 7 is a number, want a kernel function name (the error-injectable kernel function to fail)"},
+		"function too long":        {"{function: " + strings.Repeat("a", 129) + ", errno: 1}", `function: "aaaa...`},
+		"errno unknown name":       {"{function: f, errno: EFOO}", `errno: unknown errno name "EFOO"; want a name like EACCES or a number 1-4095`},
+		"errno close name":         {"{function: f, errno: EACCESS}", `errno: unknown errno name "EACCESS" (did you mean "EACCES"?)`},
+		"errno negative":           {"{function: f, errno: -13}", "errno: -13 must be positive: kfault returns -errno, so write 13 or its name"},
+		"errno negative name":      {"{function: f, errno: -EACCES}", `errno: "-EACCES": write the name without the minus sign (kfault returns -errno)`},
+		"errno zero":               {"{function: f, errno: 0}", "errno: 0 is not an error; want a name like EACCES or a number 1-4095"},
+		"errno too large":          {"{function: f, errno: 4096}", "errno: 4096 is out of range; ..."},
+		"errno fraction":           {"{function: f, errno: 1.5}", "errno: 1.5 is not a whole number; ..."},
+		"errno wrong type":         {"{function: f, errno: true}", "errno: true is a boolean; ..."},
+		"probability zero":         {"{failtype: 0, probability: 0}", "probability: 0 is out of range (0, 100]"},
+		"probability negative":     {"{failtype: 0, probability: -5}", "probability: -5 is out of range (0, 100]"},
+		"probability above 100":    {"{failtype: 0, probability: 100.5}", "probability: 100.5 is out of range (0, 100]"},
+		"probability string":       {"{failtype: 0, probability: '50%'}", `probability: "50%" is a string, want a number of percent in (0, 100]`},
+		"times negative":           {"{failtype: 0, times: -1}", "times: -1 must not be negative (0 means unlimited)"},
+		"times fraction":           {"{failtype: 0, times: 2.5}", "times: 2.5 is not a whole number"},
+		"times too large":          {"{failtype: 0, times: 1e30}", "times: 1e+30 is too large (at most 18446744073709551615)"},
+		"times string":             {"{failtype: 0, times: ten}", `times: "ten" is a string, want a whole number >= 0 (0 means unlimited)`},
+		"duration bad":             {"{failtype: 0, duration: 5 minutes}", `duration: "5 minutes" is not a duration; want a Go duration like 30s, 5m or 1h30m`},
+		"duration negative":        {"{failtype: 0, duration: -5m}", `duration: "-5m" must not be negative`},
+		"duration number":          {"{failtype: 0, duration: 300}", `duration: 300 has no unit; write it like "300s"`},
+		"duration list":            {"{failtype: 0, duration: [1]}", "duration: a list, want a Go duration like 30s, 5m or 1h30m"},
+		"headers not list":         {"{failtype: 0, headers: linux/mmzone.h}", `headers: "linux/mmzone.h" is a string, want a list of header names (accepted for KernelChaos compatibility, unused)`},
+		"headers item not string":  {"{failtype: 0, headers: [a, 1]}", "headers[1]: 1 is a number, want a string"},
+		"callchain not list":       {"{failtype: 0, callchain: {funcname: a}}", "callchain: an object, want a list of frames ({funcname, parameters, predicate})"},
+		"callchain too long":       {"{failtype: 0, callchain: [" + strings.Repeat("{funcname: a},", 9) + "]}", "callchain: 9 frames, at most 8 allowed"},
+		"frame not object":         {"{failtype: 0, callchain: [d_alloc_parallel]}", `callchain[0]: "d_alloc_parallel" is a string, want a frame object ({funcname, parameters, predicate})`},
+		"funcname missing":         {"{failtype: 0, callchain: [{predicate: x}]}", "callchain[0].funcname: missing: name the kernel function that must be on the stack"},
+		"funcname empty in list":   {"[{failtype: 0}, {failtype: 0, callchain: [{funcname: ''}]}]", "[1].callchain[0].funcname: must not be empty (the kernel function that must be on the stack)"},
+		"funcname not identifier":  {"{failtype: 0, callchain: [{funcname: 1abc}]}", `callchain[0].funcname: "1abc" is not a valid C identifier`},
+		"funcname constprop":       {"{failtype: 0, callchain: [{funcname: should_failslab.constprop.0}]}", `callchain[0].funcname: "should_failslab.constprop.0" is not a valid C identifier: compiler suffixes like .constprop.0 or .isra.0 are not part of the name; write "should_failslab"`},
+		"parameters empty":         {"{failtype: 0, callchain: [{funcname: a, parameters: ''}]}", "callchain[0].parameters: must not be empty (omit it: BTF knows the signature)"},
+		"parameters no name":       {"{failtype: 0, callchain: [{funcname: a, parameters: 'struct dentry *'}]}", `callchain[0].parameters: "struct dentry *" is not a C parameter list: parameter 1 ("struct dentry *") does not end in a parameter name`},
+		"parameters type only":     {"{failtype: 0, callchain: [{funcname: a, parameters: 'int a, unsigned int'}]}", `callchain[0].parameters: "int a, unsigned int" is not a C parameter list: parameter 2 ("unsigned int") does not end in a parameter name`},
+		"parameters empty param":   {"{failtype: 0, callchain: [{funcname: a, parameters: 'int a,,int b'}]}", "callchain[0].parameters: ...: parameter 2 is empty"},
+		"parameters bad char":      {"{failtype: 0, callchain: [{funcname: a, parameters: 'int a; int b'}]}", `callchain[0].parameters: "int a; int b" is not a C parameter list: parameter 1 ("int a; int b") has a character that cannot appear in a declaration`},
+		"parameters stray dot":     {"{failtype: 0, callchain: [{funcname: a, parameters: 'int a.b'}]}", "callchain[0].parameters: ...has a character that cannot appear in a declaration"},
+		"parameters unbalanced":    {"{failtype: 0, callchain: [{funcname: a, parameters: 'int (*f(void)'}]}", "callchain[0].parameters: ...: unbalanced parentheses"},
+		"parameters ellipsis":      {"{failtype: 0, callchain: [{funcname: a, parameters: '..., int a'}]}", "callchain[0].parameters: ...: ... must be the last parameter"},
+		"parameters wrong type":    {"{failtype: 0, callchain: [{funcname: a, parameters: [int a]}]}", "callchain[0].parameters: a list, want a string"},
+		"predicate empty":          {"{failtype: 0, callchain: [{funcname: a, predicate: '  '}]}", "callchain[0].predicate: must not be empty (omit it to match every call)"},
+		"predicate control char":   {`{"failtype": 0, "callchain": [{"funcname": "a", "predicate": "x\u0001"}]}`, `callchain[0].predicate: "x\x01" contains a non-printable or non-ASCII byte at offset 1`},
+		"predicate non-ascii":      {"{failtype: 0, callchain: [{funcname: a, predicate: 'x == é'}]}", "callchain[0].predicate: ...non-ASCII byte at offset 5"},
+		"predicate too long":       {"{failtype: 0, callchain: [{funcname: a, predicate: '" + strings.Repeat("x", MaxTextBytes+1) + "'}]}", "callchain[0].predicate: ...is 1025 bytes long, at most 1024 allowed"},
+		"several errors, in order": {"{failtype: 9, probability: 0}", "failtype: 9 is not a fail type; ..."},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if err == nil {
+				t.Fatalf("Parse accepted %q: %#v", tc.in, got)
+			}
+			var es Errors
+			if !errors.As(err, &es) || len(es) == 0 {
+				t.Fatalf("error is %T, want non-empty Errors", err)
+			}
+			first := es[0].Error()
+			if prefix, ok := strings.CutSuffix(tc.want, "..."); ok {
+				prefix, suffix, split := strings.Cut(prefix, "...")
+				if !strings.HasPrefix(first, prefix) || (split && !strings.HasSuffix(first, suffix)) {
+					t.Fatalf("error\n got %q\nwant %q", first, tc.want)
+				}
+			} else if strings.Contains(tc.want, "...") {
+				prefix, suffix, _ := strings.Cut(tc.want, "...")
+				if !strings.HasPrefix(first, prefix) || !strings.HasSuffix(first, suffix) {
+					t.Fatalf("error\n got %q\nwant %q", first, tc.want)
+				}
+			} else if first != tc.want {
+				t.Fatalf("error\n got %q\nwant %q", first, tc.want)
+			}
+			// The field path leads the message.
+			if es[0].Path != "" && !strings.HasPrefix(err.Error(), es[0].Path+": ") {
+				t.Fatalf("error %q does not start with its path %q", err, es[0].Path)
+			}
+		})
+	}
+}
+
+func TestParseReportsEveryError(t *testing.T) {
+	_, err := Parse("- failtype: 5\n- function: x\n  errno: EFOO\n- failtype: 0\n  probability: 0\n  times: -1\n")
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, want := range []string{"[0].failtype: 5 ", `[1].errno: unknown errno name "EFOO"`, "[2].probability: 0 is out of range (0, 100]", "[2].times: -1 must not be negative"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	var es Errors
+	errors.As(err, &es)
+	if len(es) != 4 {
+		t.Errorf("got %d errors, want 4: %v", len(es), err)
+	}
+}
+
+func TestErrorsTruncated(t *testing.T) {
+	_, err := Parse("[" + strings.Repeat("{failtype: 7},", 12) + "]")
+	if err == nil || !strings.HasSuffix(err.Error(), "; and 4 more") {
+		t.Fatalf("error %v: want 8 errors and a count of the rest", err)
+	}
+}
+
+func TestJSONAndYAMLAgree(t *testing.T) {
+	for name, pair := range map[string][2]string{
+		"single": {
+			`{"failtype":0,"callchain":[{"funcname":"d_alloc_parallel","predicate":"STRNCMP(name->name, \"bananas\", 8)"}],"probability":1,"times":10,"duration":"5m"}`,
+			"failtype: 0\ncallchain:\n- funcname: d_alloc_parallel\n  predicate: 'STRNCMP(name->name, \"bananas\", 8)'\nprobability: 1\ntimes: 10\nduration: 5m\n",
+		},
+		"list": {
+			`[{"function":"__x64_sys_openat","errno":"EACCES"},{"failtype":"bio"}]`,
+			"- function: __x64_sys_openat\n  errno: EACCES\n- failtype: bio\n",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			j, err := Parse(pair[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			y, err := Parse(pair[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(j, y) {
+				t.Fatalf("JSON %#v\nYAML %#v", j, y)
+			}
+		})
+	}
+}
+
+func TestSingleIsListOfOne(t *testing.T) {
+	one, err := Parse("failtype: 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := Parse("- failtype: 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(one, list) || len(one) != 1 {
+		t.Fatalf("single %#v, list %#v", one, list)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	fs, err := Parse("failtype: 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := fs[0]
+	if f.Probability != 100 || f.Times != 0 || f.Duration != 0 || f.CallChain != nil || f.Headers != nil || f.Function != "" || f.Errno != 0 {
+		t.Fatalf("defaults: %#v", f)
+	}
+}
+
+func TestHookAndReturnValue(t *testing.T) {
+	for name, tc := range map[string]struct {
+		f      Fault
+		hook   string
+		ret    int64
+		str    string
+		ftName string
+	}{
+		"slab": {Fault{FailType: Slab, Probability: 100}, "should_failslab", -12, "slab: should_failslab returns -ENOMEM, every time, no limit on times, until the container stops", "slab"},
+		"page": {Fault{FailType: Page, Probability: 50, Times: 3}, "should_fail_alloc_page", 1, "page: should_fail_alloc_page returns true, probability 50%, at most 3 times, until the container stops", "page"},
+		"bio":  {Fault{FailType: Bio, Probability: 100, Duration: time.Minute}, "should_fail_bio", -5, "bio: should_fail_bio returns -EIO, every time, no limit on times, for 1m0s", "bio"},
+		"function": {Fault{Function: "__x64_sys_openat", Errno: 13, Probability: 0.5, CallChain: []Frame{{FuncName: "a"}, {FuncName: "b", Predicate: "x == 1"}}}, "__x64_sys_openat", -13,
+			"function: __x64_sys_openat returns -EACCES (-13) when called under a -> b [x == 1], probability 0.5%, no limit on times, until the container stops", "slab"},
+		"function unnamed errno": {Fault{Function: "f", Errno: 600, Probability: 100}, "f", -600, "function: f returns -600 (-600), every time, no limit on times, until the container stops", "slab"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if got := tc.f.HookFunction(); got != tc.hook {
+				t.Errorf("HookFunction = %q, want %q", got, tc.hook)
+			}
+			if got := tc.f.ReturnValue(); got != tc.ret {
+				t.Errorf("ReturnValue = %d, want %d", got, tc.ret)
+			}
+			if got := tc.f.String(); got != tc.str {
+				t.Errorf("String =\n %q\nwant\n %q", got, tc.str)
+			}
+			if got := tc.f.FailType.String(); got != tc.ftName {
+				t.Errorf("FailType.String = %q, want %q", got, tc.ftName)
+			}
+		})
+	}
+	if got := FailType(7).String(); got != "FailType(7)" {
+		t.Errorf("FailType(7).String() = %q", got)
+	}
+	if got := FailType(7).HookFunction(); got != "" {
+		t.Errorf("FailType(7).HookFunction() = %q", got)
+	}
+}
+
+func TestErrnoTable(t *testing.T) {
+	for name, want := range map[string]int{
+		"EPERM": 1, "ENOENT": 2, "EIO": 5, "ENOMEM": 12, "EACCES": 13, "EBUSY": 16, "EINVAL": 22,
+		"ENOSPC": 28, "EAGAIN": 11, "EWOULDBLOCK": 11, "ETIMEDOUT": 110, "ENOTSUP": 95, "EOPNOTSUPP": 95,
+		"EDEADLK": 35, "EDEADLOCK": 35, "EHWPOISON": 133, "ERESTARTSYS": 512, "ENOTSUPP": 524,
+		"eintr": 4,
+	} {
+		if got, ok := LookupErrno(name); !ok || got != want {
+			t.Errorf("LookupErrno(%q) = %d, %v; want %d", name, got, ok, want)
+		}
+	}
+	if _, ok := LookupErrno("EFOO"); ok {
+		t.Error("LookupErrno(EFOO) succeeded")
+	}
+	for n, want := range map[int]string{13: "EACCES", 11: "EAGAIN", 524: "ENOTSUPP", 4000: ""} {
+		if got := ErrnoName(n); got != want {
+			t.Errorf("ErrnoName(%d) = %q, want %q", n, got, want)
+		}
+	}
+	// Every name maps to a number whose canonical name maps back to it.
+	for _, name := range ErrnoNames() {
+		n, _ := LookupErrno(name)
+		if back, ok := LookupErrno(ErrnoName(n)); !ok || back != n {
+			t.Errorf("%s = %d, but ErrnoName(%d) = %q", name, n, n, ErrnoName(n))
+		}
+	}
+	if len(ErrnoNames()) < 130 {
+		t.Errorf("only %d errno names", len(ErrnoNames()))
+	}
+}
+
+func TestEncodeQuoting(t *testing.T) {
+	fs := []Fault{{
+		Function: "on", Errno: 600, Probability: 1e-7, Times: 1 << 63, Duration: time.Nanosecond,
+		CallChain: []Frame{{FuncName: "yes", Parameters: "int x", Predicate: `x == '#' || STRCMP(s, ": \t")`}},
+		Headers:   []string{"", "null", "a: b", "- x", "\u2028"},
+	}, {FailType: Bio, Probability: 100}}
+	for _, enc := range []string{Encode(fs), EncodeJSON(fs)} {
+		got, err := Parse(enc)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", enc, err)
+		}
+		if !reflect.DeepEqual(got, fs) {
+			t.Fatalf("round trip of\n%s\n got %#v\nwant %#v", enc, got, fs)
+		}
+	}
+}
