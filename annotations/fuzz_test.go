@@ -1,0 +1,56 @@
+package annotations
+
+import (
+	"reflect"
+	"testing"
+)
+
+// FuzzParse checks that no input makes Parse panic, and that whatever Parse accepts
+// is a valid fault list that survives Encode and EncodeJSON unchanged.
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{
+		"failtype: 0",
+		`{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}`,
+		"failtype: 0\ncallchain:\n- funcname: d_alloc_parallel\n  parameters: struct dentry *parent, const struct qstr *name\n  predicate: STRNCMP(name->name, \"bananas\", 8)\nheaders: [linux/mmzone.h]\nprobability: 1\ntimes: 10\nduration: 5m\n",
+		`[{"function":"__x64_sys_openat","errno":"EACCES"},{"failtype":"bio","probability":0.5}]`,
+		"- failtype: page\n  times: 18446744073709551615\n- function: f\n  errno: 4095\n",
+		`{failtype: 0, callchain: [{funcname: c, parameters: "char buf[16], int (*cb)(void *, int), ..."}]}`,
+		"{failtype: 0, headers: ['', 'null', \"\\u2028\"]}",
+		"failtype: 9\nprobabilty: 0",
+		"&a [*a]",
+		"[",
+		"",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		faults, err := Parse(value)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatalf("empty error message for %q", value)
+			}
+			return
+		}
+		if len(faults) == 0 || len(faults) > MaxFaults {
+			t.Fatalf("accepted %d faults", len(faults))
+		}
+		for _, flt := range faults {
+			if flt.HookFunction() == "" || flt.ReturnValue() == 0 {
+				t.Fatalf("accepted fault without a hook or return value: %#v", flt)
+			}
+			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames {
+				t.Fatalf("accepted out-of-range fault: %#v", flt)
+			}
+			_ = flt.String()
+		}
+		for _, enc := range []string{Encode(faults), EncodeJSON(faults)} {
+			again, err := Parse(enc)
+			if err != nil {
+				t.Fatalf("re-parse of %q (from %q) failed: %v", enc, value, err)
+			}
+			if !reflect.DeepEqual(again, faults) {
+				t.Fatalf("re-parse of %q (from %q):\n got %#v\nwant %#v", enc, value, again, faults)
+			}
+		}
+	})
+}
