@@ -1,0 +1,56 @@
+# kfault — see README.md. The two commands a new user needs: `make demo` and `make test`.
+GO      ?= go
+PREFIX  ?= /usr/local
+DESTDIR ?=
+export CGO_ENABLED ?= 0
+
+.PHONY: all build test unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
+
+all: build
+
+build:
+	$(GO) build -o out/bin/kfault .
+
+## test: host unit tests + fuzz smoke, then every suite inside the test VM. One summary line.
+test:
+	test/run-tests all
+
+unit:
+	test/run-tests unit
+
+e2e:
+	test/run-tests e2e
+
+## demo: boots the test VM and shows a fault hitting one container and not its neighbour.
+demo: build
+	test/vm/run -- test/demo/run
+
+## bench: speed and cost figures, as ratios against a baseline from the same VM run.
+bench: build
+	test/bench/run
+
+## generate: rebuild the BPF objects (needs clang; the output is committed).
+generate:
+	$(GO) generate ./bpf/...
+
+vm-kernel:
+	test/vm/build-kernel default
+
+## vm-kernels: the default kernel and the fmod_ret-only variant (no BPF_KPROBE_OVERRIDE).
+vm-kernels:
+	test/vm/build-kernel default
+	test/vm/build-kernel fmodret
+
+vm-tools:
+	test/vm/build-tools
+
+vm-images:
+	test/vm/build-images
+
+install: build
+	install -D -m 0755 out/bin/kfault $(DESTDIR)$(PREFIX)/bin/kfault
+	install -D -m 0644 install/systemd/kfault.service $(DESTDIR)/etc/systemd/system/kfault.service
+	install -D -m 0644 install/nri/10-kfault.conf $(DESTDIR)/etc/nri/conf.d/10-kfault.conf
+
+clean:
+	rm -rf out
