@@ -104,7 +104,9 @@ func (f Fault) String() string {
 	} else {
 		b.WriteString(", every time")
 	}
-	if f.Times > 0 {
+	if f.Times == 1 {
+		b.WriteString(", at most 1 time")
+	} else if f.Times > 0 {
 		fmt.Fprintf(&b, ", at most %d times", f.Times)
 	} else {
 		b.WriteString(", no limit on times")
