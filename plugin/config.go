@@ -1,0 +1,258 @@
+// Package plugin is kfault's NRI plugin: it turns container lifecycle events (NRI for CRI
+// pods, containerd's event stream for nerdctl/ctr containers) into Arm and Disarm calls on
+// the fault engine, and keeps the node config, the state file and the metrics.
+package plugin
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"reflect"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Mode says what happens to a container whose fault cannot be honoured.
+type Mode string
+
+const (
+	// Strict fails the container's creation (bad spec, disallowed namespace) or start
+	// (arming failed). The error message reaches crictl / kubectl describe.
+	Strict Mode = "strict"
+	// Lenient logs the problem and lets the container run without the fault.
+	Lenient Mode = "lenient"
+)
+
+// Defaults of the node config.
+const (
+	DefaultStateDir         = "/var/lib/kfault"
+	DefaultContainerdSocket = "/run/containerd/containerd.sock"
+	// DefaultK8sNamespace is the containerd namespace of CRI containers. NRI covers
+	// it, so the containerd event watcher skips it.
+	DefaultK8sNamespace = "k8s.io"
+)
+
+// DefaultDeniedNamespaces applies when the config lists neither allowed nor denied
+// namespaces.
+var DefaultDeniedNamespaces = []string{"kube-system"}
+
+// Config is the node config: /etc/nri/conf.d/10-kfault.conf (delivered through NRI
+// Configure), a --config file, or flags. Unknown keys are errors.
+//
+//	allowedNamespaces: [team-a, team-b]   # absent: every namespace ...
+//	deniedNamespaces: [kube-system]       # ... except these (default: kube-system)
+//	mode: strict                          # strict | lenient
+//	stateDir: /var/lib/kfault
+//	containerdSocket: /run/containerd/containerd.sock
+//	metricsAddress: 127.0.0.1:9464        # absent: no metrics endpoint
+//	metricsAllowNonLoopback: false        # true to serve metrics on a non-loopback address
+//	events:
+//	  enabled: true                       # watch containerd events for non-CRI containers
+//	  skipNamespaces: [k8s.io]            # containerd namespaces the watcher ignores
+//
+// For CRI pods the namespace is the Kubernetes namespace; for containers found by the
+// containerd event watcher it is the containerd namespace (nerdctl: "default").
+type Config struct {
+	AllowedNamespaces       []string     `json:"allowedNamespaces,omitempty"`
+	DeniedNamespaces        []string     `json:"deniedNamespaces,omitempty"`
+	Mode                    Mode         `json:"mode,omitempty"`
+	StateDir                string       `json:"stateDir,omitempty"`
+	ContainerdSocket        string       `json:"containerdSocket,omitempty"`
+	MetricsAddress          string       `json:"metricsAddress,omitempty"`
+	MetricsAllowNonLoopback bool         `json:"metricsAllowNonLoopback,omitempty"`
+	Events                  EventsConfig `json:"events,omitzero"`
+}
+
+// EventsConfig configures the containerd event watcher (non-CRI containers).
+type EventsConfig struct {
+	// Enabled defaults to true; set false to handle CRI pods only.
+	Enabled *bool `json:"enabled,omitempty"`
+	// SkipNamespaces are containerd namespaces to ignore. Default: k8s.io, which NRI
+	// already covers.
+	SkipNamespaces []string `json:"skipNamespaces,omitempty"`
+}
+
+// ParseConfig reads a node config (YAML or JSON). Unknown keys are errors. Absent
+// fields stay zero: apply Merge onto DefaultConfig() (or Resolve) to fill them.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	if strings.TrimSpace(string(data)) == "" {
+		return c, nil
+	}
+	var raw any
+	if err := yaml.Unmarshal(data, &raw); err != nil {
+		return Config{}, fmt.Errorf("node config: %w", err)
+	}
+	if err := checkKeys("", raw, reflect.TypeOf(c)); err != nil {
+		return Config{}, fmt.Errorf("node config: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(data, &c); err != nil {
+		return Config{}, fmt.Errorf("node config: %w", err)
+	}
+	return c, nil
+}
+
+// checkKeys rejects keys that t (a struct with json tags) does not have, naming the
+// key's full path and the known keys.
+func checkKeys(prefix string, v any, t reflect.Type) error {
+	m, ok := v.(map[string]any)
+	if !ok || t.Kind() != reflect.Struct {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	var known []string
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		fields[name] = t.Field(i).Type
+		known = append(known, name)
+	}
+	keys := slices.Sorted(maps.Keys(m))
+	for _, k := range keys {
+		ft, ok := fields[k]
+		if !ok {
+			return fmt.Errorf("unknown key %q (known keys: %s)", prefix+k, strings.Join(known, ", "))
+		}
+		if err := checkKeys(prefix+k+".", m[k], ft); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DefaultConfig is the config with every default filled in.
+func DefaultConfig() Config {
+	enabled := true
+	return Config{
+		DeniedNamespaces: slices.Clone(DefaultDeniedNamespaces),
+		Mode:             Strict,
+		StateDir:         DefaultStateDir,
+		ContainerdSocket: DefaultContainerdSocket,
+		Events:           EventsConfig{Enabled: &enabled, SkipNamespaces: []string{DefaultK8sNamespace}},
+	}
+}
+
+// Merge returns base with every field set in over replacing base's. A namespace list
+// present in over (even empty, `[]`) replaces base's; when over sets allowedNamespaces
+// but not deniedNamespaces, the default deny list is dropped, so that listing
+// kube-system as allowed works.
+func Merge(base, over Config) Config {
+	out := base
+	if over.AllowedNamespaces != nil {
+		out.AllowedNamespaces = slices.Clone(over.AllowedNamespaces)
+		if over.DeniedNamespaces == nil && slices.Equal(base.DeniedNamespaces, DefaultDeniedNamespaces) {
+			out.DeniedNamespaces = nil
+		}
+	}
+	if over.DeniedNamespaces != nil {
+		out.DeniedNamespaces = slices.Clone(over.DeniedNamespaces)
+	}
+	if over.Mode != "" {
+		out.Mode = over.Mode
+	}
+	if over.StateDir != "" {
+		out.StateDir = over.StateDir
+	}
+	if over.ContainerdSocket != "" {
+		out.ContainerdSocket = over.ContainerdSocket
+	}
+	if over.MetricsAddress != "" {
+		out.MetricsAddress = over.MetricsAddress
+	}
+	if over.MetricsAllowNonLoopback {
+		out.MetricsAllowNonLoopback = true
+	}
+	if over.Events.Enabled != nil {
+		v := *over.Events.Enabled
+		out.Events.Enabled = &v
+	}
+	if over.Events.SkipNamespaces != nil {
+		out.Events.SkipNamespaces = slices.Clone(over.Events.SkipNamespaces)
+	}
+	return out
+}
+
+// Resolve merges the layers onto DefaultConfig in order (later wins) and validates.
+func Resolve(layers ...Config) (Config, error) {
+	c := DefaultConfig()
+	for _, l := range layers {
+		c = Merge(c, l)
+	}
+	return c, c.Validate()
+}
+
+// Validate checks a resolved config. Errors name the key.
+func (c Config) Validate() error {
+	switch c.Mode {
+	case Strict, Lenient:
+	default:
+		return fmt.Errorf("node config: mode: %q is not strict or lenient", c.Mode)
+	}
+	if c.StateDir == "" {
+		return fmt.Errorf("node config: stateDir: must not be empty")
+	}
+	for _, list := range []struct {
+		key   string
+		names []string
+	}{{"allowedNamespaces", c.AllowedNamespaces}, {"deniedNamespaces", c.DeniedNamespaces}, {"events.skipNamespaces", c.Events.SkipNamespaces}} {
+		for i, n := range list.names {
+			if strings.TrimSpace(n) == "" {
+				return fmt.Errorf("node config: %s[%d]: empty namespace name", list.key, i)
+			}
+		}
+	}
+	if c.MetricsAddress != "" {
+		if err := checkMetricsAddress(c.MetricsAddress, c.MetricsAllowNonLoopback); err != nil {
+			return fmt.Errorf("node config: metricsAddress: %w", err)
+		}
+	}
+	return nil
+}
+
+// EventsEnabled reports whether the containerd event watcher should run.
+func (c Config) EventsEnabled() bool {
+	return c.Events.Enabled == nil || *c.Events.Enabled
+}
+
+// checkMetricsAddress accepts host:port with a loopback host (127.0.0.0/8, ::1,
+// localhost), or any host when allowNonLoopback is set.
+func checkMetricsAddress(addr string, allowNonLoopback bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: %v (want host:port, e.g. 127.0.0.1:9464)", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("%q: missing port", addr)
+	}
+	if allowNonLoopback {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q is not a loopback address; metrics are served on loopback only unless metricsAllowNonLoopback is true", addr)
+	}
+	return nil
+}
+
+// NamespaceAllowed applies the allow and deny lists. The error says why not.
+func (c Config) NamespaceAllowed(ns string) error {
+	if slices.Contains(c.DeniedNamespaces, ns) {
+		return fmt.Errorf("namespace %q is denied by the kfault node config (deniedNamespaces: %s)", ns, strings.Join(c.DeniedNamespaces, ", "))
+	}
+	if c.AllowedNamespaces != nil && !slices.Contains(c.AllowedNamespaces, ns) {
+		return fmt.Errorf("namespace %q is not in the kfault node config's allowedNamespaces (%s)", ns, strings.Join(c.AllowedNamespaces, ", "))
+	}
+	return nil
+}
+
+// skipsEventNamespace reports whether the containerd event watcher ignores ns.
+func (c Config) skipsEventNamespace(ns string) bool {
+	return slices.Contains(c.Events.SkipNamespaces, ns)
+}

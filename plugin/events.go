@@ -1,0 +1,179 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apievents "github.com/containerd/containerd/api/events"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// Non-CRI containers (nerdctl, ctr) get no NRI events: containerd registers only the CRI
+// domain with NRI. kfault follows them on containerd's event stream instead:
+//
+//	/tasks/create       arm (pid from the event, annotations from the OCI spec)
+//	/tasks/exit         disarm, when the init process exits (ID == ContainerID)
+//	/tasks/delete       disarm
+//	/containers/delete  disarm and forget
+//
+// Arming races with the task's start here: nerdctl starts the task right after
+// creating it, while kfault arms on the create event.
+//
+// This file is the event handling, independent of the subscription (containerd.go),
+// so that tests feed it fake events.
+
+// Event topics the watcher subscribes to.
+const (
+	TopicTaskCreate      = "/tasks/create"
+	TopicTaskExit        = "/tasks/exit"
+	TopicTaskDelete      = "/tasks/delete"
+	TopicContainerDelete = "/containers/delete"
+)
+
+// nerdctlNameLabel is the container label nerdctl stores the container's name in.
+const nerdctlNameLabel = "nerdctl/name"
+
+// ContainerInfo is what the watcher needs from a container's record in containerd.
+type ContainerInfo struct {
+	Namespace   string
+	ID          string
+	Labels      map[string]string
+	Annotations map[string]string // the OCI spec's annotations
+	CgroupsPath string            // the OCI spec's linux.cgroupsPath
+}
+
+// Name is the container's name for logs and metrics: nerdctl's name label, or the ID.
+func (c ContainerInfo) Name() string {
+	if n := c.Labels[nerdctlNameLabel]; n != "" {
+		return n
+	}
+	return c.ID
+}
+
+// TaskInfo is a live task found when (re)connecting.
+type TaskInfo struct {
+	Namespace   string
+	ContainerID string
+	Pid         uint32
+}
+
+// ContainerSource looks containers and tasks up in containerd. containerdSource is the
+// real one; tests use a fake.
+type ContainerSource interface {
+	Container(ctx context.Context, namespace, id string) (ContainerInfo, error)
+	// LiveTasks lists the init processes that are created, running or paused, in every
+	// namespace.
+	LiveTasks(ctx context.Context) ([]TaskInfo, error)
+}
+
+// EventHandler applies containerd events to the plugin.
+type EventHandler struct {
+	p   *Plugin
+	src ContainerSource
+}
+
+// NewEventHandler makes the handler for containerd events.
+func NewEventHandler(p *Plugin, src ContainerSource) *EventHandler {
+	return &EventHandler{p: p, src: src}
+}
+
+// eventKey is the state/engine key of a non-CRI container: containerd IDs are unique
+// per namespace only.
+func eventKey(namespace, id string) string { return namespace + "/" + id }
+
+// Handle applies one decoded event (*apievents.TaskCreate, TaskExit, TaskDelete or
+// ContainerDelete) from namespace. Other events and skipped namespaces are ignored.
+func (h *EventHandler) Handle(ctx context.Context, namespace string, event any) {
+	if h.p.Config().skipsEventNamespace(namespace) {
+		return
+	}
+	switch ev := event.(type) {
+	case *apievents.TaskCreate:
+		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), "task create")
+	case *apievents.TaskExit:
+		if ev.GetID() == ev.GetContainerID() {
+			h.p.disarm(eventKey(namespace, ev.GetContainerID()), "task exit", false)
+		}
+	case *apievents.TaskDelete:
+		if ev.GetID() == "" || ev.GetID() == ev.GetContainerID() {
+			h.p.disarm(eventKey(namespace, ev.GetContainerID()), "task delete", false)
+		}
+	case *apievents.ContainerDelete:
+		h.p.disarm(eventKey(namespace, ev.GetID()), "container delete", true)
+	}
+}
+
+// armTask arms a task's container if its OCI spec carries a kfault annotation.
+func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid uint32, phase string) {
+	p := h.p
+	info, err := h.src.Container(ctx, namespace, id)
+	if err != nil {
+		p.log.Error("containerd: cannot load container", "namespace", namespace, "containerID", id, "error", err.Error())
+		return
+	}
+	value, key, ok := annotations.Effective(info.Name(), nil, info.Annotations)
+	if !ok {
+		return
+	}
+	cid := ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id}
+	faults, err := p.admit(cid, key, value)
+	if err != nil {
+		p.reject(cid, key, phase, err, false)
+		return
+	}
+	// Arming errors are logged and counted by arm; nothing can be refused here.
+	_ = p.arm(armRequest{
+		key: eventKey(namespace, id), id: cid, annotation: key, value: value, faults: faults,
+		pid: int(pid), cgroupsPath: info.CgroupsPath, carryCounts: true,
+	})
+}
+
+// Sync arms every live annotated task not armed yet and forgets non-CRI containers
+// that are gone. The watcher calls it after each (re)subscription, so that events
+// missed while disconnected are made up for.
+func (h *EventHandler) Sync(ctx context.Context) error {
+	p := h.p
+	tasks, err := h.src.LiveTasks(ctx)
+	if err != nil {
+		return fmt.Errorf("containerd: listing tasks: %w", err)
+	}
+	live := map[string]bool{}
+	for _, t := range tasks {
+		if p.Config().skipsEventNamespace(t.Namespace) {
+			continue
+		}
+		key := eventKey(t.Namespace, t.ContainerID)
+		live[key] = true
+		if !p.isArmed(key) {
+			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, "sync")
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	store := p.Store()
+	for key, e := range store.Snapshot() {
+		if e.Source == SourceContainerd && !live[key] {
+			p.disarmLocked(key, "gone at sync", true)
+		}
+	}
+	p.save()
+	return nil
+}
+
+// backoff is the watcher's reconnection delay.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur < b.min {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }

@@ -1,0 +1,275 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// NRI registration defaults.
+const (
+	DefaultPluginName  = "kfault"
+	DefaultPluginIndex = "10"
+)
+
+// Events is the NRI subscription: the four container events kfault handles, all known
+// to containerd 1.7. (Pod events, UpdatePodSandbox, PostUpdatePodSandbox and
+// ValidateContainerAdjustment are not subscribed: containerd 1.7 rejects plugins that
+// ask for events it does not know.)
+var Events = api.MustParseEventMask("CreateContainer", "StartContainer", "StopContainer", "RemoveContainer")
+
+// nriHandlers is the object handed to the NRI stub. It implements exactly the
+// interfaces for Configure, Synchronize, Shutdown and the four subscribed events: the
+// stub derives the subscription from the implemented interfaces, so nothing else may
+// be added here.
+type nriHandlers struct{ p *Plugin }
+
+// RunOptions say how to reach the runtime.
+type RunOptions struct {
+	// SocketPath of the NRI socket; default /var/run/nri/nri.sock. Ignored when the
+	// runtime launched the plugin (the connection is inherited, NRI_PLUGIN_SOCKET).
+	SocketPath string
+	// Name and Index of the plugin; defaults "kfault", "10". When the runtime launched
+	// the plugin, its environment names it.
+	Name, Index string
+	// MinBackoff and MaxBackoff bound the reconnection delay; defaults 1s and 30s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Run serves NRI until ctx ends. A plugin started by hand or as a DaemonSet reconnects
+// with backoff whenever the connection is lost (containerd restart) and is
+// re-synchronized by the runtime. A plugin launched by the runtime (pre-registered,
+// connection on an inherited fd) returns an error instead: the restarted runtime
+// launches a new instance, which picks up the state file.
+//
+// Before returning, Run saves the counts. It does not close the engine.
+func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
+	if o.SocketPath == "" {
+		o.SocketPath = api.DefaultSocketPath
+	}
+	if o.Name == "" {
+		o.Name = DefaultPluginName
+	}
+	if o.Index == "" {
+		o.Index = DefaultPluginIndex
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = time.Second
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(30*time.Second, o.MinBackoff)
+	}
+	launched := os.Getenv(api.PluginSocketEnvVar) != ""
+
+	p.svcCtx = ctx
+	if !launched {
+		// The config is known now (file + flags); NRI may refine it in Configure.
+		if err := p.applyConfig(""); err != nil {
+			return err
+		}
+	}
+	defer p.Shutdown()
+	go p.countsLoop(ctx)
+
+	backoff := o.MinBackoff
+	for {
+		began := time.Now()
+		err := p.serveOnce(ctx, o, launched)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if launched {
+			return fmt.Errorf("connection to the runtime lost (the runtime starts a new instance): %w", err)
+		}
+		if time.Since(began) > 2*o.MaxBackoff {
+			backoff = o.MinBackoff
+		}
+		p.log.Warn("NRI connection lost; reconnecting", "socket", o.SocketPath, "error", errString(err), "retryIn", backoff.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, o.MaxBackoff)
+	}
+}
+
+// serveOnce makes a stub, connects, and serves until the connection ends.
+func (p *Plugin) serveOnce(ctx context.Context, o RunOptions, launched bool) error {
+	opts := []stub.Option{
+		stub.WithLogger(nriLogger{p.log}),
+		stub.WithOnClose(func() { p.log.Warn("NRI connection closed") }),
+	}
+	if !launched {
+		opts = append(opts, stub.WithSocketPath(o.SocketPath))
+	}
+	if os.Getenv(api.PluginNameEnvVar) == "" {
+		opts = append(opts, stub.WithPluginName(o.Name))
+	}
+	if os.Getenv(api.PluginIdxEnvVar) == "" {
+		opts = append(opts, stub.WithPluginIdx(o.Index))
+	}
+	s, err := stub.New(nriHandlers{p}, opts...)
+	if err != nil {
+		return err
+	}
+	err = s.Run(ctx)
+	s.Stop()
+	return err
+}
+
+// Configure applies the node config delivered by NRI (from /etc/nri/conf.d for a
+// pre-registered plugin; empty for one that connects by itself). Unknown keys fail
+// the registration.
+func (h nriHandlers) Configure(_ context.Context, config, runtime, version string) (api.EventMask, error) {
+	h.p.log.Info("NRI configure", "runtime", runtime, "runtimeVersion", version)
+	if err := h.p.applyConfig(config); err != nil {
+		h.p.log.Error("bad node config", "error", err.Error())
+		return 0, err
+	}
+	return Events, nil
+}
+
+// Synchronize re-arms every running container with a fault (continuing the persisted
+// counts) and forgets containers that are gone. It runs on every (re)connection.
+func (h nriHandlers) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	p := h.p
+	byID := make(map[string]*api.PodSandbox, len(pods))
+	for _, pod := range pods {
+		byID[pod.GetId()] = pod
+	}
+	running := map[string]bool{}
+	for _, c := range ctrs {
+		if s := c.GetState(); s != api.ContainerState_CONTAINER_RUNNING && s != api.ContainerState_CONTAINER_PAUSED {
+			continue
+		}
+		running[c.GetId()] = true
+		pod := byID[c.GetPodSandboxId()]
+		value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
+		if !ok || p.isArmed(c.GetId()) {
+			continue
+		}
+		id := nriIdent(pod, c)
+		faults, err := p.admit(id, key, value)
+		if err != nil {
+			p.reject(id, key, "synchronize", err, false)
+			continue
+		}
+		_ = p.arm(armRequest{
+			key: c.GetId(), id: id, annotation: key, value: value, faults: faults,
+			pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(), carryCounts: true,
+		})
+	}
+	// Forget what is gone: containers that stopped while kfault was away, and state
+	// left by an earlier run.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	store := p.Store()
+	for key, e := range store.Snapshot() {
+		if e.Source == SourceNRI && !running[key] {
+			p.disarmLocked(key, "gone at synchronize", true)
+		}
+	}
+	for key := range p.armed {
+		if e, ok := store.Get(key); (!ok || e.Source == SourceNRI) && !running[key] {
+			p.disarmLocked(key, "gone at synchronize", true)
+		}
+	}
+	p.save()
+	p.log.Info("synchronized", "pods", len(pods), "containers", len(ctrs), "armed", len(p.armed))
+	return nil, nil
+}
+
+// Shutdown is the runtime shutting down: keep the rules (the containers keep running),
+// save the counts, and wait to reconnect.
+func (h nriHandlers) Shutdown(context.Context) {
+	h.p.log.Info("runtime shutting down")
+	h.p.Shutdown()
+}
+
+// CreateContainer validates the fault. Strict mode fails the creation of a container
+// with a bad spec or in a disallowed namespace; the message names the field.
+func (h nriHandlers) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
+	if !ok {
+		return nil, nil, nil
+	}
+	id := nriIdent(pod, c)
+	if _, err := h.p.admit(id, key, value); err != nil {
+		return nil, nil, h.p.reject(id, key, "create", err, true)
+	}
+	return nil, nil, nil
+}
+
+// StartContainer arms: the init process and its cgroup exist, no user code has run.
+// In strict mode a failure aborts the start.
+func (h nriHandlers) StartContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
+	p := h.p
+	value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
+	if !ok {
+		return nil
+	}
+	id := nriIdent(pod, c)
+	faults, err := p.admit(id, key, value)
+	if err != nil {
+		return p.reject(id, key, "start", err, true)
+	}
+	err = p.arm(armRequest{
+		key: c.GetId(), id: id, annotation: key, value: value, faults: faults,
+		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(),
+	})
+	if err != nil && p.Config().Mode == Strict {
+		return err
+	}
+	return nil
+}
+
+// StopContainer disarms (also sent when the container exits by itself) and keeps the
+// final counts in the state until RemoveContainer.
+func (h nriHandlers) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	h.p.disarm(c.GetId(), "stop", false)
+	return nil, nil
+}
+
+// RemoveContainer disarms (idempotent) and forgets the container.
+func (h nriHandlers) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	h.p.disarm(c.GetId(), "remove", true)
+	return nil
+}
+
+func nriIdent(pod *api.PodSandbox, c *api.Container) ident {
+	return ident{
+		Source: SourceNRI, Namespace: pod.GetNamespace(), Pod: pod.GetName(),
+		Container: c.GetName(), ContainerID: c.GetId(),
+	}
+}
+
+// nriLogger sends the NRI stub's log lines to slog.
+type nriLogger struct{ l *slog.Logger }
+
+func (n nriLogger) Debugf(ctx context.Context, f string, a ...any) {
+	n.l.DebugContext(ctx, fmt.Sprintf(f, a...), "component", "nri")
+}
+func (n nriLogger) Infof(ctx context.Context, f string, a ...any) {
+	n.l.InfoContext(ctx, fmt.Sprintf(f, a...), "component", "nri")
+}
+func (n nriLogger) Warnf(ctx context.Context, f string, a ...any) {
+	n.l.WarnContext(ctx, fmt.Sprintf(f, a...), "component", "nri")
+}
+func (n nriLogger) Errorf(ctx context.Context, f string, a ...any) {
+	n.l.ErrorContext(ctx, fmt.Sprintf(f, a...), "component", "nri")
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

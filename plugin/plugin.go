@@ -1,0 +1,440 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// Engine arms and disarms fault rules. *bpf.Engine satisfies it through a thin adapter
+// in the kfault command (bpf.Target → Target); tests use a fake.
+//
+// Counts returns, per fault, the number injected so far including alreadyInjected,
+// so that a budget (`times`) continues across a plugin restart.
+type Engine interface {
+	Arm(key string, t Target, faults []annotations.Fault, alreadyInjected []uint64) error
+	Disarm(key string) error
+	Counts(key string) ([]uint64, error)
+}
+
+// mechanismer is implemented by engines that can say which attach mechanism they use
+// (fmod_ret or kprobe); it only decorates the log lines.
+type mechanismer interface {
+	Mechanism() string
+}
+
+// DefaultCountsInterval is how often injected counts are copied from the engine to the
+// state file.
+const DefaultCountsInterval = 5 * time.Second
+
+// Options configure a Plugin.
+type Options struct {
+	Engine Engine
+	// Resolver finds cgroups. Default: CgroupFS{} (cgroup v2).
+	Resolver Resolver
+	// CgroupRoot is where cgroupsPath values are expanded. Default /sys/fs/cgroup.
+	CgroupRoot string
+	// Logger gets one JSON line per arm, disarm and rejection. Default: slog.Default().
+	Logger *slog.Logger
+	// File is the --config file's content (parsed); Flags are explicitly set flags.
+	// The effective config is defaults ← File ← NRI Configure config ← Flags.
+	File, Flags Config
+	// CountsInterval: default DefaultCountsInterval.
+	CountsInterval time.Duration
+	// StartServices, when set, is called once, after the first config is applied,
+	// to start the metrics server and the containerd watcher (the kfault command sets
+	// it; tests leave it nil).
+	StartServices func(ctx context.Context, p *Plugin, cfg Config) error
+}
+
+// Plugin is kfault's lifecycle logic, shared by the NRI handlers and the containerd
+// event watcher. Arm and disarm are serialized.
+type Plugin struct {
+	opts    Options
+	log     *slog.Logger
+	engine  Engine
+	metrics *Metrics
+
+	cfgMu      sync.RWMutex
+	cfg        Config
+	configured bool
+	store      *Store
+	svcCtx     context.Context
+
+	mu    sync.Mutex          // serializes arm/disarm/sync
+	armed map[string]struct{} // keys armed in the engine by this process
+}
+
+// New makes a Plugin. Nothing is read or started until the first config is applied
+// (Run does that, or NRI Configure for a plugin launched by the runtime).
+func New(o Options) (*Plugin, error) {
+	if o.Engine == nil {
+		return nil, errors.New("plugin: no engine")
+	}
+	if o.Resolver == nil {
+		o.Resolver = CgroupFS{ProcRoot: "/proc", CgroupRoot: o.CgroupRoot}
+	}
+	if o.CgroupRoot == "" {
+		o.CgroupRoot = "/sys/fs/cgroup"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.CountsInterval <= 0 {
+		o.CountsInterval = DefaultCountsInterval
+	}
+	p := &Plugin{
+		opts:   o,
+		log:    o.Logger,
+		engine: o.Engine,
+		armed:  map[string]struct{}{},
+		svcCtx: context.Background(),
+	}
+	p.metrics = newMetrics(p)
+	return p, nil
+}
+
+// Metrics returns the plugin's Prometheus metrics.
+func (p *Plugin) Metrics() *Metrics { return p.metrics }
+
+// Config returns the effective config (zero before the first applyConfig).
+func (p *Plugin) Config() Config {
+	p.cfgMu.RLock()
+	defer p.cfgMu.RUnlock()
+	return p.cfg
+}
+
+// Store returns the state store (nil before the first applyConfig).
+func (p *Plugin) Store() *Store {
+	p.cfgMu.RLock()
+	defer p.cfgMu.RUnlock()
+	return p.store
+}
+
+// applyConfig resolves defaults ← File ← nriConfig ← Flags. The first call opens the
+// state store and starts the services; stateDir, containerdSocket, metrics and events
+// are fixed from then on (a later config that changes them gets a warning). The
+// namespace lists and the mode apply at once.
+func (p *Plugin) applyConfig(nriConfig string) error {
+	nri, err := ParseConfig([]byte(nriConfig))
+	if err != nil {
+		return err
+	}
+	cfg, err := Resolve(p.opts.File, nri, p.opts.Flags)
+	if err != nil {
+		return err
+	}
+
+	p.cfgMu.Lock()
+	if p.configured {
+		old := p.cfg
+		fixed := func(name string, changed bool) {
+			if changed {
+				p.log.Warn("config change needs a restart; keeping the old value", "key", name)
+			}
+		}
+		fixed("stateDir", old.StateDir != cfg.StateDir)
+		fixed("containerdSocket", old.ContainerdSocket != cfg.ContainerdSocket)
+		fixed("metricsAddress", old.MetricsAddress != cfg.MetricsAddress)
+		fixed("events", old.EventsEnabled() != cfg.EventsEnabled() || !slices.Equal(old.Events.SkipNamespaces, cfg.Events.SkipNamespaces))
+		cfg.StateDir, cfg.ContainerdSocket, cfg.MetricsAddress = old.StateDir, old.ContainerdSocket, old.MetricsAddress
+		cfg.MetricsAllowNonLoopback, cfg.Events = old.MetricsAllowNonLoopback, old.Events
+		p.cfg = cfg
+		p.cfgMu.Unlock()
+		return nil
+	}
+	store, err := OpenStore(cfg.StateDir)
+	if err != nil {
+		p.cfgMu.Unlock()
+		return err
+	}
+	p.cfg, p.store, p.configured = cfg, store, true
+	p.cfgMu.Unlock()
+
+	p.log.Info("configured", "mode", cfg.Mode, "allowedNamespaces", cfg.AllowedNamespaces,
+		"deniedNamespaces", cfg.DeniedNamespaces, "stateDir", cfg.StateDir,
+		"metricsAddress", cfg.MetricsAddress, "containerdEvents", cfg.EventsEnabled(),
+		"stateEntries", len(store.Keys()))
+	if p.opts.StartServices != nil {
+		if err := p.opts.StartServices(p.svcCtx, p, cfg); err != nil {
+			return fmt.Errorf("starting services: %w", err)
+		}
+	}
+	return nil
+}
+
+// ident names a container in logs, state and metrics.
+type ident struct {
+	Source      Source
+	Namespace   string
+	Pod         string
+	Container   string
+	ContainerID string
+}
+
+func (id ident) logAttrs() []any {
+	attrs := []any{"source", string(id.Source), "namespace", id.Namespace}
+	if id.Pod != "" {
+		attrs = append(attrs, "pod", id.Pod)
+	}
+	return append(attrs, "container", id.Container, "containerID", id.ContainerID)
+}
+
+// RejectError is a refusal to honour an annotation: a bad spec or a disallowed
+// namespace. Its message is what crictl / kubectl describe show in strict mode.
+type RejectError struct {
+	Annotation string // the key
+	Err        error
+}
+
+func (e *RejectError) Error() string {
+	if e.Annotation == "" {
+		return "kfault: " + e.Err.Error()
+	}
+	return "kfault: annotation " + e.Annotation + ": " + e.Err.Error()
+}
+
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// admit checks the namespace and parses the annotation value.
+func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error) {
+	if err := p.Config().NamespaceAllowed(id.Namespace); err != nil {
+		return nil, &RejectError{Err: err}
+	}
+	faults, err := annotations.Parse(value)
+	if err != nil {
+		return nil, &RejectError{Annotation: key, Err: err}
+	}
+	return faults, nil
+}
+
+// reject logs a refusal. It returns the error to fail the request with in strict mode,
+// nil in lenient mode (or when the caller cannot fail anything: blockable false).
+func (p *Plugin) reject(id ident, key, phase string, err error, blockable bool) error {
+	mode := p.Config().Mode
+	attrs := append(id.logAttrs(), "annotation", key, "phase", phase, "mode", string(mode), "error", err.Error())
+	if !blockable {
+		attrs = append(attrs, "note", "non-CRI containers cannot be blocked; running without the fault")
+	}
+	p.log.Warn("rejected", attrs...)
+	if mode == Strict && blockable {
+		return err
+	}
+	return nil
+}
+
+// armRequest is everything arm needs.
+type armRequest struct {
+	key         string
+	id          ident
+	annotation  string // key of the annotation
+	value       string // its text
+	faults      []annotations.Fault
+	pid         int
+	cgroupsPath string
+	// carryCounts: continue from the counts in the state entry (same annotation text).
+	carryCounts bool
+}
+
+// arm resolves the cgroup and arms the rule, then records it. A rule already armed
+// under the same key is disarmed first.
+func (p *Plugin) arm(r armRequest) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.armLocked(r)
+}
+
+func (p *Plugin) armLocked(r armRequest) error {
+	store := p.Store()
+	if _, ok := p.armed[r.key]; ok {
+		p.disarmLocked(r.key, "rearm", false)
+	}
+	target, err := resolveTarget(p.opts.Resolver, p.opts.CgroupRoot, r.pid, r.cgroupsPath)
+	if err != nil {
+		p.metrics.armErrors.Inc()
+		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation, "error", err.Error())...)
+		return fmt.Errorf("kfault: %w", err)
+	}
+
+	var already []uint64
+	prev, hadPrev := store.Get(r.key)
+	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.faults) {
+		already = slices.Clone(prev.Injected)
+	}
+
+	start := time.Now()
+	err = p.engine.Arm(r.key, target, r.faults, already)
+	elapsed := time.Since(start)
+	p.metrics.armDuration.Observe(elapsed.Seconds())
+	if err != nil {
+		p.metrics.armErrors.Inc()
+		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation,
+			"cgroup", target.Path, "cgroupID", target.ID, "mechanism", p.mechanism(), "error", err.Error())...)
+		return fmt.Errorf("kfault: arming annotation %s: %w", r.annotation, err)
+	}
+	p.armed[r.key] = struct{}{}
+
+	injected := already
+	if injected == nil {
+		injected = make([]uint64, len(r.faults))
+	}
+	armedAt := time.Now().UTC()
+	if hadPrev && prev.Faults == r.value && !prev.ArmedAt.IsZero() {
+		armedAt = prev.ArmedAt
+	}
+	store.Put(r.key, Entry{
+		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
+		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
+		Annotation: r.annotation, Faults: r.value, Injected: injected, Armed: true,
+		ArmedAt: armedAt, Mechanism: p.mechanism(),
+	})
+	p.save()
+
+	faults := make([]string, len(r.faults))
+	for i, f := range r.faults {
+		faults[i] = f.String()
+	}
+	p.log.Info("armed", append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path,
+		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
+		"faults", faults, "alreadyInjected", already, "armSeconds", elapsed.Seconds())...)
+	return nil
+}
+
+// disarm removes the rule for key (idempotent), copying its final counts into the
+// state. forget also drops the state entry.
+func (p *Plugin) disarm(key, reason string, forget bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.disarmLocked(key, reason, forget)
+}
+
+func (p *Plugin) disarmLocked(key, reason string, forget bool) {
+	store := p.Store()
+	_, wasArmed := p.armed[key]
+	var counts []uint64
+	if wasArmed {
+		if c, err := p.engine.Counts(key); err == nil {
+			counts = c
+		}
+		if err := p.engine.Disarm(key); err != nil {
+			p.log.Error("disarm failed", "key", key, "reason", reason, "error", err.Error())
+		}
+		delete(p.armed, key)
+	}
+	e, known := store.Get(key)
+	if !wasArmed && !known {
+		return
+	}
+	if counts != nil {
+		e.Injected = counts
+	}
+	if wasArmed {
+		attrs := append(ident{e.Source, e.Namespace, e.Pod, e.Container, e.ContainerID}.logAttrs(),
+			"cgroup", e.CgroupPath, "cgroupID", e.CgroupID, "mechanism", p.mechanism(),
+			"reason", reason, "injected", e.Injected)
+		p.log.Info("disarmed", attrs...)
+	}
+	if forget {
+		store.Delete(key)
+	} else if known {
+		e.Armed = false
+		store.Put(key, e)
+	}
+	p.save()
+}
+
+// isArmed reports whether this process armed key.
+func (p *Plugin) isArmed(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.armed[key]
+	return ok
+}
+
+// ArmedKeys returns the keys armed by this process, sorted.
+func (p *Plugin) ArmedKeys() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(maps.Keys(p.armed))
+}
+
+// DisarmAll disarms every rule (the emergency stop). The state keeps the counts.
+func (p *Plugin) DisarmAll(reason string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keys := slices.Sorted(maps.Keys(p.armed))
+	for _, k := range keys {
+		p.disarmLocked(k, reason, false)
+	}
+	return len(keys)
+}
+
+// RefreshCounts copies the engine's counts of every armed rule into the state file.
+func (p *Plugin) RefreshCounts() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	store := p.Store()
+	if store == nil {
+		return
+	}
+	changed := false
+	for key := range p.armed {
+		c, err := p.engine.Counts(key)
+		if err != nil {
+			continue
+		}
+		store.Update(key, func(e *Entry) {
+			if !slices.Equal(e.Injected, c) {
+				e.Injected = slices.Clone(c)
+				changed = true
+			}
+		})
+	}
+	if changed {
+		p.save()
+	}
+}
+
+// countsLoop refreshes the counts every CountsInterval until ctx ends.
+func (p *Plugin) countsLoop(ctx context.Context) {
+	t := time.NewTicker(p.opts.CountsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.RefreshCounts()
+		}
+	}
+}
+
+// Shutdown saves the final counts. Rules stay armed until the engine is closed (the
+// process owns the links; when it exits, every fault stops).
+func (p *Plugin) Shutdown() {
+	p.RefreshCounts()
+}
+
+func (p *Plugin) save() {
+	store := p.Store()
+	if store == nil {
+		return
+	}
+	if err := store.Save(); err != nil {
+		p.log.Error("saving state", "path", store.Path(), "error", err.Error())
+	}
+}
+
+func (p *Plugin) mechanism() string {
+	if m, ok := p.engine.(mechanismer); ok {
+		return m.Mechanism()
+	}
+	return ""
+}

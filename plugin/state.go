@@ -1,0 +1,203 @@
+package plugin
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+)
+
+// StateFileName is the state file inside the state directory.
+const StateFileName = "state.json"
+
+// stateVersion is written into the file; a file with another version is refused.
+const stateVersion = 1
+
+// Source says which side of kfault saw a container.
+type Source string
+
+const (
+	// SourceNRI: a CRI container, seen through NRI.
+	SourceNRI Source = "nri"
+	// SourceContainerd: a non-CRI container (nerdctl, ctr), seen on containerd's event stream.
+	SourceContainerd Source = "containerd"
+)
+
+// Entry is what the state file remembers about one container with a fault.
+type Entry struct {
+	Source      Source    `json:"source"`
+	Namespace   string    `json:"namespace"`        // Kubernetes namespace (NRI) or containerd namespace
+	Pod         string    `json:"pod,omitempty"`    // empty for non-CRI containers
+	Container   string    `json:"container"`        // container name (nerdctl name, or the ID)
+	ContainerID string    `json:"containerID"`      // runtime container ID
+	CgroupPath  string    `json:"cgroupPath"`       // the armed cgroup directory
+	CgroupID    uint64    `json:"cgroupID"`         // its kernfs id
+	Annotation  string    `json:"annotation"`       // the key the faults came from
+	Faults      string    `json:"faults"`           // the annotation text, as given
+	Injected    []uint64  `json:"injected"`         // per fault: faults injected so far
+	Armed       bool      `json:"armed"`            // false once disarmed (stopped container)
+	ArmedAt     time.Time `json:"armedAt,omitzero"` // when first armed
+	Mechanism   string    `json:"mechanism,omitempty"`
+}
+
+// stateFile is the on-disk form.
+type stateFile struct {
+	Version    int               `json:"version"`
+	Containers map[string]*Entry `json:"containers"`
+}
+
+// Store is the state file and its in-memory copy. It is safe for concurrent use.
+// Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of
+// the directory. A crash leaves either the old or the new file, never a torn one.
+type Store struct {
+	mu      sync.Mutex
+	dir     string
+	entries map[string]*Entry
+}
+
+// OpenStore loads dir/state.json, creating dir (mode 0700) if needed. A missing file
+// is an empty state.
+func OpenStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	s := &Store{dir: dir, entries: map[string]*Entry{}}
+	data, err := os.ReadFile(s.Path())
+	if errors.Is(err, fs.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state file: %w", err)
+	}
+	var f stateFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("state file %s: %w", s.Path(), err)
+	}
+	if f.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s: version %d, want %d", s.Path(), f.Version, stateVersion)
+	}
+	for k, e := range f.Containers {
+		if e != nil {
+			s.entries[k] = e
+		}
+	}
+	return s, nil
+}
+
+// Path is the state file's path.
+func (s *Store) Path() string { return filepath.Join(s.dir, StateFileName) }
+
+// Get returns a copy of the entry for key.
+func (s *Store) Get(key string) (Entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if !ok {
+		return Entry{}, false
+	}
+	return e.clone(), true
+}
+
+// Put stores a copy of e under key.
+func (s *Store) Put(key string, e Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := e.clone()
+	s.entries[key] = &c
+}
+
+// Update applies fn to the entry for key, if there is one, and reports whether there was.
+func (s *Store) Update(key string, fn func(*Entry)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[key]
+	if ok {
+		fn(e)
+	}
+	return ok
+}
+
+// Delete forgets key.
+func (s *Store) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.entries, key)
+}
+
+// Keys returns the sorted keys.
+func (s *Store) Keys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.entries))
+}
+
+// Snapshot returns a copy of every entry.
+func (s *Store) Snapshot() map[string]Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]Entry, len(s.entries))
+	for k, e := range s.entries {
+		out[k] = e.clone()
+	}
+	return out
+}
+
+// Save writes the state file atomically.
+func (s *Store) Save() error {
+	s.mu.Lock()
+	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Containers: s.entries}, "", "  ")
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(s.Path(), append(data, '\n'), 0o600)
+}
+
+// writeFileAtomic replaces path with data: temp file in the same directory, fsync,
+// rename over path, fsync of the directory so that the rename itself is durable.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err = tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err = tmp.Write(data); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil {
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, derr := os.Open(dir)
+	if derr != nil {
+		return nil // the rename happened; durability of the directory is best effort
+	}
+	defer d.Close()
+	_ = d.Sync()
+	return nil
+}
+
+func (e Entry) clone() Entry {
+	e.Injected = slices.Clone(e.Injected)
+	return e
+}

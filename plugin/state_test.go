@@ -1,0 +1,142 @@
+package plugin
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestStoreRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := map[string]Entry{
+		"c1": {Source: SourceNRI, Namespace: "default", Pod: "web", Container: "app", ContainerID: "c1",
+			CgroupPath: "/sys/fs/cgroup/a", CgroupID: 42, Annotation: "faults.kfault.dev/pod",
+			Faults: "{failtype: 0, times: 10}", Injected: []uint64{3}, Armed: true,
+			ArmedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Mechanism: "fmod_ret"},
+		"default/n1": {Source: SourceContainerd, Namespace: "default", Container: "n1", ContainerID: "n1",
+			Faults: "[{failtype: 1}, {failtype: 2}]", Injected: []uint64{0, 7}},
+	}
+	for k, e := range entries {
+		s.Put(k, e)
+	}
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode %v, want 0600", st.Mode().Perm())
+	}
+	if dst, _ := os.Stat(dir); dst.Mode().Perm() != 0o700 {
+		t.Errorf("state dir mode %v, want 0700", dst.Mode().Perm())
+	}
+
+	s2, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s2.Snapshot(); !reflect.DeepEqual(got, entries) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, entries)
+	}
+
+	// Copies, not aliases.
+	e, _ := s2.Get("c1")
+	e.Injected[0] = 99
+	if e2, _ := s2.Get("c1"); e2.Injected[0] != 3 {
+		t.Error("Get returned an alias")
+	}
+}
+
+func TestStoreAtomicSave(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Put("k", Entry{Faults: "x", Injected: []uint64{1}})
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
+	before := inode(t, s.Path())
+
+	// Concurrent readers must always see a whole file: a replacement by rename, never
+	// a truncate-and-write.
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	errs := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			data, err := os.ReadFile(s.Path())
+			if err == nil {
+				var f stateFile
+				err = json.Unmarshal(data, &f)
+			}
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+				return
+			}
+		}
+	}()
+	for i := range 200 {
+		s.Put("k", Entry{Faults: strings.Repeat("y", i*50), Injected: []uint64{uint64(i)}})
+		if err := s.Save(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatalf("a reader saw a torn state file: %v", err)
+	default:
+	}
+	if inode(t, s.Path()) == before {
+		t.Error("the state file was rewritten in place, not replaced by rename")
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, ".state.json.tmp-*"))
+	if len(left) != 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+func TestOpenStoreErrors(t *testing.T) {
+	tests := map[string]struct {
+		content string
+		err     string
+	}{
+		"garbage":       {content: "{not json", err: "state file"},
+		"wrong version": {content: `{"version": 7, "containers": {}}`, err: "version 7, want 1"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, StateFileName), []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := OpenStore(dir); err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Fatalf("error %v, want %q", err, tc.err)
+			}
+		})
+	}
+}
