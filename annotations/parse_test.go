@@ -66,6 +66,10 @@ duration: 5m
 			in:   `[{failtype: 0, duration: 1h30m}, {failtype: 0, duration: 0s}, {failtype: 0, duration: 250ms}]`,
 			want: []Fault{{Probability: 100, Duration: 90 * time.Minute}, {Probability: 100}, {Probability: 100, Duration: 250 * time.Millisecond}},
 		},
+		"document markers around one document": {
+			in:   "# comment\n---\nfailtype: 2\n---\n# trailing\n",
+			want: []Fault{{FailType: Bio, Probability: 100}},
+		},
 		"null fields are absent": {
 			in:   "failtype: 0\nprobability:\ntimes: null\ncallchain: ~\n",
 			want: []Fault{{Probability: 100}},
@@ -137,6 +141,8 @@ func TestParseInvalid(t *testing.T) {
 		"scalar document":      {"42", "42 is a number, want a fault object or a list of them"},
 		"bad yaml":             {"failtype: [", "not valid YAML or JSON: ..."},
 		"duplicate key":        {"failtype: 0\nfailtype: 1", "not valid YAML or JSON: ..."},
+		"two documents":        {"failtype: 0\n---\nfailtype: 1\n", "2 YAML documents (separated by ---); write one fault object or a list of them"},
+		"two inline documents": {"--- {failtype: 0}\n--- {failtype: 1}\n", "2 YAML documents (separated by ---); write one fault object or a list of them"},
 		"empty list":           {"[]", "empty list: want at least one fault"},
 		"too many faults":      {"[" + strings.Repeat("{failtype: 0},", 17) + "]", "17 faults in one annotation, at most 16 allowed"},
 		"list item not object": {"[{failtype: 0}, 3]", "[1]: 3 is a number, want a fault object"},
