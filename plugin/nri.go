@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"time"
 
@@ -41,6 +42,8 @@ type RunOptions struct {
 	Name, Index string
 	// MinBackoff and MaxBackoff bound the reconnection delay; defaults 1s and 30s.
 	MinBackoff, MaxBackoff time.Duration
+
+	dialer func(string) (net.Conn, error) // tests: observe and cut the connection
 }
 
 // Run serves NRI until ctx ends. A plugin started by hand or as a DaemonSet reconnects
@@ -109,6 +112,9 @@ func (p *Plugin) serveOnce(ctx context.Context, o RunOptions, launched bool) err
 	}
 	if !launched {
 		opts = append(opts, stub.WithSocketPath(o.SocketPath))
+	}
+	if o.dialer != nil {
+		opts = append(opts, stub.WithDialer(o.dialer))
 	}
 	if os.Getenv(api.PluginNameEnvVar) == "" {
 		opts = append(opts, stub.WithPluginName(o.Name))

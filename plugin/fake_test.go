@@ -1,0 +1,174 @@
+package plugin
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// fakeEngine records Arm/Disarm calls and keeps per-rule counters that tests bump.
+type fakeEngine struct {
+	mu     sync.Mutex
+	rules  map[string]*fakeRule
+	calls  []string // "arm <key>", "disarm <key>"
+	armErr error
+}
+
+type fakeRule struct {
+	target  Target
+	faults  []annotations.Fault
+	already []uint64
+	counts  []uint64
+}
+
+func newFakeEngine() *fakeEngine { return &fakeEngine{rules: map[string]*fakeRule{}} }
+
+func (f *fakeEngine) Arm(key string, t Target, faults []annotations.Fault, already []uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "arm "+key)
+	if f.armErr != nil {
+		return f.armErr
+	}
+	if _, dup := f.rules[key]; dup {
+		return fmt.Errorf("fake engine: %s already armed", key)
+	}
+	counts := make([]uint64, len(faults))
+	copy(counts, already)
+	f.rules[key] = &fakeRule{target: t, faults: faults, already: slices.Clone(already), counts: counts}
+	return nil
+}
+
+func (f *fakeEngine) Disarm(key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "disarm "+key)
+	delete(f.rules, key)
+	return nil
+}
+
+func (f *fakeEngine) Counts(key string) ([]uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.rules[key]
+	if !ok {
+		return nil, fmt.Errorf("fake engine: %s not armed", key)
+	}
+	return slices.Clone(r.counts), nil
+}
+
+func (f *fakeEngine) Mechanism() string { return "fake" }
+
+// inject pretends the kernel hit fault i of key n times.
+func (f *fakeEngine) inject(t *testing.T, key string, i int, n uint64) {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.rules[key]
+	if !ok {
+		t.Fatalf("inject: %s not armed", key)
+	}
+	r.counts[i] += n
+}
+
+func (f *fakeEngine) rule(key string) (fakeRule, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.rules[key]
+	if !ok {
+		return fakeRule{}, false
+	}
+	return *r, true
+}
+
+func (f *fakeEngine) armedKeys() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var keys []string
+	for k := range f.rules {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func (f *fakeEngine) callLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.calls)
+}
+
+// logBuffer collects the plugin's JSON log lines.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []byte
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.lines = append(b.lines, p...)
+	return len(p), nil
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.lines)
+}
+
+func testLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// unitPlugin is a configured Plugin without NRI, on a fake host.
+type unitPlugin struct {
+	*Plugin
+	eng  *fakeEngine
+	logs *logBuffer
+	host fakeHost
+}
+
+func newTestPlugin(t *testing.T, config string) *unitPlugin {
+	t.Helper()
+	file, err := ParseConfig([]byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if file.StateDir == "" {
+		file.StateDir = t.TempDir()
+	}
+	u := &unitPlugin{eng: newFakeEngine(), logs: &logBuffer{}, host: newFakeHost(t)}
+	u.Plugin, err = New(Options{Engine: u.eng, Resolver: u.host.resolver(), CgroupRoot: u.host.cg,
+		Logger: testLogger(u.logs), File: file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.applyConfig(""); err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+var testPid = 5000
+
+// armForTest arms key on a fresh cgroup of the fake host, as a start would.
+func (u *unitPlugin) armForTest(t *testing.T, key string, id ident, value string) {
+	t.Helper()
+	faults, err := annotations.Parse(value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testPid++
+	rel := fmt.Sprintf("test.slice/c%d", testPid)
+	u.host.cgroup(t, rel)
+	u.host.process(t, testPid, "0::/"+rel+"\n")
+	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, value: value, faults: faults, pid: testPid}); err != nil {
+		t.Fatal(err)
+	}
+}
