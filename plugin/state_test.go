@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -68,7 +69,13 @@ func TestStoreAtomicSave(t *testing.T) {
 	if err := s.Save(); err != nil {
 		t.Fatal(err)
 	}
-	before := inode(t, s.Path())
+	// Hold the first version open: a replacement by rename leaves it intact.
+	old, err := os.Open(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	oldData, _ := os.ReadFile(s.Path())
 
 	// Concurrent readers must always see a whole file: a replacement by rename, never
 	// a truncate-and-write.
@@ -111,7 +118,7 @@ func TestStoreAtomicSave(t *testing.T) {
 		t.Fatalf("a reader saw a torn state file: %v", err)
 	default:
 	}
-	if inode(t, s.Path()) == before {
+	if got, _ := io.ReadAll(old); string(got) != string(oldData) {
 		t.Error("the state file was rewritten in place, not replaced by rename")
 	}
 	left, _ := filepath.Glob(filepath.Join(dir, ".state.json.tmp-*"))
