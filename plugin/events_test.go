@@ -1,0 +1,302 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	apievents "github.com/containerd/containerd/api/events"
+)
+
+// fakeSource is a containerd with containers and live tasks.
+type fakeSource struct {
+	mu         sync.Mutex
+	containers map[string]ContainerInfo // by namespace/id
+	tasks      []TaskInfo
+	lookups    []string
+}
+
+func (f *fakeSource) Container(_ context.Context, ns, id string) (ContainerInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lookups = append(f.lookups, ns+"/"+id)
+	c, ok := f.containers[ns+"/"+id]
+	if !ok {
+		return ContainerInfo{}, fmt.Errorf("container %q in namespace %q: not found", id, ns)
+	}
+	return c, nil
+}
+
+func (f *fakeSource) LiveTasks(context.Context) ([]TaskInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.tasks), nil
+}
+
+// add registers a container whose init pid lives in a fresh cgroup of the fake host.
+func (f *fakeSource) add(t *testing.T, u *unitPlugin, ns, id, name, value string) uint32 {
+	t.Helper()
+	testPid++
+	rel := fmt.Sprintf("system.slice/nerdctl-%s.scope", id)
+	u.host.cgroup(t, rel)
+	u.host.process(t, testPid, "0::/"+rel+"\n")
+	info := ContainerInfo{Namespace: ns, ID: id, Labels: map[string]string{}, Annotations: map[string]string{}}
+	if name != "" {
+		info.Labels["nerdctl/name"] = name
+	}
+	if value != "" {
+		info.Annotations["faults.kfault.dev"] = value
+	}
+	info.CgroupsPath = ":nerdctl:" + id
+	f.mu.Lock()
+	if f.containers == nil {
+		f.containers = map[string]ContainerInfo{}
+	}
+	f.containers[ns+"/"+id] = info
+	f.mu.Unlock()
+	return uint32(testPid)
+}
+
+func TestEventHandler(t *testing.T) {
+	type step struct {
+		ns    string
+		event any
+	}
+	const fault = `{failtype: 0, times: 5}`
+	tests := map[string]struct {
+		config string
+		// containers: id → annotation value ("" = none); all in namespace "default"
+		// unless the id has a "ns/" prefix.
+		containers map[string]string
+		steps      func(pids map[string]uint32) []step
+		wantArmed  []string // engine keys armed at the end
+		wantCalls  []string // engine calls, in order (nil = don't check)
+		wantState  map[string]bool
+		wantLog    string // a log msg that must appear
+	}{
+		"create arms from the event's pid and the spec annotation": {
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}}}
+			},
+			wantArmed: []string{"default/n1"},
+			wantState: map[string]bool{"default/n1": true},
+			wantLog:   "armed",
+		},
+		"unannotated container is left alone": {
+			containers: map[string]string{"plain": ""},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"default", &apievents.TaskCreate{ContainerID: "plain", Pid: p["plain"]}}}
+			},
+			wantCalls: []string{},
+		},
+		"k8s.io is skipped (NRI covers it)": {
+			containers: map[string]string{"k8s.io/c": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"k8s.io", &apievents.TaskCreate{ContainerID: "c", Pid: p["k8s.io/c"]}}}
+			},
+			wantCalls: []string{},
+		},
+		"exec exit does not disarm, init exit does": {
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"default", &apievents.TaskExit{ContainerID: "n1", ID: "exec-1", Pid: 4242}},
+					{"default", &apievents.TaskExit{ContainerID: "n1", ID: "n1", Pid: p["n1"]}},
+				}
+			},
+			wantCalls: []string{"arm default/n1", "disarm default/n1"},
+			wantState: map[string]bool{"default/n1": false},
+			wantLog:   "disarmed",
+		},
+		"exit, delete, container delete: one disarm, entry forgotten": {
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"default", &apievents.TaskExit{ContainerID: "n1", ID: "n1"}},
+					{"default", &apievents.TaskDelete{ContainerID: "n1"}},
+					{"default", &apievents.ContainerDelete{ID: "n1"}},
+				}
+			},
+			wantCalls: []string{"arm default/n1", "disarm default/n1"},
+			wantState: map[string]bool{},
+		},
+		"task delete alone disarms": {
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"default", &apievents.TaskDelete{ContainerID: "n1", ID: "n1"}},
+				}
+			},
+			wantCalls: []string{"arm default/n1", "disarm default/n1"},
+		},
+		"same id in two namespaces are two containers": {
+			containers: map[string]string{"n1": fault, "other/n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"other", &apievents.TaskCreate{ContainerID: "n1", Pid: p["other/n1"]}},
+					{"other", &apievents.TaskExit{ContainerID: "n1", ID: "n1"}},
+				}
+			},
+			wantArmed: []string{"default/n1"},
+		},
+		"bad annotation: logged, not armed, nothing to refuse": {
+			containers: map[string]string{"n1": `{failtype: 0, probability: 0}`},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}}}
+			},
+			wantCalls: []string{},
+			wantLog:   "rejected",
+		},
+		"disallowed namespace: logged, not armed": {
+			config:     "deniedNamespaces: [default]",
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}}}
+			},
+			wantCalls: []string{},
+			wantLog:   "rejected",
+		},
+		"unknown container: logged": {
+			steps: func(p map[string]uint32) []step {
+				return []step{{"default", &apievents.TaskCreate{ContainerID: "ghost", Pid: 1}}}
+			},
+			wantCalls: []string{},
+			wantLog:   "containerd: cannot load container",
+		},
+		"restart of the same container continues its budget": {
+			containers: map[string]string{"n1": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"", "inject default/n1 2"},
+					{"default", &apievents.TaskExit{ContainerID: "n1", ID: "n1"}},
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"", "already default/n1 2"},
+				}
+			},
+			wantArmed: []string{"default/n1"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			u := newTestPlugin(t, tc.config)
+			src := &fakeSource{}
+			pids := map[string]uint32{}
+			for id, value := range tc.containers {
+				ns, cid, ok := strings.Cut(id, "/")
+				if !ok {
+					ns, cid = "default", id
+				}
+				pids[id] = src.add(t, u, ns, cid, "name-"+cid, value)
+			}
+			h := NewEventHandler(u.Plugin, src)
+			for _, s := range tc.steps(pids) {
+				if cmd, ok := s.event.(string); ok { // test directives
+					var verb, key string
+					var n uint64
+					fmt.Sscan(cmd, &verb, &key, &n)
+					switch verb {
+					case "inject":
+						u.eng.inject(t, key, 0, n)
+					case "already":
+						if r, _ := u.eng.rule(key); len(r.already) != 1 || r.already[0] != n {
+							t.Fatalf("alreadyInjected %v, want [%d]", r.already, n)
+						}
+					}
+					continue
+				}
+				h.Handle(context.Background(), s.ns, s.event)
+			}
+			if tc.wantArmed != nil || tc.wantCalls == nil {
+				if got := u.eng.armedKeys(); !slices.Equal(got, tc.wantArmed) {
+					t.Errorf("armed %v, want %v", got, tc.wantArmed)
+				}
+			}
+			if tc.wantCalls != nil {
+				if got := u.eng.callLog(); !slices.Equal(got, tc.wantCalls) && !(len(got) == 0 && len(tc.wantCalls) == 0) {
+					t.Errorf("engine calls %v, want %v", got, tc.wantCalls)
+				}
+			}
+			if tc.wantState != nil {
+				snap := u.Store().Snapshot()
+				got := map[string]bool{}
+				for k, e := range snap {
+					got[k] = e.Armed
+				}
+				if fmt.Sprint(got) != fmt.Sprint(tc.wantState) {
+					t.Errorf("state %v, want %v", got, tc.wantState)
+				}
+			}
+			if tc.wantLog != "" && !strings.Contains(u.logs.String(), `"msg":"`+tc.wantLog+`"`) {
+				t.Errorf("no %q log line:\n%s", tc.wantLog, u.logs)
+			}
+		})
+	}
+}
+
+func TestEventHandlerLogsNames(t *testing.T) {
+	u := newTestPlugin(t, "")
+	src := &fakeSource{}
+	pid := src.add(t, u, "default", "abc123", "web", `{failtype: 0}`)
+	NewEventHandler(u.Plugin, src).Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "abc123", Pid: pid})
+	e, ok := u.Store().Get("default/abc123")
+	if !ok || e.Source != SourceContainerd || e.Namespace != "default" || e.Container != "web" || e.ContainerID != "abc123" || e.Pod != "" {
+		t.Fatalf("state entry %+v", e)
+	}
+	if !strings.Contains(u.logs.String(), `"container":"web"`) {
+		t.Errorf("log does not name the container:\n%s", u.logs)
+	}
+}
+
+func TestEventSync(t *testing.T) {
+	u := newTestPlugin(t, "")
+	src := &fakeSource{}
+	const fault = `{failtype: 1, times: 9}`
+	live := src.add(t, u, "default", "live", "", fault)
+	armedAlready := src.add(t, u, "default", "running", "", fault)
+	k8s := src.add(t, u, "k8s.io", "cri", "", fault)
+	h := NewEventHandler(u.Plugin, src)
+
+	// "running" is armed already (seen by an earlier event); "stale" is in the state
+	// from an earlier run, its container gone; an NRI entry must not be touched.
+	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "running", Pid: armedAlready})
+	u.Store().Put("default/stale", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "stale", Faults: fault, Injected: []uint64{1}})
+	u.Store().Put("criID", Entry{Source: SourceNRI, Namespace: "default", ContainerID: "criID", Faults: fault})
+	// "live" ran before a plugin restart, with 4 injected.
+	u.Store().Put("default/live", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "live", Faults: fault, Injected: []uint64{4}})
+
+	src.tasks = []TaskInfo{
+		{Namespace: "default", ContainerID: "live", Pid: live},
+		{Namespace: "default", ContainerID: "running", Pid: armedAlready},
+		{Namespace: "k8s.io", ContainerID: "cri", Pid: k8s},
+	}
+	if err := h.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.eng.armedKeys(); !slices.Equal(got, []string{"default/live", "default/running"}) {
+		t.Errorf("armed %v", got)
+	}
+	if r, _ := u.eng.rule("default/live"); !slices.Equal(r.already, []uint64{4}) {
+		t.Errorf("live re-armed with %v, want [4]", r.already)
+	}
+	if got := slices.Sorted(func(yield func(string) bool) {
+		for k := range u.Store().Snapshot() {
+			if !yield(k) {
+				return
+			}
+		}
+	}); !slices.Equal(got, []string{"criID", "default/live", "default/running"}) {
+		t.Errorf("state keys %v", got)
+	}
+	if n := strings.Count(strings.Join(u.eng.callLog(), ","), "arm default/running"); n != 1 {
+		t.Errorf("running armed %d times", n)
+	}
+}
