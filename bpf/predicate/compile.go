@@ -1126,14 +1126,26 @@ func (g *gen) strcmp(c *Call, t, f string) error {
 	}
 	// Read up to m bytes and a NUL into the string buffer.
 	buf := g.strOff()
-	g.emit(asm.Mov.Reg(asm.R3, asm.R0))
-	g.emit(asm.Mov.Reg(asm.R1, asm.R10))
-	g.emit(asm.Add.Imm(asm.R1, int32(buf)))
-	g.emit(asm.Mov.Imm(asm.R2, int32(m+1)))
+	readStr := func(fn asm.BuiltinFunc) {
+		g.emit(asm.Mov.Reg(asm.R1, asm.R10))
+		g.emit(asm.Add.Imm(asm.R1, int32(buf)))
+		g.emit(asm.Mov.Imm(asm.R2, int32(m+1)))
+		g.emit(fn.Call())
+	}
 	if user {
-		g.emit(asm.FnProbeReadUserStr.Call())
+		g.emit(asm.Mov.Reg(asm.R3, asm.R0))
+		readStr(asm.FnProbeReadUserStr)
 	} else {
-		g.emit(asm.FnProbeReadKernelStr.Call())
+		// A string that is not in kernel memory is read from user memory: syscall arguments
+		// such as file names are user pointers, which BTF marks only in clang-built kernels.
+		g.emit(asm.Mov.Reg(asm.R7, asm.R0))
+		g.emit(asm.Mov.Reg(asm.R3, asm.R0))
+		readStr(asm.FnProbeReadKernelStr)
+		ok := g.newLabel("str")
+		g.emit(asm.JSGE.Imm(asm.R0, 0, ok))
+		g.emit(asm.Mov.Reg(asm.R3, asm.R7))
+		readStr(asm.FnProbeReadUserStr)
+		g.place(ok)
 	}
 	g.emit(asm.JSLT.Imm(asm.R0, 0, g.lFalse))
 	want := make([]byte, m+8)

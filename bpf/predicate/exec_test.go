@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -342,6 +343,34 @@ func TestExecStrs(t *testing.T) {
 			{`STRCMP(argv[0], "mount") && STRCMP(argv[1], "-t") && argv[2] == 0`, 1},
 			{`STRCMP(argv[s[5]], "mount")`, 1},
 			{`argv[0][0] == 'm'`, 1},
+		} {
+			if got := run(t, sig, tc.pred, src, m); got != tc.want {
+				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
+			}
+		}
+	}
+}
+
+// userString lives in this process's memory: a user pointer for the kernel.
+var userString = []byte("/etc/passwd\x00")
+
+func TestExecUserStrings(t *testing.T) {
+	spec := testSpec(t)
+	sig := mustResolve(t, spec, "strs", "")
+	for _, src := range []ArgSource{Tracing, Kprobe} {
+		m := newFakeMem()
+		addr := uint64(uintptr(unsafe.Pointer(&userString[0])))
+		m.put(argOff(src, 0), 8, addr) // s: no __user tag, read falls back to user memory
+		m.put(argOff(src, 2), 8, addr) // u: const char __user *
+		for _, tc := range []struct {
+			pred string
+			want uint32
+		}{
+			{`STRNCMP(s, "/etc/", 5)`, 1},
+			{`STRCMP(s, "/etc/passwd")`, 1},
+			{`STRCMP(s, "/etc/shadow")`, 0},
+			{`STRNCMP(u, "/etc/", 5)`, 1},
+			{`u[1] == 'e'`, 1},
 		} {
 			if got := run(t, sig, tc.pred, src, m); got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -159,4 +160,33 @@ func FuzzCompile(f *testing.F) {
 			loadCheck(t, p, argSrc)
 		}
 	})
+}
+
+// TestVerifierKernelPredicates loads kernelPredicates on this host where it can: Kprobe code as
+// kprobe programs (not attached), Tracing code as syscall programs. The fentry versions load
+// in the VM (TestLoadAccepted).
+func TestVerifierKernelPredicates(t *testing.T) {
+	if !verifierAvailable() {
+		t.Skip("this host cannot load syscall and kprobe programs")
+	}
+	spec := kernelSpec(t)
+	for _, tc := range kernelPredicates {
+		sig, err := Resolve(spec, tc.fn, "")
+		if err != nil {
+			t.Logf("skip %s: %v", tc.fn, err)
+			continue
+		}
+		for _, src := range []ArgSource{Tracing, Kprobe} {
+			p, err := Compile(sig, tc.pred, Options{ArgSource: src, Arch: "amd64"})
+			if err != nil {
+				if strings.Contains(err.Error(), "unknown member") {
+					t.Logf("skip %q on this kernel: %v", tc.pred, err)
+					break
+				}
+				t.Errorf("Compile(%s, %q): %v", tc.fn, tc.pred, err)
+				break
+			}
+			loadCheck(t, p, src)
+		}
+	}
 }
