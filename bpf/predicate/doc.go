@@ -1,0 +1,67 @@
+// Package predicate compiles KernelChaos/inject.py frame predicates, such as
+//
+//	STRNCMP(name->name, "bananas", 8)      on d_alloc_parallel(struct dentry *parent, const struct qstr *name)
+//	bio->bi_opf & 1                        on should_fail_bio(struct bio *bio)
+//
+// straight to BPF instructions, using kernel BTF for signatures, types and member offsets. No
+// clang, BCC or kernel headers are needed at run time. The language is described in
+// docs/predicates.md.
+//
+// # API
+//
+//	sig, err := predicate.Resolve(spec, frame.FuncName, frame.Parameters) // spec: btf.LoadKernelSpec()
+//	prog, err := predicate.Compile(sig, frame.Predicate, predicate.Options{ArgSource: predicate.Tracing, Symbol: "pred_0"})
+//
+// Resolve finds the function in BTF (an error wrapping ErrNotInBTF when absent) and checks the
+// optional C parameter list against it. Compile parses and type-checks the predicate and
+// generates the code. Parse (syntax only) and Check (type check only) exist for validation
+// without BTF code generation. Errors about the predicate or the parameter list are *Error
+// values carrying the byte offset, line and column; their text starts with "column N: ". The
+// caller prefixes the frame, e.g. "callchain[0].predicate: column 15: unknown member "nme" of
+// struct qstr (members: hash, len, hash_len, name)".
+//
+// # Code contract
+//
+// Program.Instructions is one BPF-to-BPF subprogram (a static function), to be appended after
+// the caller's own instructions in the same program and invoked with Program.Call() (a
+// pseudo-call to Program.Symbol):
+//
+//   - Input: R1 = the program's context, exactly as the program received it.
+//     ArgSource Tracing (fentry, fexit, fmod_ret): the context is the array of u64 arguments,
+//     argument i at offset 8*i. ArgSource Kprobe: the context is struct pt_regs at function
+//     entry; argument i comes from the calling-convention register (x86_64: di, si, dx, cx,
+//     r8, r9; arm64: x0..x7), so a kprobe predicate can name only those arguments.
+//   - Output: R0 = 1 when the predicate holds, 0 when it does not. It is also 0 when any read of
+//     kernel memory fails (a NULL or bad pointer anywhere in the predicate): a fault is never
+//     injected on the strength of a value that could not be read.
+//   - Registers: R1-R5 are clobbered (as by any call). The subprogram uses R6 and R7 for itself;
+//     the BPF calling convention restores the caller's R6-R9 on return.
+//   - Stack: Program.StackSize bytes of the subprogram's own frame (16 bytes of scratch, a string
+//     buffer of up to 72 bytes when STRNCMP/STRCMP is used, 8 bytes per pending intermediate
+//     value, at most 16 of them). The verifier adds it to the caller's frame: the total must stay
+//     within 512 bytes. Typical predicates need 16-40 bytes.
+//   - Helpers: bpf_probe_read_kernel, bpf_probe_read_kernel_str, and bpf_probe_read_user(_str)
+//     for pointers BTF tags __user and as the fallback for strings not in kernel memory (file
+//     names passed to syscalls). All are available to tracing and kprobe programs (GPL).
+//   - Control flow: forward jumps only (no loops, no back-edges), symbolic labels prefixed by
+//     Symbol + "__" so several predicates can share one program; unreachable code is removed.
+//     Jump offsets are resolved by cilium/ebpf when the program is marshalled.
+//   - BTF: with Options.FuncInfo the first instruction carries a btf.Func ("static int
+//     Symbol(void *ctx)"), which a caller needs when its own program has func_info (as
+//     bpf2go-built programs do: then every subprogram needs one).
+//
+// With ArgSource Tracing, pointer-to-struct arguments are read from the context directly (the
+// verifier types them as BTF pointers); they are only ever added constant offsets and passed
+// to the probe-read helpers, or compared. Any other pointer argument is copied out of the
+// context with bpf_probe_read_kernel so the verifier sees a plain number.
+//
+// # Semantics
+//
+// Every value is widened to 64 bits when read: signed BTF integers and enums are
+// sign-extended, unsigned ones zero-extended, bitfields extracted (little-endian hosts).
+// Arithmetic and comparisons are on 64 bits, unsigned when either operand is a 64-bit unsigned
+// integer or a pointer, signed otherwise (so, unlike C, -1 < 1u is true). Each dereference reads
+// exactly the member's size (at most 8 bytes). STRNCMP(e, "lit", n) and STRCMP(e, "lit") are
+// true when the strings match (unlike C's strncmp); they read min(n, len(lit)+1) bytes plus one
+// with bpf_probe_read_kernel_str and compare them unrolled, 8 bytes at a time.
+package predicate
