@@ -256,6 +256,16 @@ func (p *Plugin) armLocked(r armRequest) error {
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "rearm", false)
 	}
+	prev, hadPrev := store.Get(r.key)
+	if store.Halted() {
+		p.log.Warn("not arming: halted by kfault disarm --all (kfault disarm --resume ends it)",
+			append(r.id.logAttrs(), "annotation", r.annotation)...)
+		return nil
+	}
+	if hadPrev && prev.UserDisarmed && prev.Faults == r.value {
+		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
+		return nil
+	}
 	target, err := resolveTarget(p.opts.Resolver, p.opts.CgroupRoot, r.pid, r.cgroupsPath)
 	if err != nil {
 		p.metrics.armErrors.Inc()
@@ -264,7 +274,6 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 
 	var already []uint64
-	prev, hadPrev := store.Get(r.key)
 	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.faults) {
 		already = slices.Clone(prev.Injected)
 	}
@@ -365,15 +374,55 @@ func (p *Plugin) ArmedKeys() []string {
 	return slices.Sorted(maps.Keys(p.armed))
 }
 
-// DisarmAll disarms every rule (the emergency stop). The state keeps the counts.
-func (p *Plugin) DisarmAll(reason string) int {
+// Halt is the emergency stop: it disarms every rule and arms nothing more (new
+// containers start without their faults; strict mode does not block them) until
+// Resume. The halt is kept in the state file, so it survives a plugin restart. It
+// returns the keys disarmed.
+func (p *Plugin) Halt(reason string) []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	store := p.Store()
+	if store == nil {
+		return nil
+	}
+	store.SetHalted(true)
 	keys := slices.Sorted(maps.Keys(p.armed))
 	for _, k := range keys {
 		p.disarmLocked(k, reason, false)
 	}
-	return len(keys)
+	p.save()
+	p.log.Warn("halted: every fault disarmed, no new faults armed", "reason", reason, "disarmed", len(keys))
+	return keys
+}
+
+// Resume ends a Halt. Running containers are re-armed at the next synchronization
+// (plugin or containerd restart); new containers get their faults at once.
+func (p *Plugin) Resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if store := p.Store(); store != nil && store.Halted() {
+		store.SetHalted(false)
+		p.save()
+		p.log.Warn("resumed: faults are armed again for new containers")
+	}
+}
+
+// DisarmKey disarms one container's faults on request (kfault disarm KEY). They stay
+// off while the container lives, synchronizations included.
+func (p *Plugin) DisarmKey(key, reason string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	store := p.Store()
+	if store == nil {
+		return errors.New("not configured yet")
+	}
+	if _, ok := store.Get(key); !ok {
+		return fmt.Errorf("no container %q in the state (see kfault status)", key)
+	}
+	p.disarmLocked(key, reason, false)
+	store.Update(key, func(e *Entry) { e.UserDisarmed = true })
+	p.save()
+	return nil
 }
 
 // RefreshCounts copies the engine's counts of every armed rule into the state file.

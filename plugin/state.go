@@ -44,11 +44,15 @@ type Entry struct {
 	Armed       bool      `json:"armed"`            // false once disarmed (stopped container)
 	ArmedAt     time.Time `json:"armedAt,omitzero"` // when first armed
 	Mechanism   string    `json:"mechanism,omitempty"`
+	// UserDisarmed: `kfault disarm KEY` turned it off; it is not re-armed (not at
+	// synchronization either) while the container lives.
+	UserDisarmed bool `json:"userDisarmed,omitempty"`
 }
 
 // stateFile is the on-disk form.
 type stateFile struct {
 	Version    int               `json:"version"`
+	Halted     bool              `json:"halted,omitempty"`
 	Containers map[string]*Entry `json:"containers"`
 }
 
@@ -58,6 +62,7 @@ type stateFile struct {
 type Store struct {
 	mu      sync.Mutex
 	dir     string
+	halted  bool
 	entries map[string]*Entry
 }
 
@@ -87,6 +92,7 @@ func OpenStore(dir string) (*Store, error) {
 			s.entries[k] = e
 		}
 	}
+	s.halted = f.Halted
 	return s, nil
 }
 
@@ -148,10 +154,24 @@ func (s *Store) Snapshot() map[string]Entry {
 	return out
 }
 
+// Halted reports whether `kfault disarm --all` stopped all arming.
+func (s *Store) Halted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.halted
+}
+
+// SetHalted records the emergency stop (or its end).
+func (s *Store) SetHalted(h bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.halted = h
+}
+
 // Save writes the state file atomically.
 func (s *Store) Save() error {
 	s.mu.Lock()
-	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Containers: s.entries}, "", "  ")
+	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Halted: s.halted, Containers: s.entries}, "", "  ")
 	s.mu.Unlock()
 	if err != nil {
 		return err
