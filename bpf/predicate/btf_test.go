@@ -111,6 +111,11 @@ func buildTestSpec() (*btf.Spec, error) {
 			btf.FuncParam{Name: "argv", Type: &btf.Pointer{Target: &btf.Pointer{Target: char}}},
 			btf.FuncParam{Name: "u", Type: &btf.Pointer{Target: &btf.TypeTag{Value: "user", Type: &btf.Const{Type: char}}}}),
 		fn("byval", btf.FuncParam{Name: "q", Type: qstr}),
+		fn("wide",
+			btf.FuncParam{Name: "q", Type: qstr},
+			btf.FuncParam{Name: "x", Type: sint},
+			btf.FuncParam{Name: "big", Type: dentry},
+			btf.FuncParam{Name: "y", Type: sint}),
 	}
 	b, err := btf.NewBuilder(types, nil)
 	if err != nil {

@@ -83,7 +83,7 @@ const (
 // own stack frame. It calls only bpf_probe_read_kernel, bpf_probe_read_kernel_str and, for
 // __user-tagged pointers, bpf_probe_read_user(_str). It has no loops and no back-edges.
 func Compile(sig *Signature, predicate string, opts Options) (*Program, error) {
-	if sig == nil {
+	if sig == nil || sig.Proto == nil {
 		return nil, fmt.Errorf("no signature")
 	}
 	expr, err := Parse(predicate)
@@ -678,20 +678,30 @@ func (g *gen) param(id *Ident) (operand, error) {
 	}
 	g.args[p.Index] = true
 	size, signed := intInfo(p.Type)
+	// The argument's slot: earlier arguments wider than 8 bytes (16-byte structs or __int128
+	// passed by value) take two slots, in the tracing context as in registers.
+	slot := 0
+	for i := 0; i < p.Index && i < len(g.sig.Proto.Params); i++ {
+		n, err := btf.Sizeof(g.sig.Proto.Params[i].Type)
+		if err != nil || n > 16 {
+			return operand{}, g.errAt(id.At, "parameter %s follows a by-value argument of type %s, whose placement is unknown", id.Name, typeString(g.sig.Proto.Params[i].Type))
+		}
+		slot += max(1, (n+7)/8)
+	}
 	switch g.opts.ArgSource {
 	case Kprobe:
 		offs := kprobeArgOffsets(g.opts.Arch)
-		if p.Index >= len(offs) {
+		if slot >= len(offs) {
 			return operand{}, g.errAt(id.At, "parameter %s is argument %d; a kprobe reads only the first %d arguments from registers", id.Name, p.Index+1, len(offs))
 		}
-		g.emit(asm.LoadMem(asm.R0, asm.R6, offs[p.Index], asm.DWord))
+		g.emit(asm.LoadMem(asm.R0, asm.R6, offs[slot], asm.DWord))
 		g.extend(size, signed)
 		return operand{kind: kValue, typ: p.Type}, nil
 	default:
-		if p.Index >= maxTracingArgs {
+		if slot >= maxTracingArgs {
 			return operand{}, g.errAt(id.At, "parameter %s is argument %d; tracing programs read at most %d", id.Name, p.Index+1, maxTracingArgs)
 		}
-		off := int16(8 * p.Index)
+		off := int16(8 * slot)
 		if cl == clPtr {
 			if classify(under(p.Type).(*btf.Pointer).Target) == clStruct {
 				// The verifier types this load as a trusted BTF pointer.

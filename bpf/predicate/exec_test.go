@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"unsafe"
@@ -375,6 +376,22 @@ func TestExecUserStrings(t *testing.T) {
 			if got := run(t, sig, tc.pred, src, m); got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
 			}
+		}
+	}
+}
+
+func TestExecWideArgs(t *testing.T) {
+	spec := testSpec(t)
+	sig := mustResolve(t, spec, "wide", "")
+	for _, src := range []ArgSource{Tracing, Kprobe} {
+		m := newFakeMem()
+		m.put(argOff(src, 2), 8, 5) // the 16-byte q takes slots 0 and 1
+		if got := run(t, sig, `x == 5`, src, m); got != 1 {
+			t.Errorf("%v: x == 5 gave %d", src, got)
+		}
+		_, err := Compile(sig, `y == 1`, Options{ArgSource: src, Arch: "amd64"})
+		if err == nil || !strings.Contains(err.Error(), "follows a by-value argument of type struct dentry") {
+			t.Errorf("%v: y: %v", src, err)
 		}
 	}
 }

@@ -132,8 +132,8 @@ func FuzzCompile(f *testing.F) {
 	f.Add(`bio->bi_opf & 1`, uint8(1))
 	f.Add(`a < 0 && b > 1 && c == 'x' && d && e && f >> 2 && g`, uint8(2))
 	f.Add(`STRCMP(argv[a], "x")`, uint8(3))
-	f.Add(`STRNCMP(name->name, "bananas", 8)`, uint8(5))
-	f.Add(`(bio->bi_opf & 0xff) == 1 && bio->bi_iter.bi_size > 4096`, uint8(6))
+	f.Add(`STRNCMP(name->name, "bananas", 8)`, uint8(10))
+	f.Add(`(bio->bi_opf & 0xff) == 1 && bio->bi_iter.bi_size > 4096`, uint8(13))
 	f.Fuzz(func(t *testing.T, src string, sel uint8) {
 		sigs := loadFuzzSigs(t)
 		sig := sigs[int(sel>>1)%len(sigs)]
