@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -48,6 +49,7 @@ var DefaultDeniedNamespaces = []string{"kube-system"}
 //	containerdSocket: /run/containerd/containerd.sock
 //	metricsAddress: 127.0.0.1:9464        # absent: no metrics endpoint
 //	metricsAllowNonLoopback: false        # true to serve metrics on a non-loopback address
+//	controlSocket: /run/kfault/control.sock  # for kfault status / kfault disarm; "off" disables
 //	events:
 //	  enabled: true                       # watch containerd events for non-CRI containers
 //	  skipNamespaces: [k8s.io]            # containerd namespaces the watcher ignores
@@ -62,6 +64,7 @@ type Config struct {
 	ContainerdSocket        string       `json:"containerdSocket,omitempty"`
 	MetricsAddress          string       `json:"metricsAddress,omitempty"`
 	MetricsAllowNonLoopback bool         `json:"metricsAllowNonLoopback,omitempty"`
+	ControlSocket           string       `json:"controlSocket,omitempty"`
 	Events                  EventsConfig `json:"events,omitzero"`
 }
 
@@ -131,6 +134,7 @@ func DefaultConfig() Config {
 		DeniedNamespaces: slices.Clone(DefaultDeniedNamespaces),
 		Mode:             Strict,
 		StateDir:         DefaultStateDir,
+		ControlSocket:    DefaultControlSocket,
 		ContainerdSocket: DefaultContainerdSocket,
 		Events:           EventsConfig{Enabled: &enabled, SkipNamespaces: []string{DefaultK8sNamespace}},
 	}
@@ -162,6 +166,9 @@ func Merge(base, over Config) Config {
 	}
 	if over.MetricsAddress != "" {
 		out.MetricsAddress = over.MetricsAddress
+	}
+	if over.ControlSocket != "" {
+		out.ControlSocket = over.ControlSocket
 	}
 	if over.MetricsAllowNonLoopback {
 		out.MetricsAllowNonLoopback = true
@@ -204,6 +211,9 @@ func (c Config) Validate() error {
 				return fmt.Errorf("node config: %s[%d]: empty namespace name", list.key, i)
 			}
 		}
+	}
+	if c.ControlSocket != "off" && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
+		return fmt.Errorf("node config: controlSocket: %q is not an absolute path (or off)", c.ControlSocket)
 	}
 	if c.MetricsAddress != "" {
 		if err := checkMetricsAddress(c.MetricsAddress, c.MetricsAllowNonLoopback); err != nil {

@@ -221,3 +221,24 @@ func decodeReply(resp *http.Response, v any) error {
 	}
 	return json.Unmarshal(data, v)
 }
+
+// Services starts what the node config asks for besides NRI: the control socket, the
+// metrics endpoint and the containerd event watcher. The kfault command passes it as
+// Options.StartServices.
+func Services(ctx context.Context, p *Plugin, cfg Config) error {
+	if cfg.ControlSocket != "" && cfg.ControlSocket != "off" {
+		if err := p.ServeControl(ctx, cfg.ControlSocket); err != nil {
+			return err
+		}
+	}
+	if cfg.MetricsAddress != "" {
+		if err := p.Metrics().Serve(ctx, cfg.MetricsAddress, p.log); err != nil {
+			return err
+		}
+		p.log.Info("serving metrics", "address", cfg.MetricsAddress)
+	}
+	if cfg.EventsEnabled() {
+		go p.WatchContainerd(ctx, cfg.ContainerdSocket)
+	}
+	return nil
+}

@@ -143,9 +143,10 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 		fixed("stateDir", old.StateDir != cfg.StateDir)
 		fixed("containerdSocket", old.ContainerdSocket != cfg.ContainerdSocket)
 		fixed("metricsAddress", old.MetricsAddress != cfg.MetricsAddress)
+		fixed("controlSocket", old.ControlSocket != cfg.ControlSocket)
 		fixed("events", old.EventsEnabled() != cfg.EventsEnabled() || !slices.Equal(old.Events.SkipNamespaces, cfg.Events.SkipNamespaces))
 		cfg.StateDir, cfg.ContainerdSocket, cfg.MetricsAddress = old.StateDir, old.ContainerdSocket, old.MetricsAddress
-		cfg.MetricsAllowNonLoopback, cfg.Events = old.MetricsAllowNonLoopback, old.Events
+		cfg.MetricsAllowNonLoopback, cfg.Events, cfg.ControlSocket = old.MetricsAllowNonLoopback, old.Events, old.ControlSocket
 		p.cfg = cfg
 		p.cfgMu.Unlock()
 		return nil
