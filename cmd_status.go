@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/kfault/kfault/plugin"
+)
+
+func init() {
+	register("status", "list the armed faults and their counts (from the running plugin)", func(args []string) int {
+		return runStatus(args, os.Stdout, os.Stderr)
+	})
+}
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	sock := fs.String("socket", plugin.DefaultControlSocket, "the plugin's control socket `path`")
+	asJSON := fs.Bool("json", false, "print JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "usage: kfault status [--socket PATH] [--json]\n\nLists every container with a fault: armed or not, and how many faults were injected.\nThe control socket is root only.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	st, err := plugin.NewControlClient(*sock).Status()
+	if err != nil {
+		fmt.Fprintf(stderr, "kfault status: %v (is kfault nri running? are you root?)\n", err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(st); err != nil {
+			return 1
+		}
+		return 0
+	}
+	writeStatus(stdout, st)
+	return 0
+}
+
+func writeStatus(w io.Writer, st plugin.Status) {
+	if st.Halted {
+		fmt.Fprintln(w, "HALTED by kfault disarm --all: no faults are armed (kfault disarm --resume ends it)")
+	}
+	if len(st.Containers) == 0 {
+		fmt.Fprintln(w, "no containers with faults")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tNAMESPACE\tPOD\tCONTAINER\tSTATE\tFAULT\tINJECTED")
+	for _, c := range st.Containers {
+		state := "armed"
+		switch {
+		case c.UserDisarmed:
+			state = "disarmed (kfault disarm)"
+		case !c.Armed:
+			state = "disarmed"
+		}
+		pod := c.Pod
+		if pod == "" {
+			pod = "-"
+		}
+		for i, n := range c.Injected {
+			fault := fmt.Sprintf("#%d", i)
+			if i < len(c.FaultList) {
+				fault = c.FaultList[i]
+			}
+			key, ns, p, name, s := c.Key, c.Namespace, pod, c.Container, state
+			if i > 0 { // one line per fault; the container's columns only on the first
+				key, ns, p, name, s = "", "", "", "", ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", short(key), ns, p, name, s, fault, n)
+		}
+	}
+	tw.Flush()
+}
+
+// short abbreviates 64-hex container IDs in keys.
+func short(key string) string {
+	ns, id, found := strings.Cut(key, "/")
+	if !found {
+		id, ns = key, ""
+	}
+	if len(id) == 64 && strings.Trim(id, "0123456789abcdef") == "" {
+		id = id[:12]
+	}
+	if found {
+		return ns + "/" + id
+	}
+	return id
+}

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/plugin"
+)
+
+// nopEngine arms nothing real and counts 3 per fault.
+type nopEngine struct{ armed map[string]int }
+
+func (e *nopEngine) Arm(key string, _ plugin.Target, f []annotations.Fault, _ []uint64) error {
+	e.armed[key] = len(f)
+	return nil
+}
+func (e *nopEngine) Disarm(key string) error { delete(e.armed, key); return nil }
+func (e *nopEngine) Counts(key string) ([]uint64, error) {
+	n, ok := e.armed[key]
+	if !ok {
+		return nil, errors.New("not armed")
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = 3
+	}
+	return out, nil
+}
+
+// TestStatusAndDisarmCommands runs kfault status and kfault disarm against a plugin's
+// control socket. The plugin's state is seeded through its state file, as a previous
+// run would have left it (no cgroups or BPF needed).
+func TestStatusAndDisarmCommands(t *testing.T) {
+	dir, err := os.MkdirTemp("", "kfs-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	stateDir := filepath.Join(dir, "state")
+	sock := filepath.Join(dir, "control.sock")
+	st, err := plugin.OpenStore(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Put("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", plugin.Entry{
+		Source: plugin.SourceNRI, Namespace: "default", Pod: "web", Container: "app",
+		Faults: "[{failtype: 0}, {failtype: 1}]", Injected: []uint64{5, 6},
+	})
+	if err := st.Save(); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err := plugin.New(plugin.Options{Engine: &nopEngine{armed: map[string]int{}},
+		File:          plugin.Config{StateDir: stateDir, ControlSocket: sock, Events: plugin.EventsConfig{Enabled: new(bool)}},
+		StartServices: plugin.Services, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go p.Run(ctx, plugin.RunOptions{SocketPath: filepath.Join(dir, "no-nri.sock")})
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
+
+	tests := []struct { // in order
+		name string
+		run  func(args []string, stdout, stderr *bytes.Buffer) int
+		args []string
+		code int
+		want []string
+	}{
+		{"status", status, []string{"--socket", sock}, 0, []string{"KEY", "0123456789ab", "default", "web", "app", "disarmed", "should_failslab", "5", "should_fail_alloc_page", "6"}},
+		{"status json", status, []string{"--socket", sock, "--json"}, 0, []string{`"halted": false`, `"injected": [`}},
+		{"disarm unknown key", disarm, []string{"--socket", sock, "nope"}, 1, []string{`no container "nope"`}},
+		{"disarm usage", disarm, []string{"--socket", sock}, 2, []string{"usage: kfault disarm"}},
+		{"disarm all", disarm, []string{"--socket", sock, "--all"}, 0, []string{"disarmed 0 container(s); halted"}},
+		{"status when halted", status, []string{"--socket", sock}, 0, []string{"HALTED"}},
+		{"resume", disarm, []string{"--socket", sock, "--resume"}, 0, []string{"resumed"}},
+		{"no plugin", status, []string{"--socket", filepath.Join(dir, "none.sock")}, 1, []string{"is kfault nri running?"}},
+	}
+	for _, tc := range tests {
+		var out, errb bytes.Buffer
+		code := tc.run(tc.args, &out, &errb)
+		text := out.String() + errb.String()
+		if code != tc.code {
+			t.Errorf("%s: exit %d, want %d\n%s", tc.name, code, tc.code, text)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(text, w) {
+				t.Errorf("%s: output lacks %q:\n%s", tc.name, w, text)
+			}
+		}
+	}
+}
+
+func status(args []string, stdout, stderr *bytes.Buffer) int { return runStatus(args, stdout, stderr) }
+func disarm(args []string, stdout, stderr *bytes.Buffer) int { return runDisarm(args, stdout, stderr) }
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for range 500 {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("condition not met")
+}
