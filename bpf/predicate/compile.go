@@ -39,8 +39,9 @@ type Options struct {
 	// Symbol names the subprogram (the symbol of its first instruction) and prefixes its jump
 	// labels, so several predicates can live in one program. Default "kfault_predicate".
 	Symbol string
-	// FuncInfo attaches a btf.Func (static, "int Symbol(void *ctx)") to the first instruction,
-	// for programs that carry BTF func_info (every subprogram then needs one).
+	// FuncInfo attaches a btf.Func (static, "int Symbol(void *ctx)") and a line-info source
+	// (the predicate text) to the first instruction, for programs that carry BTF func_info and
+	// line_info, as bpf2go-built ones do: every subprogram then needs both.
 	FuncInfo bool
 	// Arch selects the kprobe register layout: "amd64" or "arm64". Default runtime.GOARCH.
 	Arch string
@@ -120,6 +121,8 @@ func Compile(sig *Signature, predicate string, opts Options) (*Program, error) {
 	insns := g.finish()
 	insns[0] = insns[0].WithSymbol(opts.Symbol)
 	if opts.FuncInfo {
+		// A line_info record too: a program with line info needs one at every function start.
+		insns[0] = insns[0].WithSource(asm.Comment("predicate: " + predicate))
 		insns[0] = btf.WithFuncMetadata(insns[0], &btf.Func{
 			Name:    opts.Symbol,
 			Linkage: btf.StaticFunc,

@@ -47,8 +47,10 @@
 //     Symbol + "__" so several predicates can share one program; unreachable code is removed.
 //     Jump offsets are resolved by cilium/ebpf when the program is marshalled.
 //   - BTF: with Options.FuncInfo the first instruction carries a btf.Func ("static int
-//     Symbol(void *ctx)"), which a caller needs when its own program has func_info (as
-//     bpf2go-built programs do: then every subprogram needs one).
+//     Symbol(void *ctx)") and a line-info source (the predicate text). A caller needs them when
+//     its own program has func_info/line_info, as bpf2go-built programs do: the kernel then
+//     wants both at every subprogram start (else "missing bpf_line_info for func#N"). Without
+//     such a caller, leave FuncInfo off: a lone record not at instruction 0 is rejected too.
 //
 // With ArgSource Tracing, pointer-to-struct arguments are read from the context directly (the
 // verifier types them as BTF pointers); they are only ever added constant offsets and passed

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 )
 
 // Host execution of compiled predicates.
@@ -393,5 +394,42 @@ func TestExecWideArgs(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "follows a by-value argument of type struct dentry") {
 			t.Errorf("%v: y: %v", src, err)
 		}
+	}
+}
+
+// TestExecFuncInfo calls a predicate compiled with FuncInfo from a program whose own entry
+// carries func_info and line_info, as bpf2go-built programs do.
+func TestExecFuncInfo(t *testing.T) {
+	needExec(t)
+	sig := mustResolve(t, testSpec(t), "d_alloc_parallel", "")
+	m := dallocMem(Tracing, "bananas")
+	prog, err := Compile(sig, `STRNCMP(name->name, "bananas", 8)`, Options{FuncInfo: true, Symbol: "pred"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var insns asm.Instructions
+	for _, r := range m.relocs {
+		insns = append(insns,
+			asm.Mov.Reg(asm.R2, asm.R1),
+			asm.Add.Imm(asm.R2, int32(r[1])),
+			asm.StoreMem(asm.R1, int16(r[0]), asm.R2, asm.DWord))
+	}
+	insns = append(insns, prog.Call(), asm.Return())
+	insns[0] = btf.WithFuncMetadata(insns[0].WithSymbol("entry").WithSource(asm.Comment("entry")), &btf.Func{
+		Name: "entry", Linkage: btf.GlobalFunc,
+		Type: &btf.FuncProto{
+			Return: &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed},
+			Params: []btf.FuncParam{{Name: "ctx", Type: &btf.Pointer{Target: &btf.Void{}}}},
+		},
+	})
+	insns = append(insns, prog.Instructions...)
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pred_test", Type: ebpf.Syscall, Flags: 1 << 4, License: "GPL", Instructions: insns})
+	if err != nil {
+		t.Fatalf("load: %+v", err)
+	}
+	defer p.Close()
+	ret, err := p.Run(&ebpf.RunOptions{Context: append([]byte(nil), m.buf...)})
+	if err != nil || ret != 1 {
+		t.Fatalf("run: %d %v", ret, err)
 	}
 }
