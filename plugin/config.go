@@ -212,7 +212,7 @@ func (c Config) Validate() error {
 			}
 		}
 	}
-	if c.ControlSocket != "off" && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
+	if !c.ControlDisabled() && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
 		return fmt.Errorf("node config: controlSocket: %q is not an absolute path (or off)", c.ControlSocket)
 	}
 	if c.MetricsAddress != "" {
@@ -221,6 +221,16 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// ControlDisabled reports whether the control socket is off ("off"; unquoted YAML off
+// reads as false, which is accepted too).
+func (c Config) ControlDisabled() bool {
+	switch c.ControlSocket {
+	case "", "off", "false", "none":
+		return true
+	}
+	return false
 }
 
 // EventsEnabled reports whether the containerd event watcher should run.

@@ -102,6 +102,25 @@ func TestParseAndResolveConfig(t *testing.T) {
 				}
 			},
 		},
+		"control socket off, unquoted (YAML reads false)": {
+			nri: "controlSocket: off",
+			check: func(t *testing.T, c Config) {
+				if !c.ControlDisabled() {
+					t.Errorf("control socket %q not disabled", c.ControlSocket)
+				}
+			},
+		},
+		"control socket default": {
+			check: func(t *testing.T, c Config) {
+				if c.ControlDisabled() || c.ControlSocket != DefaultControlSocket {
+					t.Errorf("control socket %q", c.ControlSocket)
+				}
+			},
+		},
+		"control socket relative": {
+			nri:     "controlSocket: run/k.sock",
+			wantErr: `controlSocket: "run/k.sock" is not an absolute path`,
+		},
 		"empty namespace name": {
 			nri:     "deniedNamespaces: ['']",
 			wantErr: "deniedNamespaces[0]: empty namespace name",

@@ -226,7 +226,7 @@ func decodeReply(resp *http.Response, v any) error {
 // metrics endpoint and the containerd event watcher. The kfault command passes it as
 // Options.StartServices.
 func Services(ctx context.Context, p *Plugin, cfg Config) error {
-	if cfg.ControlSocket != "" && cfg.ControlSocket != "off" {
+	if !cfg.ControlDisabled() {
 		if err := p.ServeControl(ctx, cfg.ControlSocket); err != nil {
 			return err
 		}
