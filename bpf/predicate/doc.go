@@ -22,9 +22,10 @@
 //
 // # Code contract
 //
-// Program.Instructions is one BPF-to-BPF subprogram (a static function), to be appended after
-// the caller's own instructions in the same program and invoked with Program.Call() (a
-// pseudo-call to Program.Symbol):
+// Program.Instructions is one BPF-to-BPF subprogram (a static function). Either append it after
+// the caller's own instructions in the same program and invoke it with Program.Call() (a
+// pseudo-call to Program.Symbol), or, for a C (bpf2go) program, let the C code call a
+// __noinline stub function of that name and replace the stub's body with Splice. Either way:
 //
 //   - Input: R1 = the program's context, exactly as the program received it.
 //     ArgSource Tracing (fentry, fexit, fmod_ret): the context is the array of u64 arguments,
