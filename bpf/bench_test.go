@@ -1,0 +1,97 @@
+package bpf
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// TestBenchArmedCgroups measures what armed faults cost everyone else: the time of a slab-heavy
+// syscall loop (eventfd + close) in a cgroup that is not targeted, with 100% slab faults armed in
+// 1, 100 and 1000 other cgroups, against the same loop with nothing attached. Not a test: it
+// runs only with KFAULT_BENCH=1, inside the test VM:
+//
+//	go test -c -o out/bpf.test ./bpf
+//	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchArmedCgroups -test.v
+//
+// KFAULT_BENCH_OPS (default 200000) sets the loop length, KFAULT_BENCH_ROUNDS (default 5) how
+// many interleaved measurements each ratio takes the median of.
+func TestBenchArmedCgroups(t *testing.T) {
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	requireBPF(t)
+	ops := envInt("KFAULT_BENCH_OPS", 200000)
+	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
+
+	mechs := []Mechanism{MechanismFmodRet, MechanismKprobe}
+	for _, m := range mechs {
+		t.Run(m.String(), func(t *testing.T) {
+			e := newTestEngine(t, m)
+			runner := newCgroup(t, "", "bench-runner")
+			others := newCgroup(t, "", "bench-others")
+			loop := func() time.Duration {
+				return runVictim(t, runner, "loop", ops).elapsed
+			}
+			loop() // warm up caches and the dentry/inode slabs
+			armed := 0
+			for _, n := range []int{1, 100, 1000} {
+				for ; armed < n; armed++ {
+					cg := newCgroup(t, others.path, "c")
+					if err := e.Arm(fmt.Sprintf("bench-%d", armed), cg.target,
+						[]annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// Interleave: detach everything for the baseline, re-attach for the measurement,
+				// so that drift of the emulated machine hits both alike.
+				var base, with []time.Duration
+				for r := 0; r < rounds; r++ {
+					with = append(with, loop())
+					keys := e.Armed()
+					saved := make([]Target, len(keys))
+					for i, k := range keys {
+						saved[i] = e.armed[k].target
+						e.Disarm(k)
+					}
+					if len(loadedKfaultPrograms(t)) != 0 {
+						t.Fatal("programs left attached for the baseline")
+					}
+					base = append(base, loop())
+					for i, k := range keys {
+						if err := e.Arm(k, saved[i], []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				mb, mw := median(base), median(with)
+				fmt.Printf("bench %-8s armed in %4d other cgroups: %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f\n",
+					m, n, float64(mw)/float64(ops), float64(mb)/float64(ops), float64(mw)/float64(mb))
+			}
+			for _, k := range e.Armed() {
+				e.Disarm(k)
+			}
+		})
+	}
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func envInt(name string, def int) int {
+	var v int
+	if _, err := fmt.Sscan(os.Getenv(name), &v); err == nil && v > 0 {
+		return v
+	}
+	return def
+}

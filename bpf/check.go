@@ -1,0 +1,323 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// The fault points of the KernelChaos failtypes, and what a kernel needs to have them.
+var failPoints = []struct {
+	failtype int
+	name     string
+	fn       string
+	config   string
+}{
+	{0, "slab", "should_failslab", "CONFIG_FAILSLAB"},
+	{1, "page", "should_fail_alloc_page", "CONFIG_FAIL_PAGE_ALLOC"},
+	{2, "bio", "should_fail_bio", "CONFIG_FAIL_MAKE_REQUEST"},
+}
+
+// probeTarget picks the function the mechanism probes attach to: should_failslab, or the first
+// failtype function on the error-injection list, or a syscall every kernel with
+// CONFIG_FUNCTION_ERROR_INJECTION lists.
+func probeTarget() string {
+	list, err := InjectableFunctions()
+	if err != nil {
+		return "should_failslab"
+	}
+	for _, fp := range failPoints {
+		if _, ok := list[fp.fn]; ok {
+			return fp.fn
+		}
+	}
+	if _, ok := list["__x64_sys_getppid"]; ok {
+		return "__x64_sys_getppid"
+	}
+	return "should_failslab"
+}
+
+// ProbeFmodRet loads a trivial BPF_MODIFY_RETURN program (it returns 0: "call the function"),
+// attaches it to fn and detaches it. nil means fmod_ret works on fn.
+func ProbeFmodRet(fn string) error {
+	kspec, err := loadKernelBTF()
+	if err != nil {
+		return err
+	}
+	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Name:         "kfault_probe",
+		Type:         ebpf.Tracing,
+		AttachType:   ebpf.AttachModifyReturn,
+		AttachTo:     fn,
+		License:      "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+	}, ebpf.ProgramOptions{KernelTypes: kspec})
+	if err != nil {
+		return explainLoad(MechanismFmodRet, fn, err)
+	}
+	defer prog.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
+	if err != nil {
+		return explainAttach(MechanismFmodRet, fn, err)
+	}
+	return l.Close()
+}
+
+// ProbeKprobeOverride loads a kprobe program that calls bpf_override_return (with 0, and only
+// for a 1-in-2^32 random draw: the probe must not change what fn returns), attaches it to fn
+// and detaches it. nil means kprobe override works on fn.
+func ProbeKprobeOverride(fn string) error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name:    "kfault_probe",
+		Type:    ebpf.Kprobe,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.Mov.Reg(asm.R6, asm.R1),
+			asm.FnGetPrandomU32.Call(),
+			asm.JNE.Imm(asm.R0, 1, "out"),
+			asm.Mov.Reg(asm.R1, asm.R6),
+			asm.Mov.Imm(asm.R2, 0),
+			asm.FnOverrideReturn.Call(),
+			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		return explainLoad(MechanismKprobe, fn, err)
+	}
+	defer prog.Close()
+	l, err := link.Kprobe(fn, prog, nil)
+	if err != nil {
+		return explainAttach(MechanismKprobe, fn, err)
+	}
+	return l.Close()
+}
+
+// explainLoad turns a program load failure into an error that names the likely cause.
+func explainLoad(m Mechanism, fn string, err error) error {
+	var ve *ebpf.VerifierError
+	msg := err.Error()
+	if errors.As(err, &ve) {
+		msg = strings.Join(ve.Log, "\n")
+	}
+	hint := ""
+	switch {
+	case errors.Is(err, ErrNoBTF):
+		return fmt.Errorf("%w: %s on %s: %w", ErrMechanismUnavailable, m, fn, err)
+	case errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission):
+		hint = "permission denied: needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN), and a kernel or sandbox that allows tracing programs"
+	case strings.Contains(msg, "bpf_override_return") || strings.Contains(msg, "unknown func") && m == MechanismKprobe:
+		hint = "bpf_override_return is unavailable: the kernel lacks CONFIG_BPF_KPROBE_OVERRIDE"
+	case strings.Contains(msg, "is not modifiable"):
+		return fmt.Errorf("%s: %w: fmod_ret refused (%s is not on the error-injection list; CONFIG_FUNCTION_ERROR_INJECTION)", fn, ErrNotInjectable, fn)
+	case errors.Is(err, os.ErrNotExist) || strings.Contains(msg, "not found"):
+		if m == MechanismFmodRet {
+			return fmt.Errorf("%s: %w: no such function in the kernel BTF (missing, inlined, or CONFIG_DEBUG_INFO_BTF off): %v", fn, ErrNotInjectable, err)
+		}
+	case errors.Is(err, unix.ENOTSUP) || errors.Is(err, ebpf.ErrNotSupported):
+		if m == MechanismFmodRet {
+			hint = "BPF trampolines unsupported (needs 5.7+, CONFIG_BPF_JIT, CONFIG_DEBUG_INFO_BTF, CONFIG_FUNCTION_ERROR_INJECTION)"
+		} else {
+			hint = "kprobe programs unsupported (CONFIG_KPROBES, CONFIG_BPF_EVENTS)"
+		}
+	}
+	if hint != "" {
+		return fmt.Errorf("%w: %s: load for %s: %s: %w", ErrMechanismUnavailable, m, fn, hint, err)
+	}
+	return fmt.Errorf("%s: load for %s: %w", m, fn, err)
+}
+
+// explainAttach turns an attach failure into an error that names the likely cause.
+func explainAttach(m Mechanism, fn string, err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if m == MechanismKprobe {
+			if _, serr := os.Stat("/sys/bus/event_source/devices/kprobe"); serr != nil {
+				return fmt.Errorf("%w: kprobe: kprobes are unavailable (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS): %w", ErrMechanismUnavailable, err)
+			}
+		}
+		return fmt.Errorf("%s: %w: no such kernel function (or it is inlined/renamed): %w", fn, ErrNotInjectable, err)
+	case errors.Is(err, unix.EINVAL) && m == MechanismKprobe:
+		return fmt.Errorf("%s: %w: the kernel refused a kprobe override on it (not on the error-injection list? CONFIG_FUNCTION_ERROR_INJECTION): %w", fn, ErrNotInjectable, err)
+	case errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission):
+		return fmt.Errorf("%w: %s: attach to %s: permission denied: %w", ErrMechanismUnavailable, m, fn, err)
+	case errors.Is(err, unix.ENOTSUP) || errors.Is(err, ebpf.ErrNotSupported):
+		return fmt.Errorf("%w: %s: attach to %s: %w", ErrMechanismUnavailable, m, fn, err)
+	}
+	return fmt.Errorf("%s: attach to %s: %w", m, fn, err)
+}
+
+// Check is one line of the preflight report.
+type Check struct {
+	Name   string
+	OK     bool
+	Info   bool   // informational: neither pass nor fail
+	Detail string // what was found, or why not
+}
+
+// Report is the result of Preflight.
+type Report struct {
+	Checks []Check
+	// CanInject: at least one mechanism works and at least one fault point (a failtype, or a
+	// function on the error-injection list) can be overridden with it.
+	CanInject bool
+	// Mechanisms that work, in preference order.
+	Mechanisms []Mechanism
+}
+
+// Preflight inspects the running kernel and host for what kfault needs. It loads and attaches
+// (then detaches) two trivial programs to test the mechanisms. mountDebugfs lets it mount
+// debugfs when it is not mounted.
+func Preflight(mountDebugfs bool) Report {
+	var rep Report
+	add := func(c Check) { rep.Checks = append(rep.Checks, c) }
+
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		add(Check{Name: "kernel", Info: true, Detail: unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Machine[:])})
+	}
+
+	// BTF
+	_, btfErr := loadKernelBTF()
+	if btfErr != nil {
+		add(Check{Name: "BTF", Detail: "no: " + btfErr.Error() + " (fmod_ret needs CONFIG_DEBUG_INFO_BTF)"})
+	} else {
+		add(Check{Name: "BTF", OK: true, Detail: "yes: " + vmlinuxBTF})
+	}
+
+	// debugfs and the error-injection list
+	list, listErr := InjectableFunctions()
+	if errors.Is(listErr, errDebugfs) && mountDebugfs {
+		if err := unix.Mount("debugfs", "/sys/kernel/debug", "debugfs", 0, ""); err == nil {
+			add(Check{Name: "debugfs", OK: true, Info: true, Detail: "was not mounted; mounted it at /sys/kernel/debug"})
+			list, listErr = InjectableFunctions()
+		} else {
+			add(Check{Name: "debugfs", Detail: "not mounted, and mounting it failed: " + err.Error()})
+		}
+	}
+	switch {
+	case listErr == nil:
+		add(Check{Name: "error-injection list", OK: true, Detail: fmt.Sprintf("yes: %d functions in %s", len(list), errorInjectionList)})
+	case errors.Is(listErr, errDebugfs):
+		add(Check{Name: "error-injection list", Detail: "unknown: " + listErr.Error()})
+	default:
+		add(Check{Name: "error-injection list", Detail: "no: " + listErr.Error()})
+	}
+
+	// mechanisms
+	target := probeTarget()
+	fmodErr := ProbeFmodRet(target)
+	kpErr := ProbeKprobeOverride(target)
+	if fmodErr == nil {
+		rep.Mechanisms = append(rep.Mechanisms, MechanismFmodRet)
+		add(Check{Name: "mechanism fmod_ret", OK: true, Detail: "yes: loaded and attached a BPF_MODIFY_RETURN program to " + target})
+	} else {
+		add(Check{Name: "mechanism fmod_ret", Detail: "no: " + fmodErr.Error()})
+	}
+	if kpErr == nil {
+		rep.Mechanisms = append(rep.Mechanisms, MechanismKprobe)
+		add(Check{Name: "mechanism kprobe", OK: true, Detail: "yes: loaded and attached a kprobe with bpf_override_return to " + target})
+	} else {
+		add(Check{Name: "mechanism kprobe", Detail: "no: " + kpErr.Error()})
+	}
+	anyMech := len(rep.Mechanisms) > 0
+
+	// fault points
+	names := make([]string, len(failPoints))
+	for i, fp := range failPoints {
+		names[i] = fp.fn
+	}
+	syms, symErr := LookupKernelSymbols(names...)
+	anyPoint := false
+	for _, fp := range failPoints {
+		c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.failtype, fp.name, fp.fn)}
+		var problems []string
+		if symErr != nil {
+			problems = append(problems, "cannot read "+kallsymsPath+": "+symErr.Error())
+		} else if ks := syms[fp.fn]; !ks.Exists {
+			problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.config+")")
+		} else if len(ks.Clones) > 0 {
+			problems = append(problems, fmt.Sprintf("shadowed by compiler clone(s) %s: callers use the clone, so overriding %s does nothing", strings.Join(ks.Clones, ", "), fp.fn))
+		}
+		if listErr == nil {
+			if _, ok := list[fp.fn]; !ok {
+				problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.config+")")
+			}
+		}
+		if !anyMech {
+			problems = append(problems, "no override mechanism works (see above)")
+		}
+		switch {
+		case len(problems) > 0:
+			c.Detail = "no: " + strings.Join(problems, "; ")
+		case listErr != nil:
+			c.OK = true
+			c.Detail = "probably: in kallsyms, no clone; the error-injection list could not be read"
+			anyPoint = true
+		default:
+			c.OK = true
+			c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
+			anyPoint = true
+		}
+		add(c)
+	}
+	if listErr == nil && len(list) > 0 && anyMech {
+		anyPoint = true // function: targets remain possible
+		add(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))})
+	}
+
+	// cgroups
+	var fs unix.Statfs_t
+	switch err := unix.Statfs("/sys/fs/cgroup", &fs); {
+	case err != nil:
+		add(Check{Name: "cgroup v2", Detail: "no: /sys/fs/cgroup: " + err.Error()})
+	case fs.Type == unix.CGROUP2_SUPER_MAGIC:
+		add(Check{Name: "cgroup v2", OK: true, Detail: "yes: unified hierarchy at /sys/fs/cgroup"})
+	default:
+		add(Check{Name: "cgroup v2", Detail: "no: /sys/fs/cgroup is not cgroup2 (cgroup v1 or hybrid hosts are not supported yet; needs CONFIG_CGROUPS and a unified-hierarchy boot)"})
+	}
+
+	// NRI
+	const nriSock = "/var/run/nri/nri.sock"
+	if st, err := os.Stat(nriSock); err == nil && st.Mode()&os.ModeSocket != 0 {
+		add(Check{Name: "NRI socket", OK: true, Detail: "yes: " + nriSock})
+	} else {
+		add(Check{Name: "NRI socket", Detail: "no: " + nriSock + " missing: containerd is not running, or NRI is disabled (containerd 1.7: [plugins.\"io.containerd.nri.v1.nri\"] disable = false). `kfault inject` still works"})
+	}
+
+	rep.CanInject = anyMech && anyPoint
+	return rep
+}
+
+// WriteTo prints the report for people.
+func (r Report) WriteTo(w io.Writer) (int64, error) {
+	var b strings.Builder
+	for _, c := range r.Checks {
+		mark := "[ok]  "
+		switch {
+		case c.Info:
+			mark = "[info]"
+		case !c.OK:
+			mark = "[no]  "
+		}
+		fmt.Fprintf(&b, "%s %-40s %s\n", mark, c.Name, c.Detail)
+	}
+	if r.CanInject {
+		ms := make([]string, len(r.Mechanisms))
+		for i, m := range r.Mechanisms {
+			ms[i] = m.String()
+		}
+		fmt.Fprintf(&b, "\nkfault can inject faults here (mechanisms: %s; auto picks %s).\n", strings.Join(ms, ", "), ms[0])
+	} else {
+		fmt.Fprintf(&b, "\nkfault cannot inject faults on this kernel: see the [no] lines above.\n")
+	}
+	n, err := io.WriteString(w, b.String())
+	return int64(n), err
+}

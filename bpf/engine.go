@@ -1,0 +1,664 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// Mechanism is how a hooked function's return value is overridden.
+type Mechanism int
+
+const (
+	// MechanismAuto picks fmod_ret when the kernel allows it, else kprobe.
+	MechanismAuto Mechanism = iota
+	// MechanismFmodRet uses a BPF_MODIFY_RETURN tracing program (5.7+, BTF).
+	MechanismFmodRet
+	// MechanismKprobe uses a kprobe and bpf_override_return (CONFIG_BPF_KPROBE_OVERRIDE).
+	MechanismKprobe
+)
+
+func (m Mechanism) String() string {
+	switch m {
+	case MechanismAuto:
+		return "auto"
+	case MechanismFmodRet:
+		return "fmod_ret"
+	case MechanismKprobe:
+		return "kprobe"
+	}
+	return fmt.Sprintf("Mechanism(%d)", int(m))
+}
+
+// ParseMechanism reads auto, fmod_ret or kprobe.
+func ParseMechanism(s string) (Mechanism, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return MechanismAuto, nil
+	case "fmod_ret", "fmodret", "fmod-ret":
+		return MechanismFmodRet, nil
+	case "kprobe":
+		return MechanismKprobe, nil
+	}
+	return 0, fmt.Errorf("mechanism %q: want auto, fmod_ret or kprobe", s)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Mechanism Mechanism    // MechanismAuto unless a test or the user forces one
+	Logger    *slog.Logger // nil: no logs
+}
+
+// Engine arms and disarms fault rules. It owns the shared maps and, per hooked function, one
+// program and its link, attached only while some rule needs it. Nothing is pinned: everything
+// goes away with the process. Methods are safe for concurrent use.
+type Engine struct {
+	mu     sync.Mutex
+	log    *slog.Logger
+	mech   Mechanism
+	spec   *ebpf.CollectionSpec
+	kspec  *btf.Spec
+	cache  *btf.Cache
+	nofail uint64
+
+	rules, levels, counters *ebpf.Map
+
+	hooks    map[string]*hook   // by function name
+	hookIDs  [maxHooks]bool     // ids in use
+	sets     map[setKey][]*rule // what kfault_rules holds, per {cgroup, hook}
+	armed    map[string]*armedKey
+	ruleIDs  [maxRules]bool // counter slots in use
+	nextRule int
+	closed   bool
+}
+
+type setKey struct {
+	cgroup uint64
+	hook   uint32
+}
+
+// hook is one hooked kernel function: one loaded program instance and its link.
+type hook struct {
+	fn     string
+	kind   hookKind
+	id     uint32
+	coll   *ebpf.Collection
+	link   link.Link
+	rules  int
+	levels [maxLevel + 1]int // rules per cgroup level
+}
+
+// rule is one armed fault.
+type rule struct {
+	owner  *armedKey
+	index  int // position in the key's fault list
+	fault  annotations.Fault
+	hook   *hook
+	enc    kfaultRule
+	active bool
+	final  uint64 // injected count, frozen when the rule was removed
+	timer  *time.Timer
+}
+
+type armedKey struct {
+	key    string
+	target Target
+	rules  []*rule
+}
+
+// NewEngine probes the override mechanisms and prepares the shared maps. It attaches nothing.
+func NewEngine(opts Options) (*Engine, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	_ = rlimit.RemoveMemlock() // only matters before 5.11; harmless after
+
+	kspec, err := loadKernelBTF()
+	if err != nil && opts.Mechanism != MechanismKprobe {
+		// fmod_ret cannot work without BTF; kprobe could, but the bio program needs CO-RE.
+		log.Warn("kernel BTF unavailable", "err", err)
+	}
+	spec, err := loadKfault()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded BPF objects: %w", err)
+	}
+
+	e := &Engine{
+		log:    log,
+		spec:   spec,
+		kspec:  kspec,
+		cache:  btf.NewCache(),
+		nofail: gfpNoFail(kspec),
+		hooks:  map[string]*hook{},
+		sets:   map[setKey][]*rule{},
+		armed:  map[string]*armedKey{},
+	}
+
+	probeFn := probeTarget()
+	var fmodErr, kpErr error
+	if opts.Mechanism != MechanismKprobe {
+		fmodErr = ProbeFmodRet(probeFn)
+	}
+	if opts.Mechanism != MechanismFmodRet && (opts.Mechanism == MechanismKprobe || fmodErr != nil) {
+		kpErr = ProbeKprobeOverride(probeFn)
+	}
+	switch opts.Mechanism {
+	case MechanismFmodRet:
+		if fmodErr != nil {
+			return nil, fmt.Errorf("%w: fmod_ret: %v", ErrMechanismUnavailable, fmodErr)
+		}
+		e.mech = MechanismFmodRet
+	case MechanismKprobe:
+		if kpErr != nil {
+			return nil, fmt.Errorf("%w: kprobe: %v", ErrMechanismUnavailable, kpErr)
+		}
+		e.mech = MechanismKprobe
+	case MechanismAuto:
+		switch {
+		case fmodErr == nil:
+			e.mech = MechanismFmodRet
+		case kpErr == nil:
+			e.mech = MechanismKprobe
+			log.Info("fmod_ret unavailable, using kprobe override", "reason", fmodErr)
+		default:
+			return nil, fmt.Errorf("%w: fmod_ret: %v; kprobe: %v", ErrMechanismUnavailable, fmodErr, kpErr)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown mechanism %d", ErrMechanismUnavailable, int(opts.Mechanism))
+	}
+
+	if err := e.createMaps(); err != nil {
+		e.closeMaps()
+		return nil, err
+	}
+	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail))
+	return e, nil
+}
+
+func (e *Engine) createMaps() error {
+	var err error
+	if e.rules, err = ebpf.NewMap(e.spec.Maps["kfault_rules"]); err != nil {
+		return fmt.Errorf("create map kfault_rules: %w", err)
+	}
+	if e.levels, err = ebpf.NewMap(e.spec.Maps["kfault_levels"]); err != nil {
+		return fmt.Errorf("create map kfault_levels: %w", err)
+	}
+	if e.counters, err = ebpf.NewMap(e.spec.Maps["kfault_counters"]); err != nil {
+		return fmt.Errorf("create map kfault_counters: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) closeMaps() {
+	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters} {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// Mechanism is the mechanism in use: MechanismFmodRet or MechanismKprobe.
+func (e *Engine) Mechanism() Mechanism { return e.mech }
+
+// Arm arms faults on the cgroup subtree of t under key. Arming a key that is armed replaces its
+// rules. alreadyInjected, when not nil, seeds each fault's counter (same order as faults), so
+// that a restarted plugin continues a times budget. On error nothing of this call stays armed.
+func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyInjected []uint64) error {
+	if len(faults) == 0 {
+		return fmt.Errorf("arm %s: no faults", key)
+	}
+	if t.ID == 0 {
+		return fmt.Errorf("arm %s: %w: cgroup id 0 (%q)", key, ErrInvalidTarget, t.Path)
+	}
+	if t.Level < 0 || t.Level > maxLevel {
+		return fmt.Errorf("arm %s: %w: level %d outside 0..%d", key, ErrInvalidTarget, t.Level, maxLevel)
+	}
+	if alreadyInjected != nil && len(alreadyInjected) != len(faults) {
+		return fmt.Errorf("arm %s: %d counters for %d faults", key, len(alreadyInjected), len(faults))
+	}
+	type plan struct {
+		fn   string
+		kind hookKind
+		enc  kfaultRule
+	}
+	plans := make([]plan, len(faults))
+	for i, f := range faults {
+		if len(f.CallChain) > 0 {
+			return fmt.Errorf("arm %s: fault %d: callchain: %w yet", key, i, ErrNotSupported)
+		}
+		fn, kind, err := hookOf(f)
+		if err != nil {
+			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
+		}
+		if err := checkInjectable(fn); err != nil {
+			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
+		}
+		enc, err := encodeRule(f, 0)
+		if err != nil {
+			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
+		}
+		plans[i] = plan{fn, kind, enc}
+	}
+
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	start := time.Now()
+	if old := e.armed[key]; old != nil {
+		e.disarmLocked(old)
+	}
+	ak := &armedKey{key: key, target: t}
+	for i, p := range plans {
+		var seed uint64
+		if alreadyInjected != nil {
+			seed = alreadyInjected[i]
+		}
+		r := &rule{owner: ak, index: i, fault: faults[i], enc: p.enc}
+		if err := e.addRule(r, p.fn, p.kind, seed); err != nil {
+			e.disarmLocked(ak)
+			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
+		}
+		ak.rules = append(ak.rules, r)
+	}
+	e.armed[key] = ak
+	for _, r := range ak.rules {
+		if d := r.fault.Duration; d > 0 {
+			r := r
+			r.timer = time.AfterFunc(d, func() { e.expire(r) })
+		}
+	}
+	e.log.Info("armed", "key", key, "cgroup", t.Path, "cgroup_id", t.ID, "level", t.Level,
+		"faults", len(faults), "mechanism", e.mech.String(), "took", time.Since(start).Round(time.Microsecond).String())
+	return nil
+}
+
+// checkInjectable refuses functions the kernel does not let us override, when it can tell.
+func checkInjectable(fn string) error {
+	list, err := InjectableFunctions()
+	if err != nil {
+		return nil // cannot tell (no debugfs): the kernel refuses at load or attach time
+	}
+	if _, ok := list[fn]; !ok {
+		msg := "not on " + errorInjectionList
+		switch fn {
+		case "should_failslab":
+			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and CONFIG_FAILSLAB on 6.11+)"
+		case "should_fail_alloc_page":
+			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and CONFIG_FAIL_PAGE_ALLOC on 6.11+)"
+		case "should_fail_bio":
+			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION)"
+		}
+		return fmt.Errorf("%s: %w: %s", fn, ErrNotInjectable, msg)
+	}
+	return nil
+}
+
+// expire removes one rule whose duration elapsed.
+func (e *Engine) expire(r *rule) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed || !r.active || e.armed[r.owner.key] != r.owner {
+		return
+	}
+	e.removeRule(r)
+	e.log.Info("fault duration elapsed", "key", r.owner.key, "fault", r.index, "injected", r.final)
+}
+
+// Disarm removes every rule armed under key. Disarming an unknown key is not an error.
+func (e *Engine) Disarm(key string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ak := e.armed[key]
+	if ak == nil {
+		return nil
+	}
+	e.disarmLocked(ak)
+	counts := make([]uint64, len(ak.rules))
+	for i, r := range ak.rules {
+		counts[i] = r.final
+	}
+	e.log.Info("disarmed", "key", key, "cgroup", ak.target.Path, "injected", counts)
+	return nil
+}
+
+func (e *Engine) disarmLocked(ak *armedKey) {
+	for _, r := range ak.rules {
+		if r.timer != nil {
+			r.timer.Stop()
+		}
+		e.removeRule(r)
+	}
+	if e.armed[ak.key] == ak {
+		delete(e.armed, ak.key)
+	}
+}
+
+// Counts returns, per fault of key and in Arm order, how many faults were injected (including
+// the alreadyInjected seed).
+func (e *Engine) Counts(key string) ([]uint64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ak := e.armed[key]
+	if ak == nil {
+		return nil, fmt.Errorf("counts %s: %w", key, ErrNotArmed)
+	}
+	out := make([]uint64, len(ak.rules))
+	for i, r := range ak.rules {
+		if !r.active {
+			out[i] = r.final
+			continue
+		}
+		c, err := e.readCounter(r.enc.Counter)
+		if err != nil {
+			return nil, fmt.Errorf("counts %s: %w", key, err)
+		}
+		out[i] = injected(c, r.enc.Limit)
+	}
+	return out, nil
+}
+
+// Active reports, per fault of key, whether it is still armed (its duration has not elapsed).
+func (e *Engine) Active(key string) ([]bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ak := e.armed[key]
+	if ak == nil {
+		return nil, fmt.Errorf("active %s: %w", key, ErrNotArmed)
+	}
+	out := make([]bool, len(ak.rules))
+	for i, r := range ak.rules {
+		out[i] = r.active
+	}
+	return out, nil
+}
+
+// Armed lists the armed keys, sorted.
+func (e *Engine) Armed() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keys := make([]string, 0, len(e.armed))
+	for k := range e.armed {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Close disarms everything, detaches every program and frees the maps.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	for _, ak := range e.armed {
+		e.disarmLocked(ak)
+	}
+	var errs []error
+	for _, h := range e.hooks {
+		errs = append(errs, e.detach(h))
+	}
+	e.closeMaps()
+	e.closed = true
+	return errors.Join(errs...)
+}
+
+// --- rules ---
+
+func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
+	t := r.owner.target
+	sk := setKey{cgroup: t.ID}
+	h, err := e.acquireHook(fn, kind)
+	if err != nil {
+		return err
+	}
+	sk.hook = h.id
+	// From here on the hook counts this rule, so that a failure below releases it.
+	h.rules++
+	undo := func() {
+		h.rules--
+		if h.rules == 0 {
+			_ = e.detach(h)
+		}
+	}
+	if len(e.sets[sk]) >= maxSlots {
+		undo()
+		return fmt.Errorf("%w: more than %d faults on %s for one cgroup", ErrLimit, maxSlots, fn)
+	}
+	id, ok := e.allocRuleID()
+	if !ok {
+		undo()
+		return fmt.Errorf("%w: more than %d armed faults", ErrLimit, maxRules)
+	}
+	r.enc.Counter = id
+	if err := e.counters.Put(id, seed); err != nil {
+		e.ruleIDs[id] = false
+		undo()
+		return fmt.Errorf("seed counter: %w", err)
+	}
+	set := append(slices.Clone(e.sets[sk]), r)
+	if err := e.writeSet(sk, set); err != nil {
+		e.ruleIDs[id] = false
+		undo()
+		return err
+	}
+	e.sets[sk] = set
+	r.hook = h
+	r.active = true
+	h.levels[t.Level]++
+	if h.levels[t.Level] == 1 {
+		if err := e.writeLevels(h); err != nil {
+			e.removeRule(r)
+			return err
+		}
+	}
+	return nil
+}
+
+// removeRule takes one rule out of the maps, freezes its count, and detaches its hook when it
+// was the hook's last rule.
+func (e *Engine) removeRule(r *rule) {
+	if !r.active {
+		return
+	}
+	h, t := r.hook, r.owner.target
+	h.levels[t.Level]--
+	if h.levels[t.Level] == 0 {
+		if err := e.writeLevels(h); err != nil {
+			e.log.Warn("update levels", "hook", h.fn, "err", err)
+		}
+	}
+	sk := setKey{cgroup: t.ID, hook: h.id}
+	set := slices.DeleteFunc(slices.Clone(e.sets[sk]), func(x *rule) bool { return x == r })
+	if err := e.writeSet(sk, set); err != nil {
+		e.log.Warn("update rules", "hook", h.fn, "cgroup", t.ID, "err", err)
+	}
+	if len(set) == 0 {
+		delete(e.sets, sk)
+	} else {
+		e.sets[sk] = set
+	}
+	if c, err := e.readCounter(r.enc.Counter); err == nil {
+		r.final = injected(c, r.enc.Limit)
+	}
+	e.ruleIDs[r.enc.Counter] = false
+	r.active = false
+	h.rules--
+	if h.rules == 0 {
+		if err := e.detach(h); err != nil {
+			e.log.Warn("detach", "hook", h.fn, "err", err)
+		}
+	}
+}
+
+func (e *Engine) writeSet(sk setKey, set []*rule) error {
+	key := kfaultRuleKey{Cgroup: sk.cgroup, Hook: sk.hook}
+	if len(set) == 0 {
+		if err := e.rules.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete rules of cgroup %d: %w", sk.cgroup, err)
+		}
+		return nil
+	}
+	var v kfaultRuleSet
+	v.N = uint32(len(set))
+	for i, r := range set {
+		v.Rules[i] = r.enc
+	}
+	if err := e.rules.Put(key, v); err != nil {
+		return fmt.Errorf("write rules of cgroup %d: %w", sk.cgroup, err)
+	}
+	return nil
+}
+
+func (e *Engine) writeLevels(h *hook) error {
+	var bits uint64
+	for l, n := range h.levels {
+		if n > 0 {
+			bits |= 1 << l
+		}
+	}
+	if err := e.levels.Put(h.id, bits); err != nil {
+		return fmt.Errorf("write levels of %s: %w", h.fn, err)
+	}
+	return nil
+}
+
+func (e *Engine) readCounter(id uint32) (uint64, error) {
+	var c uint64
+	if err := e.counters.Lookup(id, &c); err != nil {
+		return 0, fmt.Errorf("read counter %d: %w", id, err)
+	}
+	return c, nil
+}
+
+func (e *Engine) allocRuleID() (uint32, bool) {
+	for i := 0; i < maxRules; i++ {
+		id := (e.nextRule + i) % maxRules
+		if !e.ruleIDs[id] {
+			e.ruleIDs[id] = true
+			e.nextRule = id + 1
+			return uint32(id), true
+		}
+	}
+	return 0, false
+}
+
+// --- hooks ---
+
+// acquireHook returns the hook of fn, loading and attaching its program if it has none.
+func (e *Engine) acquireHook(fn string, kind hookKind) (*hook, error) {
+	if h := e.hooks[fn]; h != nil {
+		return h, nil
+	}
+	id := -1
+	for i, used := range e.hookIDs {
+		if !used {
+			id = i
+			break
+		}
+	}
+	if id < 0 {
+		return nil, fmt.Errorf("%w: more than %d hooked functions", ErrLimit, maxHooks)
+	}
+	h := &hook{fn: fn, kind: kind, id: uint32(id)}
+	if err := e.writeLevels(h); err != nil { // a reused id starts with no levels
+		return nil, err
+	}
+	start := time.Now()
+	if err := e.attach(h); err != nil {
+		return nil, err
+	}
+	e.hookIDs[id] = true
+	e.hooks[fn] = h
+	e.log.Info("hook attached", "function", fn, "mechanism", e.mech.String(), "hook_id", id,
+		"took", time.Since(start).Round(time.Microsecond).String())
+	return h, nil
+}
+
+// attach loads the program for h from a copy of the collection spec, with h's hook id as a
+// load-time constant and the engine's maps in place of the object's own, and attaches it.
+func (e *Engine) attach(h *hook) error {
+	name := programName(e.mech, h.kind)
+	spec := e.spec.Copy()
+	for n := range spec.Programs {
+		if n != name {
+			delete(spec.Programs, n)
+		}
+	}
+	ps := spec.Programs[name]
+	if ps == nil {
+		return fmt.Errorf("program %s missing from the embedded object", name)
+	}
+	if e.mech == MechanismFmodRet {
+		ps.AttachTo = h.fn
+	}
+	if err := spec.Variables["hook_id"].Set(h.id); err != nil {
+		return fmt.Errorf("set hook_id: %w", err)
+	}
+	if err := spec.Variables["gfp_nofail"].Set(e.nofail); err != nil {
+		return fmt.Errorf("set gfp_nofail: %w", err)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{
+			"kfault_rules":    e.rules,
+			"kfault_levels":   e.levels,
+			"kfault_counters": e.counters,
+		},
+		Programs: ebpf.ProgramOptions{KernelTypes: e.kspec},
+		Cache:    e.cache,
+	})
+	if err != nil {
+		return explainLoad(e.mech, h.fn, err)
+	}
+	prog := coll.Programs[name]
+	var l link.Link
+	switch e.mech {
+	case MechanismFmodRet:
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
+	case MechanismKprobe:
+		l, err = link.Kprobe(h.fn, prog, nil)
+	}
+	if err != nil {
+		coll.Close()
+		return explainAttach(e.mech, h.fn, err)
+	}
+	h.coll, h.link = coll, l
+	return nil
+}
+
+// detach closes h's link and program and forgets h.
+func (e *Engine) detach(h *hook) error {
+	var err error
+	if h.link != nil {
+		err = h.link.Close()
+		h.link = nil
+	}
+	if h.coll != nil {
+		h.coll.Close()
+		h.coll = nil
+	}
+	if e.hooks[h.fn] == h {
+		delete(e.hooks, h.fn)
+		e.hookIDs[h.id] = false
+		e.log.Info("hook detached", "function", h.fn)
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", h.fn, err)
+	}
+	return nil
+}

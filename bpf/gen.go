@@ -1,0 +1,8 @@
+package bpf
+
+// The hot-path programs are compiled with clang by bpf2go; its output (kfault_x86_bpfel.go and
+// .o) is committed, so building kfault needs no clang. Regenerate after editing kfault.bpf.c:
+//
+//	go generate ./bpf
+//
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64 -type rule_key -type rule_set -type rule -cflags "-O2 -g -Wall -Werror -mcpu=v3" kfault kfault.bpf.c

@@ -1,0 +1,172 @@
+package bpf
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// Paths of the kernel interfaces read here; variables so that tests can point them elsewhere.
+var (
+	errorInjectionList = "/sys/kernel/debug/error_injection/list"
+	kallsymsPath       = "/proc/kallsyms"
+	vmlinuxBTF         = "/sys/kernel/btf/vmlinux"
+)
+
+// errDebugfs: the error-injection list cannot be read because debugfs is not mounted.
+var errDebugfs = errors.New("debugfs is not mounted at /sys/kernel/debug (mount -t debugfs none /sys/kernel/debug)")
+
+// InjectableFunctions reads the kernel's error-injection list: function name -> type (ERRNO,
+// TRUE, NULL, EI_ETYPE_...). It needs debugfs; without it the error wraps a clear message.
+func InjectableFunctions() (map[string]string, error) {
+	f, err := os.Open(errorInjectionList)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			if _, serr := os.Stat("/sys/kernel/debug/tracing"); serr != nil {
+				if ents, _ := os.ReadDir("/sys/kernel/debug"); len(ents) == 0 {
+					return nil, errDebugfs
+				}
+			}
+			return nil, fmt.Errorf("%s missing: the kernel lacks CONFIG_FUNCTION_ERROR_INJECTION", errorInjectionList)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	return parseInjectionList(f)
+}
+
+func parseInjectionList(r io.Reader) (map[string]string, error) {
+	out := map[string]string{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		typ := ""
+		if len(fields) > 1 {
+			typ = fields[1]
+		}
+		out[fields[0]] = typ
+	}
+	return out, sc.Err()
+}
+
+// KernelSymbol is what /proc/kallsyms says about a function.
+type KernelSymbol struct {
+	Exists bool     // the symbol itself is there
+	Clones []string // compiler clones such as name.constprop.0 or name.isra.0
+}
+
+// LookupKernelSymbols scans /proc/kallsyms once for the given function names.
+func LookupKernelSymbols(names ...string) (map[string]KernelSymbol, error) {
+	f, err := os.Open(kallsymsPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return scanKallsyms(f, names)
+}
+
+func scanKallsyms(r io.Reader, names []string) (map[string]KernelSymbol, error) {
+	out := make(map[string]KernelSymbol, len(names))
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+		out[n] = KernelSymbol{}
+	}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		// ffffffff81234560 T should_failslab	[module]
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 {
+			continue
+		}
+		sym := fields[2]
+		if want[sym] {
+			ks := out[sym]
+			ks.Exists = true
+			out[sym] = ks
+			continue
+		}
+		if base, _, ok := strings.Cut(sym, "."); ok && want[base] {
+			ks := out[base]
+			ks.Clones = append(ks.Clones, sym)
+			out[base] = ks
+		}
+	}
+	return out, sc.Err()
+}
+
+// gfpNoFail returns __GFP_NOFAIL of the running kernel: 1 << ___GFP_NOFAIL_BIT when its BTF has
+// that enum (kernels from 6.10 on number the GFP bits in an enum), else 0x8000, the value of
+// every kernel before that.
+func gfpNoFail(spec *btf.Spec) uint64 {
+	const legacy = 0x8000
+	if spec == nil || !kernelAtLeast(6, 10) {
+		return legacy // the enum is absent, and walking all of BTF is slow under emulation
+	}
+	for typ, err := range spec.All() {
+		if err != nil {
+			break
+		}
+		enum, ok := typ.(*btf.Enum)
+		if !ok {
+			continue
+		}
+		for _, v := range enum.Values {
+			if v.Name == "___GFP_NOFAIL_BIT" && v.Value < 32 {
+				return 1 << v.Value
+			}
+		}
+	}
+	return legacy
+}
+
+var kernelSpec struct {
+	once sync.Once
+	spec *btf.Spec
+	err  error
+}
+
+// loadKernelBTF loads (once) the running kernel's BTF.
+func loadKernelBTF() (*btf.Spec, error) {
+	kernelSpec.once.Do(func() {
+		if _, err := os.Stat(vmlinuxBTF); err != nil {
+			kernelSpec.err = fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
+			return
+		}
+		s, err := btf.LoadKernelSpec()
+		if err != nil {
+			kernelSpec.err = fmt.Errorf("%w: %v", ErrNoBTF, err)
+			return
+		}
+		kernelSpec.spec = s
+	})
+	return kernelSpec.spec, kernelSpec.err
+}
+
+// kernelAtLeast compares the running kernel's release with major.minor.
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return true
+	}
+	return releaseAtLeast(unix.ByteSliceToString(u.Release[:]), major, minor)
+}
+
+func releaseAtLeast(release string, major, minor int) bool {
+	var ma, mi int
+	if _, err := fmt.Sscanf(release, "%d.%d", &ma, &mi); err != nil {
+		return true
+	}
+	return ma > major || (ma == major && mi >= minor)
+}

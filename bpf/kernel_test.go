@@ -1,0 +1,51 @@
+package bpf
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseInjectionList(t *testing.T) {
+	m, err := parseInjectionList(strings.NewReader("should_failslab\tERRNO\nshould_fail_alloc_page\tTRUE\n__x64_sys_openat\tERRNO\n"))
+	if err != nil || len(m) != 3 || m["should_fail_alloc_page"] != "TRUE" {
+		t.Errorf("got %v, %v", m, err)
+	}
+}
+
+func TestScanKallsyms(t *testing.T) {
+	in := "ffffffff81000000 T _stext\n" +
+		"ffffffff81234560 T should_failslab\n" +
+		"ffffffff81234570 t should_fail_alloc_page.constprop.0\n" +
+		"ffffffff81234580 t should_fail_alloc_page\n" +
+		"ffffffff81234590 t should_fail_bio.isra.0\t[mod]\n"
+	m, err := scanKallsyms(strings.NewReader(in), []string{"should_failslab", "should_fail_alloc_page", "should_fail_bio", "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m["should_failslab"].Exists || len(m["should_failslab"].Clones) != 0 {
+		t.Errorf("slab: %+v", m["should_failslab"])
+	}
+	if !m["should_fail_alloc_page"].Exists || len(m["should_fail_alloc_page"].Clones) != 1 {
+		t.Errorf("page: %+v", m["should_fail_alloc_page"])
+	}
+	if m["should_fail_bio"].Exists || len(m["should_fail_bio"].Clones) != 1 {
+		t.Errorf("bio: %+v", m["should_fail_bio"])
+	}
+	if m["nope"].Exists {
+		t.Error("nope exists")
+	}
+}
+
+func TestReleaseAtLeast(t *testing.T) {
+	for rel, want := range map[string]bool{"6.1.192": false, "6.10.0": true, "6.18.44-fc": true, "5.15.0-91-generic": false, "7.0": true, "junk": true} {
+		if got := releaseAtLeast(rel, 6, 10); got != want {
+			t.Errorf("releaseAtLeast(%q, 6, 10) = %v", rel, got)
+		}
+	}
+}
+
+func TestGFPNoFailLegacy(t *testing.T) {
+	if got := gfpNoFail(nil); got != 0x8000 {
+		t.Errorf("gfpNoFail(nil) = %#x", got)
+	}
+}

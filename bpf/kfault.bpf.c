@@ -1,0 +1,312 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * kfault hot path: one program per hooked kernel function, shared by every armed rule.
+ *
+ * Each loaded instance is told which hook it is (hook_id, a load-time constant) and shares three
+ * maps with every other instance:
+ *   kfault_rules:    {cgroup id, hook id} -> the rules armed on that cgroup subtree for that hook
+ *   kfault_levels:   hook id -> bitmap of the cgroup levels that have rules for that hook
+ *   kfault_counters: rule id -> number of faults injected by that rule
+ *
+ * A call is in scope when, for some armed level L, the current task's ancestor cgroup at level L
+ * (bpf_get_current_ancestor_cgroup_id, which is the task's own cgroup when L is its own level)
+ * has rules. The cost is one hash lookup per distinct armed level, whatever the number of armed
+ * cgroups. Checks run cheapest first: cgroup -> rule state -> call chain -> probability -> times.
+ */
+#include "kfault_bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MAX_HOOKS 64
+#define MAX_LEVELS 32
+#define MAX_SLOTS 8
+#define MAX_RULES 16384
+#define MAX_KEYS 16384
+
+#define RULE_ACTIVE 1u
+#define RULE_ALWAYS 2u /* probability 100%: no random draw */
+
+struct rule_key {
+	__u64 cgroup;
+	__u32 hook;
+	__u32 _pad;
+};
+
+struct rule {
+	__u64 threshold; /* inject when bpf_get_prandom_u32() < threshold */
+	__u64 limit;     /* times: maximum number of injections, 0 = unlimited */
+	__s64 retval;    /* value the hooked function returns instead */
+	__u32 counter;   /* index in kfault_counters */
+	__u32 chain_id;  /* 0 = no call chain; else the chain state to consult (not yet) */
+	__u32 flags;
+	__u32 _pad;
+};
+
+struct rule_set {
+	__u32 n;
+	__u32 _pad;
+	struct rule rules[MAX_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_KEYS);
+	__type(key, struct rule_key);
+	__type(value, struct rule_set);
+} kfault_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_HOOKS);
+	__type(key, __u32);
+	__type(value, __u64);
+} kfault_levels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_RULES);
+	__type(key, __u32);
+	__type(value, __u64);
+} kfault_counters SEC(".maps");
+
+/* Set per loaded instance by the engine. */
+volatile const __u32 hook_id = 0;
+/* __GFP_NOFAIL of the running kernel (from BTF when it has ___GFP_NOFAIL_BIT, else 0x8000). */
+volatile const __u64 gfp_nofail = 0x8000;
+
+/* eval_set decides whether one of the rules of a matched cgroup injects a fault now. */
+static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
+{
+	__u32 n = set->n;
+
+	for (int i = 0; i < MAX_SLOTS; i++) {
+		if (i >= n)
+			break;
+		struct rule *r = &set->rules[i];
+		__u32 flags = r->flags;
+		if (!(flags & RULE_ACTIVE))
+			continue;
+		/* Call chains: seam for the chain state check; the engine does not arm them yet. */
+		if (r->chain_id)
+			continue;
+
+		__u32 idx = r->counter;
+		__u64 *count = bpf_map_lookup_elem(&kfault_counters, &idx);
+		if (!count)
+			continue;
+		__u64 limit = r->limit;
+		/* An exhausted budget costs one plain read, no random draw and no atomic. */
+		if (limit && *count >= limit)
+			continue;
+		if (!(flags & RULE_ALWAYS) && (__u64)bpf_get_prandom_u32() >= r->threshold)
+			continue;
+		/* times is exact: only the callers that got an old value below the limit inject. */
+		__u64 old = __sync_fetch_and_add(count, 1);
+		if (limit && old >= limit)
+			continue;
+		*ret = r->retval;
+		return 1;
+	}
+	return 0;
+}
+
+/* match_current looks the current task's cgroup subtree up. */
+static __always_inline int match_current(__s64 *ret)
+{
+	__u32 hook = hook_id;
+	__u64 *bitsp = bpf_map_lookup_elem(&kfault_levels, &hook);
+	if (!bitsp)
+		return 0;
+	__u64 bits = *bitsp;
+	struct rule_key key = {.hook = hook};
+
+	for (int level = 0; level < MAX_LEVELS && bits; level++, bits >>= 1) {
+		if (!(bits & 1))
+			continue;
+		key.cgroup = bpf_get_current_ancestor_cgroup_id(level);
+		if (!key.cgroup)
+			break; /* the task's cgroup is shallower than this level, and than the next ones */
+		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
+		if (set && eval_set(set, ret))
+			return 1;
+	}
+	return 0;
+}
+
+/* --- bio attribution through the bio's blkcg (buffered writeback is submitted by kworkers) --- */
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+	int level;
+	struct cgroup *ancestors[];
+} __attribute__((preserve_access_index));
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+} __attribute__((preserve_access_index));
+
+struct blkcg {
+	struct cgroup_subsys_state css;
+} __attribute__((preserve_access_index));
+
+struct blkcg_gq {
+	struct blkcg *blkcg;
+} __attribute__((preserve_access_index));
+
+struct bio {
+	struct blkcg_gq *bi_blkg;
+} __attribute__((preserve_access_index));
+
+static __always_inline int match_bio(struct bio *bio, __s64 *ret)
+{
+	struct blkcg_gq *blkg = 0;
+	struct blkcg *blkcg = 0;
+	struct cgroup *cgrp = 0;
+	int cgrp_level = 0;
+
+	if (!CORE_FIELD_EXISTS(bio->bi_blkg)) /* CONFIG_BLK_CGROUP off */
+		return 0;
+	CORE_READ_INTO(&blkg, bio->bi_blkg);
+	if (!blkg)
+		return 0;
+	CORE_READ_INTO(&blkcg, blkg->blkcg);
+	if (!blkcg)
+		return 0;
+	CORE_READ_INTO(&cgrp, blkcg->css.cgroup);
+	if (!cgrp)
+		return 0;
+	if (!CORE_FIELD_EXISTS(cgrp->ancestors)) /* before 6.1: ancestor_ids[]; not handled */
+		return 0;
+	CORE_READ_INTO(&cgrp_level, cgrp->level);
+
+	__u32 hook = hook_id;
+	__u64 *bitsp = bpf_map_lookup_elem(&kfault_levels, &hook);
+	if (!bitsp)
+		return 0;
+	__u64 bits = *bitsp;
+	struct rule_key key = {.hook = hook};
+	struct cgroup **ancestors = (struct cgroup **)__builtin_preserve_access_index(&cgrp->ancestors[0]);
+
+	for (int level = 0; level < MAX_LEVELS && bits; level++, bits >>= 1) {
+		if (!(bits & 1))
+			continue;
+		if (level > cgrp_level)
+			break;
+		struct cgroup *anc = 0;
+		struct kernfs_node *kn = 0;
+		bpf_probe_read_kernel(&anc, sizeof(anc), ancestors + level);
+		if (!anc)
+			break;
+		CORE_READ_INTO(&kn, anc->kn);
+		if (!kn)
+			break;
+		key.cgroup = 0;
+		CORE_READ_INTO(&key.cgroup, kn->id);
+		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
+		if (set && eval_set(set, ret))
+			return 1;
+	}
+	return 0;
+}
+
+/* --- the decision per hook kind --- */
+
+static __always_inline int decide_gfp(__u64 gfp, __s64 *ret)
+{
+	/* The kernel's own failslab and fail_page_alloc never fail __GFP_NOFAIL allocations. */
+	if ((__u32)gfp & gfp_nofail)
+		return 0;
+	return match_current(ret);
+}
+
+static __always_inline int decide_bio(struct bio *bio, __s64 *ret)
+{
+	/* Direct I/O: current is the submitter. Writeback: attribute through the bio's blkcg. */
+	return match_current(ret) || match_bio(bio, ret);
+}
+
+/* --- fmod_ret (BPF_MODIFY_RETURN): a nonzero return value replaces the function's --- */
+
+SEC("fmod_ret/should_failslab")
+int kfault_fm_slab(__u64 *ctx)
+{
+	__s64 ret = 0;
+	/* should_failslab(struct kmem_cache *s, gfp_t gfpflags) */
+	if (decide_gfp(ctx[1], &ret))
+		return ret;
+	return 0;
+}
+
+SEC("fmod_ret/should_fail_alloc_page")
+int kfault_fm_page(__u64 *ctx)
+{
+	__s64 ret = 0;
+	/* should_fail_alloc_page(gfp_t gfp_mask, unsigned int order) */
+	if (decide_gfp(ctx[0], &ret))
+		return ret;
+	return 0;
+}
+
+SEC("fmod_ret/should_fail_bio")
+int kfault_fm_bio(__u64 *ctx)
+{
+	__s64 ret = 0;
+	/* should_fail_bio(struct bio *bio) */
+	if (decide_bio((struct bio *)ctx[0], &ret))
+		return ret;
+	return 0;
+}
+
+/* Any function on the error-injection list; the engine sets the attach target at load time. */
+SEC("fmod_ret/should_failslab")
+int kfault_fm_func(__u64 *ctx)
+{
+	__s64 ret = 0;
+	if (match_current(&ret))
+		return ret;
+	return 0;
+}
+
+/* --- kprobe + bpf_override_return --- */
+
+SEC("kprobe/should_failslab")
+int kfault_kp_slab(struct pt_regs *regs)
+{
+	__s64 ret = 0;
+	if (decide_gfp(PARM2(regs), &ret))
+		bpf_override_return(regs, ret);
+	return 0;
+}
+
+SEC("kprobe/should_fail_alloc_page")
+int kfault_kp_page(struct pt_regs *regs)
+{
+	__s64 ret = 0;
+	if (decide_gfp(PARM1(regs), &ret))
+		bpf_override_return(regs, ret);
+	return 0;
+}
+
+SEC("kprobe/should_fail_bio")
+int kfault_kp_bio(struct pt_regs *regs)
+{
+	__s64 ret = 0;
+	if (decide_bio((struct bio *)PARM1(regs), &ret))
+		bpf_override_return(regs, ret);
+	return 0;
+}
+
+SEC("kprobe/should_failslab")
+int kfault_kp_func(struct pt_regs *regs)
+{
+	__s64 ret = 0;
+	if (match_current(&ret))
+		bpf_override_return(regs, ret);
+	return 0;
+}

@@ -1,0 +1,145 @@
+package bpf
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/kfault/kfault/annotations"
+	"golang.org/x/sys/unix"
+)
+
+// Rule flags; RULE_* in kfault.bpf.c.
+const (
+	ruleActive = 1 << 0
+	ruleAlways = 1 << 1
+)
+
+// Fixed capacities; MAX_* in kfault.bpf.c.
+const (
+	maxHooks = 64    // distinct hooked functions at once
+	maxSlots = 8     // rules per {cgroup, hooked function}
+	maxRules = 16384 // rules (counters) at once
+)
+
+// hookKind selects the program variant: the fault points read a gfp or a bio argument.
+type hookKind int
+
+const (
+	kindFunc hookKind = iota // any function on the error-injection list
+	kindSlab                 // should_failslab(struct kmem_cache *, gfp_t)
+	kindPage                 // should_fail_alloc_page(gfp_t, unsigned int)
+	kindBio                  // should_fail_bio(struct bio *)
+)
+
+func (k hookKind) String() string {
+	return [...]string{"func", "slab", "page", "bio"}[k]
+}
+
+// programName is the program of kfault.bpf.c that implements a hook kind with a mechanism.
+func programName(m Mechanism, k hookKind) string {
+	prefix := "kfault_fm_"
+	if m == MechanismKprobe {
+		prefix = "kfault_kp_"
+	}
+	return prefix + k.String()
+}
+
+// hookOf names the kernel function a fault overrides, and its kind.
+// (annotations.Fault.HookFunction says the same; kept here to also know the kind.)
+func hookOf(f annotations.Fault) (string, hookKind, error) {
+	if f.Function != "" {
+		switch f.Function {
+		case "should_failslab":
+			return f.Function, kindSlab, nil
+		case "should_fail_alloc_page":
+			return f.Function, kindPage, nil
+		case "should_fail_bio":
+			return f.Function, kindBio, nil
+		}
+		return f.Function, kindFunc, nil
+	}
+	switch f.FailType {
+	case annotations.Slab:
+		return "should_failslab", kindSlab, nil
+	case annotations.Page:
+		return "should_fail_alloc_page", kindPage, nil
+	case annotations.Bio:
+		return "should_fail_bio", kindBio, nil
+	}
+	return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
+}
+
+// returnValue is what the hooked function returns while the fault fires.
+func returnValue(f annotations.Fault) (int64, error) {
+	if f.Function != "" {
+		if f.Errno <= 0 || f.Errno > 4095 {
+			return 0, fmt.Errorf("function %s: errno %d out of range 1..4095", f.Function, f.Errno)
+		}
+		return -int64(f.Errno), nil
+	}
+	switch f.FailType {
+	case annotations.Slab:
+		return -int64(unix.ENOMEM), nil
+	case annotations.Page:
+		return 1, nil // should_fail_alloc_page returns bool: true fails the allocation
+	case annotations.Bio:
+		return -int64(unix.EIO), nil
+	}
+	return 0, fmt.Errorf("failtype %d: unknown", int(f.FailType))
+}
+
+// threshold maps a probability in percent to the bound the hot path compares
+// bpf_get_prandom_u32() with: inject when draw < threshold. always is set for 100%, which skips
+// the draw. A positive probability never rounds down to "never".
+func threshold(percent float64) (thr uint64, always bool, err error) {
+	if math.IsNaN(percent) || percent <= 0 || percent > 100 {
+		return 0, false, fmt.Errorf("probability %v: want a percentage in (0, 100]", percent)
+	}
+	if percent == 100 {
+		return 1 << 32, true, nil
+	}
+	thr = uint64(math.Round(percent / 100 * (1 << 32)))
+	if thr == 0 {
+		thr = 1
+	}
+	if thr >= 1<<32 {
+		return 1 << 32, true, nil
+	}
+	return thr, false, nil
+}
+
+// encodeRule builds the hot-path rule of a fault; counter is its slot in kfault_counters.
+func encodeRule(f annotations.Fault, counter uint32) (kfaultRule, error) {
+	ret, err := returnValue(f)
+	if err != nil {
+		return kfaultRule{}, err
+	}
+	p := f.Probability
+	if p == 0 {
+		p = 100 // the zero Fault means "always", as the annotation default
+	}
+	thr, always, err := threshold(p)
+	if err != nil {
+		return kfaultRule{}, err
+	}
+	r := kfaultRule{
+		Threshold: thr,
+		Limit:     f.Times,
+		Retval:    ret,
+		Counter:   counter,
+		Flags:     ruleActive,
+	}
+	if always {
+		r.Flags |= ruleAlways
+	}
+	return r, nil
+}
+
+// injected is the number of faults a rule injected, from its counter: the counter also counts
+// the callers that lost the race for the last of the budget.
+func injected(count, limit uint64) uint64 {
+	if limit != 0 && count > limit {
+		return limit
+	}
+	return count
+}

@@ -1,0 +1,280 @@
+package bpf
+
+// Tests that inject real faults. They run inside the test VM only (test/vm/run sets
+// KFAULT_E2E=1); elsewhere they skip. Build on the host and run in the VM:
+//
+//	gcc -static -O2 -o out/progs/kfault-victim test/progs/kfault-victim.c
+//	go test -c -o out/bpf.test ./bpf
+//	test/vm/run -- out/bpf.test -test.v -test.run VM
+
+import (
+	"errors"
+	"math"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// forEachMechanism runs f once per forced mechanism, each with its own engine.
+func forEachMechanism(t *testing.T, f func(t *testing.T, e *Engine)) {
+	requireVM(t)
+	for _, m := range []Mechanism{MechanismFmodRet, MechanismKprobe} {
+		t.Run(m.String(), func(t *testing.T) {
+			e := newTestEngine(t, m)
+			if got := e.Mechanism(); got != m {
+				t.Fatalf("Mechanism() = %s, want %s", got, m)
+			}
+			f(t, e)
+			requireNoKfaultPrograms(t)
+		})
+	}
+}
+
+// armOne arms faults on cg under key and registers a Disarm for the end of the test.
+func armOne(t *testing.T, e *Engine, key string, cg *cgroup, faults ...annotations.Fault) {
+	t.Helper()
+	if err := e.Arm(key, cg.target, faults, nil); err != nil {
+		t.Fatalf("Arm(%s): %v", key, err)
+	}
+	t.Cleanup(func() { e.Disarm(key) })
+}
+
+func expectAll(t *testing.T, who string, r victimResult, want syscall.Errno) {
+	t.Helper()
+	bad := 0
+	for _, e := range r.seq {
+		if e != want {
+			bad++
+		}
+	}
+	if bad > 0 || r.n == 0 {
+		t.Errorf("%s: want every operation to give %v; got %s", who, errnoName(want), r)
+	} else {
+		t.Logf("%s: %s", who, r)
+	}
+}
+
+func errnoName(e syscall.Errno) string {
+	if e == 0 {
+		return "success"
+	}
+	return e.Error()
+}
+
+// failtypeCase arms one fault on a victim cgroup and runs the same operation in the victim and
+// in a sibling bystander cgroup, at the same time.
+func failtypeCase(t *testing.T, e *Engine, f annotations.Fault, op string, n int, want syscall.Errno, args ...string) {
+	victimCg := newCgroup(t, "", "victim")
+	byCg := newCgroup(t, "", "bystander")
+	v := startVictim(t, victimCg, op, n, args...)
+	b := startVictim(t, byCg, op, n, args...)
+	armOne(t, e, "victim", victimCg, f)
+	if got := e.Armed(); len(got) != 1 || got[0] != "victim" {
+		t.Errorf("Armed() = %v", got)
+	}
+	vr := v.run()
+	br := b.run()
+	expectAll(t, "victim", vr, want)
+	expectAll(t, "bystander", br, 0)
+	counts, err := e.Counts("victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[0] < uint64(vr.fail) {
+		t.Errorf("Counts = %v, but the victim saw %d failures", counts, vr.fail)
+	}
+	t.Logf("injected: %v", counts)
+	if err := e.Disarm("victim"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Disarm("victim"); err != nil {
+		t.Errorf("second Disarm: %v", err)
+	}
+	requireNoKfaultPrograms(t)
+	// Disarmed: the victim's cgroup works again.
+	expectAll(t, "victim after disarm", runVictim(t, victimCg, op, n, args...), 0)
+}
+
+func TestVMFailtypeSlab(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		failtypeCase(t, e, annotations.Fault{FailType: annotations.Slab, Probability: 100}, "slab", 50, syscall.ENOMEM)
+	})
+}
+
+func TestVMFailtypePage(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		failtypeCase(t, e, annotations.Fault{FailType: annotations.Page, Probability: 100}, "page", 50, syscall.ENOMEM)
+	})
+}
+
+func TestVMFailtypeBio(t *testing.T) {
+	const dev = "/dev/nullb0"
+	if _, err := os.Stat(dev); err != nil && os.Getenv("KFAULT_E2E") == "1" {
+		t.Fatalf("%s missing: the test kernel needs CONFIG_BLK_DEV_NULL_BLK=y: %v", dev, err)
+	}
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		failtypeCase(t, e, annotations.Fault{FailType: annotations.Bio, Probability: 100}, "bio", 20, syscall.EIO, dev)
+	})
+}
+
+func TestVMFunctionOpenat(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		failtypeCase(t, e, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}, "open", 50, syscall.EACCES)
+	})
+}
+
+func TestVMTimes(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		victimCg := newCgroup(t, "", "times-victim")
+		byCg := newCgroup(t, "", "times-bystander")
+		f := annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100, Times: 5}
+		v := startVictim(t, victimCg, "open", 20)
+		b := startVictim(t, byCg, "open", 20)
+		armOne(t, e, "times", victimCg, f)
+		vr, br := v.run(), b.run()
+		for i, got := range vr.seq {
+			want := syscall.Errno(0)
+			if i < 5 {
+				want = syscall.EACCES
+			}
+			if got != want {
+				t.Errorf("operation %d: got %s, want %s (all: %v)", i, errnoName(got), errnoName(want), vr.seq)
+				break
+			}
+		}
+		expectAll(t, "bystander", br, 0)
+		if c, _ := e.Counts("times"); len(c) != 1 || c[0] != 5 {
+			t.Errorf("Counts = %v, want [5]", c)
+		}
+
+		// A restarted plugin continues the budget: 3 already injected leaves 2.
+		if err := e.Arm("times", victimCg.target, []annotations.Fault{f}, []uint64{3}); err != nil {
+			t.Fatal(err)
+		}
+		vr = runVictim(t, victimCg, "open", 10)
+		if vr.fail != 2 || vr.seq[0] != syscall.EACCES || vr.seq[1] != syscall.EACCES {
+			t.Errorf("seeded with 3 of 5: got %s %v, want 2 failures first", vr, vr.seq)
+		}
+		if c, _ := e.Counts("times"); len(c) != 1 || c[0] != 5 {
+			t.Errorf("Counts after the seeded run = %v, want [5]", c)
+		}
+	})
+}
+
+func TestVMProbability(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		victimCg := newCgroup(t, "", "prob-victim")
+		byCg := newCgroup(t, "", "prob-bystander")
+		const n, p = 2000, 0.20
+		v := startVictim(t, victimCg, "open", n)
+		b := startVictim(t, byCg, "open", n)
+		armOne(t, e, "prob", victimCg, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 20})
+		vr, br := v.run(), b.run()
+		mean, sigma := n*p, math.Sqrt(n*p*(1-p))
+		t.Logf("probability 20%% over %d: %d failures (expected %.0f ± %.1f)", n, vr.fail, mean, 3*sigma)
+		if math.Abs(float64(vr.fail)-mean) > 3*sigma {
+			t.Errorf("%d failures out of %d is outside %.0f ± 3σ (%.1f)", vr.fail, n, mean, 3*sigma)
+		}
+		for _, e := range vr.seq {
+			if e != 0 && e != syscall.EACCES {
+				t.Errorf("unexpected errno %v", e)
+				break
+			}
+		}
+		if c, _ := e.Counts("prob"); len(c) != 1 || c[0] != uint64(vr.fail) {
+			t.Errorf("Counts = %v, victim saw %d", c, vr.fail)
+		}
+		expectAll(t, "bystander", br, 0)
+	})
+}
+
+func TestVMChildCgroupAfterArm(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		parent := newCgroup(t, "", "subtree-parent")
+		byCg := newCgroup(t, "", "subtree-bystander")
+		armOne(t, e, "subtree", parent, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100})
+		// Created and started after arming, one and two levels below the armed cgroup.
+		child := newCgroup(t, parent.path, "child")
+		grandchild := newCgroup(t, child.path, "grandchild")
+		expectAll(t, "child", runVictim(t, child, "open", 20), syscall.EACCES)
+		expectAll(t, "grandchild", runVictim(t, grandchild, "open", 20), syscall.EACCES)
+		expectAll(t, "bystander", runVictim(t, byCg, "open", 20), 0)
+	})
+}
+
+func TestVMDuration(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		cg := newCgroup(t, "", "duration-victim")
+		armOne(t, e, "duration", cg, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EPERM), Probability: 100, Duration: 2 * time.Second})
+		expectAll(t, "victim within the duration", runVictim(t, cg, "open", 5), syscall.EPERM)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			active, err := e.Active("duration")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !active[0] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the fault is still active long after its duration")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		expectAll(t, "victim after the duration", runVictim(t, cg, "open", 5), 0)
+		if c, err := e.Counts("duration"); err != nil || c[0] < 5 {
+			t.Errorf("Counts after expiry = %v, %v", c, err)
+		}
+		requireNoKfaultPrograms(t) // the expired rule was the hook's last
+	})
+}
+
+func TestVMSharedHook(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		requireNoKfaultPrograms(t) // a new engine attaches nothing
+		a := newCgroup(t, "", "shared-a")
+		b := newCgroup(t, "", "shared-b")
+		deep := newCgroup(t, b.path, "deeper")
+		c := newCgroup(t, "", "shared-c")
+		f := annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}
+		g := annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.ENOENT), Probability: 100}
+		armOne(t, e, "a", a, f)
+		armOne(t, e, "deep", deep, g) // another level, another errno, same hook
+		if n := len(loadedKfaultPrograms(t)); n != 1 {
+			t.Errorf("%d kfault programs for one hooked function, want 1", n)
+		}
+		expectAll(t, "a", runVictim(t, a, "open", 5), syscall.EACCES)
+		expectAll(t, "deep", runVictim(t, deep, "open", 5), syscall.ENOENT)
+		expectAll(t, "b (parent of deep)", runVictim(t, b, "open", 5), 0)
+		expectAll(t, "c", runVictim(t, c, "open", 5), 0)
+		e.Disarm("a")
+		expectAll(t, "a after its disarm", runVictim(t, a, "open", 5), 0)
+		expectAll(t, "deep still armed", runVictim(t, deep, "open", 5), syscall.ENOENT)
+		if n := len(loadedKfaultPrograms(t)); n != 1 {
+			t.Errorf("%d kfault programs, want 1 while deep is armed", n)
+		}
+		e.Disarm("deep")
+		requireNoKfaultPrograms(t)
+	})
+}
+
+func TestVMArmErrors(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		cg := newCgroup(t, "", "errors")
+		err := e.Arm("x", cg.target, []annotations.Fault{{Function: "vfs_read", Errno: 5, Probability: 100}}, nil)
+		if !errors.Is(err, ErrNotInjectable) {
+			t.Errorf("vfs_read: got %v, want ErrNotInjectable", err)
+		}
+		err = e.Arm("x", cg.target, []annotations.Fault{{FailType: annotations.Slab, Probability: 100, CallChain: []annotations.Frame{{FuncName: "d_alloc_parallel"}}}}, nil)
+		if !errors.Is(err, ErrNotSupported) {
+			t.Errorf("callchain: got %v, want ErrNotSupported", err)
+		}
+		t.Logf("errors read: %v", err)
+		if len(e.Armed()) != 0 {
+			t.Errorf("Armed() = %v after failed arms", e.Armed())
+		}
+	})
+}

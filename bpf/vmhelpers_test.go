@@ -1,0 +1,349 @@
+package bpf
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// requireVM skips unless the test runs inside the test VM (test/vm/run sets KFAULT_E2E=1), as
+// root, on a kernel that lets us load BPF tracing programs.
+func requireVM(t testing.TB) {
+	t.Helper()
+	if os.Getenv("KFAULT_E2E") != "1" {
+		t.Skip("run inside the test VM: make test (needs KFAULT_E2E=1, root and a kernel with BPF override)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	requireBPF(t)
+}
+
+// requireBPF skips when the kernel denies BPF tracing programs altogether.
+func requireBPF(t testing.TB) {
+	t.Helper()
+	fn := probeTarget()
+	fmodErr := ProbeFmodRet(fn)
+	kpErr := ProbeKprobeOverride(fn)
+	if fmodErr != nil && kpErr != nil {
+		t.Skipf("kernel denies BPF tracing programs: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
+	}
+}
+
+// kernelConfig reads one option of /proc/config.gz (CONFIG_IKCONFIG_PROC), "" when unknown.
+func kernelConfig(name string) string {
+	out, err := exec.Command("sh", "-c", "zcat /proc/config.gz 2>/dev/null | grep -E '^(# )?"+name+"[= ]'").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// newTestEngine creates an engine with a forced mechanism. It skips when the mechanism is not
+// built into this kernel variant (e.g. no CONFIG_BPF_KPROBE_OVERRIDE), fails otherwise.
+func newTestEngine(t testing.TB, m Mechanism) *Engine {
+	t.Helper()
+	e, err := NewEngine(Options{Mechanism: m})
+	if err != nil {
+		if m == MechanismKprobe && errors.Is(err, ErrMechanismUnavailable) && !strings.HasSuffix(kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), "=y") {
+			t.Skipf("kprobe override not in this kernel (%s): %v", kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), err)
+		}
+		t.Fatalf("NewEngine(%s): %v", m, err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return e
+}
+
+// cgroup is a test cgroup, removed at the end of the test.
+type cgroup struct {
+	path   string
+	target Target
+}
+
+var cgroupSeq int
+
+var testRootOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// testCgroupRoot is /sys/fs/cgroup/kfault-test-<pid>, shared by the tests of this process.
+func testCgroupRoot(t testing.TB) string {
+	testRootOnce.Do(func() {
+		p := filepath.Join(Cgroup2Mount(), fmt.Sprintf("kfault-test-%d", os.Getpid()))
+		testRootOnce.path, testRootOnce.err = p, os.Mkdir(p, 0o755)
+	})
+	if testRootOnce.err != nil && !errors.Is(testRootOnce.err, os.ErrExist) {
+		t.Fatalf("create test cgroup root: %v", testRootOnce.err)
+	}
+	return testRootOnce.path
+}
+
+func newCgroup(t testing.TB, parent, name string) *cgroup {
+	t.Helper()
+	if parent == "" {
+		parent = testCgroupRoot(t)
+	}
+	cgroupSeq++
+	p := filepath.Join(parent, fmt.Sprintf("%s-%d", name, cgroupSeq))
+	if err := os.Mkdir(p, 0o755); err != nil {
+		t.Fatalf("mkdir cgroup: %v", err)
+	}
+	t.Cleanup(func() { removeCgroup(p) })
+	tg, err := TargetFromPath(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cgroup{path: p, target: tg}
+}
+
+// removeCgroup kills what is left in a cgroup tree and removes it, deepest first.
+func removeCgroup(p string) {
+	_ = os.WriteFile(filepath.Join(p, "cgroup.kill"), []byte("1"), 0)
+	ents, _ := os.ReadDir(p)
+	for _, e := range ents {
+		if e.IsDir() {
+			removeCgroup(filepath.Join(p, e.Name()))
+		}
+	}
+	for i := 0; i < 50; i++ {
+		if err := os.Remove(p); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// victimPath finds (or builds) the kfault-victim helper (test/progs/kfault-victim.c).
+func victimPath(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("KFAULT_VICTIM"); p != "" {
+		return p
+	}
+	_, file, _, _ := runtime.Caller(0)
+	repo := filepath.Dir(filepath.Dir(file))
+	if r := os.Getenv("KFAULT_REPO"); r != "" {
+		repo = r
+	}
+	bin := filepath.Join(repo, "out", "progs", "kfault-victim")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	victimBuild.Do(func() {
+		src := filepath.Join(repo, "test", "progs", "kfault-victim.c")
+		out := filepath.Join(os.TempDir(), "kfault-victim")
+		cmd := exec.Command("gcc", "-static", "-O2", "-o", out, src)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			victimBuild.err = fmt.Errorf("%s missing and building it failed: %v\n%s\n(build it on the host: gcc -static -O2 -o %s %s)", bin, err, b, bin, src)
+			return
+		}
+		victimBuild.path = out
+	})
+	if victimBuild.err != nil {
+		t.Fatal(victimBuild.err)
+	}
+	return victimBuild.path
+}
+
+var victimBuild struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// victim is one kfault-victim process, set up and waiting for its go signal.
+type victim struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	goW  *os.File
+	mem  *os.File
+	n    int
+	done chan error
+	out  *strings.Builder
+}
+
+type victimResult struct {
+	n, ok, fail int
+	firstErrno  syscall.Errno
+	elapsed     time.Duration
+	seq         []syscall.Errno // per operation: 0 or the errno
+}
+
+func (r victimResult) String() string {
+	return fmt.Sprintf("%d ops: %d ok, %d failed (first: %v), %v", r.n, r.ok, r.fail, r.firstErrno, r.elapsed)
+}
+
+// startVictim starts kfault-victim OP N [args] directly in cg (clone3 CLONE_INTO_CGROUP) and
+// waits until it is set up.
+func startVictim(t testing.TB, cg *cgroup, op string, n int, args ...string) *victim {
+	t.Helper()
+	cgfd, err := unix.Open(cg.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(cgfd)
+	memfd, err := unix.MemfdCreate("kfault-victim", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := os.NewFile(uintptr(memfd), "memfd")
+	if err := mem.Truncate(int64(32 + n)); err != nil {
+		t.Fatal(err)
+	}
+	goR, goW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &victim{t: t, goW: goW, mem: mem, n: n, done: make(chan error, 1), out: &strings.Builder{}}
+	v.cmd = exec.Command(victimPath(t), append([]string{op, fmt.Sprint(n)}, args...)...)
+	v.cmd.ExtraFiles = []*os.File{goR, mem, readyW} // fds 3, 4, 5
+	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
+	v.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("start victim in %s: %v", cg.path, err)
+	}
+	goR.Close()
+	readyW.Close()
+	go func() { v.done <- v.cmd.Wait() }()
+	t.Cleanup(func() {
+		goW.Close()
+		if v.cmd.ProcessState == nil {
+			v.cmd.Process.Kill()
+		}
+		mem.Close()
+	})
+	buf := make([]byte, 1)
+	if _, err := readyR.Read(buf); err != nil {
+		readyR.Close()
+		err := <-v.done
+		t.Fatalf("victim %s did not get ready: %v: %s", op, err, v.out)
+	}
+	readyR.Close()
+	return v
+}
+
+// run sends the go signal, waits for the victim to finish and reads its results.
+func (v *victim) run() victimResult {
+	v.t.Helper()
+	if _, err := v.goW.Write([]byte{1}); err != nil {
+		v.t.Fatal(err)
+	}
+	v.goW.Close()
+	select {
+	case err := <-v.done:
+		if err != nil {
+			v.t.Fatalf("victim: %v: %s", err, v.out)
+		}
+	case <-time.After(5 * time.Minute):
+		v.cmd.Process.Kill()
+		v.t.Fatalf("victim timed out: %s", v.out)
+	}
+	raw, err := io.ReadAll(io.NewSectionReader(v.mem, 0, int64(32+v.n)))
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	le := binary.LittleEndian
+	if le.Uint32(raw[0:]) != 0x6b666c74 {
+		v.t.Fatalf("victim left no results: %s", v.out)
+	}
+	r := victimResult{
+		n:          int(le.Uint32(raw[4:])),
+		ok:         int(le.Uint32(raw[8:])),
+		fail:       int(le.Uint32(raw[12:])),
+		firstErrno: syscall.Errno(le.Uint32(raw[16:])),
+		elapsed:    time.Duration(le.Uint64(raw[24:])),
+	}
+	for _, b := range raw[32 : 32+r.n] {
+		r.seq = append(r.seq, syscall.Errno(b))
+	}
+	return r
+}
+
+// runVictim starts a victim and runs it right away.
+func runVictim(t testing.TB, cg *cgroup, op string, n int, args ...string) victimResult {
+	t.Helper()
+	return startVictim(t, cg, op, n, args...).run()
+}
+
+// loadedKfaultPrograms lists the BPF programs loaded in the kernel whose name starts with kfault_.
+func loadedKfaultPrograms(t testing.TB) []string {
+	t.Helper()
+	var names []string
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("ProgramGetNextID: %v", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && strings.HasPrefix(info.Name, "kfault_") {
+			names = append(names, fmt.Sprintf("%s (id %d)", info.Name, id))
+		}
+	}
+	return names
+}
+
+// requireNoKfaultPrograms fails unless no kfault program is loaded (waiting briefly for the
+// kernel's deferred release).
+func requireNoKfaultPrograms(t testing.TB) {
+	t.Helper()
+	var left []string
+	for i := 0; i < 50; i++ {
+		if left = loadedKfaultPrograms(t); len(left) == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("kfault programs still loaded: %v", left)
+	if out, err := exec.Command("bpftool", "prog", "show").CombinedOutput(); err == nil {
+		t.Logf("bpftool prog show:\n%s", out)
+	}
+}
+
+// errorInjectable says whether fn is on this kernel's error-injection list.
+func errorInjectable(fn string) bool {
+	f, err := os.Open(errorInjectionList)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), fn+"\t") || strings.HasPrefix(sc.Text(), fn+" ") {
+			return true
+		}
+	}
+	return false
+}
