@@ -158,12 +158,12 @@ func NewEngine(opts Options) (*Engine, error) {
 	switch opts.Mechanism {
 	case MechanismFmodRet:
 		if fmodErr != nil {
-			return nil, fmt.Errorf("%w: fmod_ret: %v", ErrMechanismUnavailable, fmodErr)
+			return nil, unavailable(MechanismFmodRet, fmodErr)
 		}
 		e.mech = MechanismFmodRet
 	case MechanismKprobe:
 		if kpErr != nil {
-			return nil, fmt.Errorf("%w: kprobe: %v", ErrMechanismUnavailable, kpErr)
+			return nil, unavailable(MechanismKprobe, kpErr)
 		}
 		e.mech = MechanismKprobe
 	case MechanismAuto:
@@ -174,7 +174,7 @@ func NewEngine(opts Options) (*Engine, error) {
 			e.mech = MechanismKprobe
 			log.Info("fmod_ret unavailable, using kprobe override", "reason", fmodErr)
 		default:
-			return nil, fmt.Errorf("%w: fmod_ret: %v; kprobe: %v", ErrMechanismUnavailable, fmodErr, kpErr)
+			return nil, fmt.Errorf("%w (fmod_ret: %v) (kprobe: %v)", ErrMechanismUnavailable, fmodErr, kpErr)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown mechanism %d", ErrMechanismUnavailable, int(opts.Mechanism))
@@ -186,6 +186,14 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail))
 	return e, nil
+}
+
+// unavailable wraps a failed mechanism probe in ErrMechanismUnavailable (once).
+func unavailable(m Mechanism, err error) error {
+	if errors.Is(err, ErrMechanismUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %w", ErrMechanismUnavailable, m, err)
 }
 
 func (e *Engine) createMaps() error {

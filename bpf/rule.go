@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/kfault/kfault/annotations"
-	"golang.org/x/sys/unix"
 )
 
 // Rule flags; RULE_* in kfault.bpf.c.
@@ -44,48 +43,33 @@ func programName(m Mechanism, k hookKind) string {
 	return prefix + k.String()
 }
 
-// hookOf names the kernel function a fault overrides, and its kind.
-// (annotations.Fault.HookFunction says the same; kept here to also know the kind.)
+// hookOf names the kernel function a fault overrides (annotations.Fault.HookFunction), and the
+// kind of program that hooks it.
 func hookOf(f annotations.Fault) (string, hookKind, error) {
-	if f.Function != "" {
-		switch f.Function {
-		case "should_failslab":
-			return f.Function, kindSlab, nil
-		case "should_fail_alloc_page":
-			return f.Function, kindPage, nil
-		case "should_fail_bio":
-			return f.Function, kindBio, nil
-		}
-		return f.Function, kindFunc, nil
+	fn := f.HookFunction()
+	switch fn {
+	case "":
+		return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
+	case "should_failslab":
+		return fn, kindSlab, nil
+	case "should_fail_alloc_page":
+		return fn, kindPage, nil
+	case "should_fail_bio":
+		return fn, kindBio, nil
 	}
-	switch f.FailType {
-	case annotations.Slab:
-		return "should_failslab", kindSlab, nil
-	case annotations.Page:
-		return "should_fail_alloc_page", kindPage, nil
-	case annotations.Bio:
-		return "should_fail_bio", kindBio, nil
-	}
-	return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
+	return fn, kindFunc, nil
 }
 
-// returnValue is what the hooked function returns while the fault fires.
+// returnValue is what the hooked function returns while the fault fires
+// (annotations.Fault.ReturnValue), checked.
 func returnValue(f annotations.Fault) (int64, error) {
-	if f.Function != "" {
-		if f.Errno <= 0 || f.Errno > 4095 {
-			return 0, fmt.Errorf("function %s: errno %d out of range 1..4095", f.Function, f.Errno)
-		}
-		return -int64(f.Errno), nil
+	if _, _, err := hookOf(f); err != nil {
+		return 0, err
 	}
-	switch f.FailType {
-	case annotations.Slab:
-		return -int64(unix.ENOMEM), nil
-	case annotations.Page:
-		return 1, nil // should_fail_alloc_page returns bool: true fails the allocation
-	case annotations.Bio:
-		return -int64(unix.EIO), nil
+	if f.Function != "" && (f.Errno <= 0 || f.Errno > 4095) {
+		return 0, fmt.Errorf("function %s: errno %d out of range 1..4095", f.Function, f.Errno)
 	}
-	return 0, fmt.Errorf("failtype %d: unknown", int(f.FailType))
+	return f.ReturnValue(), nil
 }
 
 // threshold maps a probability in percent to the bound the hot path compares

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/kfault/kfault/bpf"
+)
+
+func init() {
+	register("check", "preflight report: can this kernel inject faults, and how", runCheck)
+}
+
+func runCheck(args []string) int {
+	fs := flag.NewFlagSet("kfault check", flag.ContinueOnError)
+	noMount := fs.Bool("no-mount", false, "do not mount debugfs at /sys/kernel/debug when it is missing")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: kfault check [--no-mount]\n\nReports BTF, the override mechanisms that work (by loading and attaching a trivial\nprogram of each kind), the fault points of each failtype, cgroup v2 and the NRI socket.\nExits 1 when nothing can be injected.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rep := bpf.Preflight(!*noMount)
+	rep.WriteTo(os.Stdout)
+	if !rep.CanInject {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
+)
+
+func init() {
+	register("inject", "inject faults into one cgroup until interrupted or done (like bcc inject.py)", runInject)
+}
+
+func runInject(args []string) int {
+	fs := flag.NewFlagSet("kfault inject", flag.ContinueOnError)
+	failtype := fs.String("failtype", "", "slab|page|bio (or 0|1|2): the KernelChaos fault point to fail")
+	function := fs.String("function", "", "instead of --failtype: a function on /sys/kernel/debug/error_injection/list, e.g. __x64_sys_openat")
+	errno := fs.String("errno", "", "with --function: the errno to return, by name (EACCES) or number")
+	spec := fs.String("spec", "", "instead of --failtype/--function: a file holding an annotation value (YAML or JSON, one fault or a list)")
+	cgroup := fs.String("cgroup", "", "target: a cgroup v2 directory; its whole subtree is affected")
+	pid := fs.Int("pid", 0, "target: the cgroup v2 cgroup of this process (and its subtree)")
+	probability := fs.Float64("probability", 100, "percent of the calls to fail, in (0, 100]; fractions allowed")
+	times := fs.Uint64("times", 0, "stop after this many injected faults (0: unlimited)")
+	duration := fs.Duration("duration", 0, "stop after this long (0: until interrupted)")
+	mechanism := fs.String("mechanism", "auto", "auto|fmod_ret|kprobe")
+	verbose := fs.Bool("v", false, "log what the engine does")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: kfault inject (--failtype T | --function F --errno E | --spec FILE) (--cgroup DIR | --pid PID) [flags]\n\nArms the fault(s) on the target cgroup subtree, runs until interrupted (SIGINT/SIGTERM) or\ndone (every fault reached its --times, or --duration elapsed), then prints how many faults\nwere injected. Example:\n  kfault inject --failtype slab --cgroup /sys/fs/cgroup/victim --probability 10 --times 100")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "kfault inject: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	faults, err := injectFaults(*failtype, *function, *errno, *spec, *probability, *times, *duration, set)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		return 2
+	}
+
+	var target bpf.Target
+	switch {
+	case *cgroup != "" && *pid != 0:
+		fmt.Fprintln(os.Stderr, "kfault inject: give --cgroup or --pid, not both")
+		return 2
+	case *cgroup != "":
+		target, err = bpf.TargetFromPath(*cgroup)
+	case *pid != 0:
+		target, err = bpf.TargetFromPID(*pid)
+	default:
+		fmt.Fprintln(os.Stderr, "kfault inject: a target is required: --cgroup DIR or --pid PID")
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		return 2
+	}
+
+	mech, err := bpf.ParseMechanism(*mechanism)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		return 2
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	engine, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", err, "\n(run `kfault check` for details)")
+		return 1
+	}
+	defer engine.Close()
+
+	const key = "inject"
+	if err := engine.Arm(key, target, faults, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		return 1
+	}
+	for _, f := range faults {
+		fmt.Fprintf(os.Stderr, "kfault inject: armed on %s with %s: %s\n", target, engine.Mechanism(), f)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	why := waitInjectDone(ctx, engine, key, faults)
+
+	counts, cerr := engine.Counts(key)
+	if err := engine.Disarm(key); err != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject: disarm:", err)
+	}
+	if cerr != nil {
+		fmt.Fprintln(os.Stderr, "kfault inject:", cerr)
+		return 1
+	}
+	var total uint64
+	for _, c := range counts {
+		total += c
+	}
+	if len(faults) == 1 {
+		fmt.Printf("injected %d faults (%s)\n", total, why)
+	} else {
+		parts := make([]string, len(counts))
+		for i, c := range counts {
+			parts[i] = strconv.FormatUint(c, 10)
+		}
+		fmt.Printf("injected %d faults (per fault: %s) (%s)\n", total, strings.Join(parts, ", "), why)
+	}
+	return 0
+}
+
+// injectFaults builds the fault list from the flags, through annotations.Parse so that the
+// flags get the same validation and defaults as an annotation.
+func injectFaults(failtype, function, errno, specFile string, probability float64, times uint64, duration time.Duration, set map[string]bool) ([]annotations.Fault, error) {
+	n := 0
+	for _, s := range []string{failtype, function, specFile} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, errors.New("give exactly one of --failtype, --function or --spec")
+	}
+	if specFile != "" {
+		for _, f := range []string{"errno", "probability", "times", "duration"} {
+			if set[f] {
+				return nil, fmt.Errorf("--%s cannot be combined with --spec: put it in the spec", f)
+			}
+		}
+		data, err := os.ReadFile(specFile)
+		if err != nil {
+			return nil, err
+		}
+		faults, err := annotations.Parse(string(data))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", specFile, err)
+		}
+		return faults, nil
+	}
+	var b strings.Builder
+	if failtype != "" {
+		if errno != "" {
+			return nil, errors.New("--errno goes with --function; a failtype has its own return value")
+		}
+		fmt.Fprintf(&b, "failtype: %s\n", strconv.Quote(failtype))
+	} else {
+		if errno == "" {
+			return nil, errors.New("--function needs --errno (e.g. --errno EACCES)")
+		}
+		fmt.Fprintf(&b, "function: %s\nerrno: %s\n", strconv.Quote(function), strconv.Quote(errno))
+	}
+	fmt.Fprintf(&b, "probability: %s\n", strconv.FormatFloat(probability, 'g', -1, 64))
+	if times > 0 {
+		fmt.Fprintf(&b, "times: %d\n", times)
+	}
+	if duration > 0 {
+		fmt.Fprintf(&b, "duration: %s\n", strconv.Quote(duration.String()))
+	}
+	faults, err := annotations.Parse(b.String())
+	if err != nil {
+		return nil, err
+	}
+	return faults, nil
+}
+
+// waitInjectDone waits for a signal, for every fault to have used its times budget, or for
+// every fault's duration to have elapsed, and says which.
+func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []annotations.Fault) string {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return "interrupted"
+		case <-tick.C:
+		}
+		counts, err := e.Counts(key)
+		if err != nil {
+			return err.Error()
+		}
+		active, err := e.Active(key)
+		if err != nil {
+			return err.Error()
+		}
+		done, byTimes := true, true
+		for i, f := range faults {
+			switch {
+			case f.Times > 0 && counts[i] >= f.Times:
+				// budget used
+			case !active[i]:
+				byTimes = false // duration elapsed
+			default:
+				done = false
+			}
+		}
+		if done {
+			if byTimes {
+				return "times reached"
+			}
+			return "duration elapsed"
+		}
+	}
+}
