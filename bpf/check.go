@@ -273,6 +273,14 @@ func Preflight(mountDebugfs bool) Report {
 		add(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))})
 	}
 
+	// interrupt-context filter
+	kspec, _ := loadKernelBTF()
+	if _, pc, err := preemptCountAddrs(kspec); err == nil {
+		add(Check{Name: "interrupt-context filter", OK: true, Detail: fmt.Sprintf("yes: preempt count readable (per-cpu %#x): allocations in interrupts are never failed", pc)})
+	} else {
+		add(Check{Name: "interrupt-context filter", Info: true, Detail: "off: " + err.Error() + "; an allocation in an interrupt that hits an armed task could be failed"})
+	}
+
 	// cgroups
 	var fs unix.Statfs_t
 	switch err := unix.Statfs("/sys/fs/cgroup", &fs); {

@@ -72,6 +72,8 @@ type Engine struct {
 	kspec  *btf.Spec
 	cache  *btf.Cache
 	nofail uint64
+	// addresses for the interrupt-context filter (0: filter off)
+	perCPUOffset, preemptCount uint64
 
 	rules, levels, counters *ebpf.Map
 
@@ -147,6 +149,10 @@ func NewEngine(opts Options) (*Engine, error) {
 		armed:  map[string]*armedKey{},
 	}
 
+	if e.perCPUOffset, e.preemptCount, err = preemptCountAddrs(kspec); err != nil {
+		log.Warn("cannot read the preempt count: allocations in interrupt context are not exempted from faults", "err", err)
+	}
+
 	probeFn := probeTarget()
 	var fmodErr, kpErr error
 	if opts.Mechanism != MechanismKprobe {
@@ -184,7 +190,8 @@ func NewEngine(opts Options) (*Engine, error) {
 		e.closeMaps()
 		return nil, err
 	}
-	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail))
+	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
+		"irq_filter", e.preemptCount != 0)
 	return e, nil
 }
 
@@ -618,8 +625,14 @@ func (e *Engine) attach(h *hook) error {
 	if err := spec.Variables["hook_id"].Set(h.id); err != nil {
 		return fmt.Errorf("set hook_id: %w", err)
 	}
-	if err := spec.Variables["gfp_nofail"].Set(e.nofail); err != nil {
-		return fmt.Errorf("set gfp_nofail: %w", err)
+	for name, v := range map[string]uint64{
+		"gfp_nofail":          e.nofail,
+		"per_cpu_offset_addr": e.perCPUOffset,
+		"preempt_count_addr":  e.preemptCount,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{

@@ -170,3 +170,68 @@ func releaseAtLeast(release string, major, minor int) bool {
 	}
 	return ma > major || (ma == major && mi >= minor)
 }
+
+// preemptCountAddrs finds what the hot path needs to read this CPU's preempt count: the address
+// of __per_cpu_offset and the per-cpu address of the preempt count (__preempt_count up to 6.1,
+// pcpu_hot.preempt_count from 6.2). Zeros when not found (no SMP, restricted kallsyms): the
+// interrupt-context filter is then off.
+func preemptCountAddrs(spec *btf.Spec) (perCPUOffset, preemptCount uint64, err error) {
+	f, err := os.Open(kallsymsPath)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	addrs, err := symbolAddrs(f, "__per_cpu_offset", "__preempt_count", "pcpu_hot")
+	if err != nil {
+		return 0, 0, err
+	}
+	perCPUOffset = addrs["__per_cpu_offset"]
+	switch {
+	case perCPUOffset == 0:
+		return 0, 0, errors.New("__per_cpu_offset not in kallsyms (restricted kallsyms or !SMP)")
+	case addrs["__preempt_count"] != 0:
+		return perCPUOffset, addrs["__preempt_count"], nil
+	case addrs["pcpu_hot"] != 0 && spec != nil:
+		var hot *btf.Struct
+		if err := spec.TypeByName("pcpu_hot", &hot); err != nil {
+			return 0, 0, fmt.Errorf("struct pcpu_hot: %w", err)
+		}
+		for _, m := range hot.Members {
+			if m.Name == "preempt_count" {
+				return perCPUOffset, addrs["pcpu_hot"] + uint64(m.Offset.Bytes()), nil
+			}
+		}
+		return 0, 0, errors.New("struct pcpu_hot has no preempt_count")
+	}
+	return 0, 0, errors.New("no __preempt_count nor pcpu_hot in kallsyms")
+}
+
+// symbolAddrs reads the addresses of some symbols from a kallsyms file (0: absent or hidden).
+func symbolAddrs(r io.Reader, names ...string) (map[string]uint64, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]uint64{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
+		name := line[sp+1:]
+		if tab := strings.IndexByte(name, '\t'); tab >= 0 {
+			continue // module symbol
+		}
+		if !want[name] {
+			continue
+		}
+		var addr uint64
+		if _, err := fmt.Sscanf(line, "%x", &addr); err == nil {
+			out[name] = addr
+		}
+	}
+	return out, sc.Err()
+}

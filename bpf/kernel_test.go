@@ -49,3 +49,17 @@ func TestGFPNoFailLegacy(t *testing.T) {
 		t.Errorf("gfpNoFail(nil) = %#x", got)
 	}
 }
+
+func TestSymbolAddrs(t *testing.T) {
+	in := "0000000000000000 A fixed_percpu_data\n" +
+		"000000000001f9c0 D __preempt_count\n" +
+		"ffffffff82a37880 R __per_cpu_offset\n" +
+		"ffffffffc0001000 t pcpu_hot\t[somemod]\n"
+	m, err := symbolAddrs(strings.NewReader(in), "__per_cpu_offset", "__preempt_count", "pcpu_hot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m["__preempt_count"] != 0x1f9c0 || m["__per_cpu_offset"] != 0xffffffff82a37880 || m["pcpu_hot"] != 0 {
+		t.Errorf("got %x", m)
+	}
+}

@@ -76,6 +76,34 @@ volatile const __u32 hook_id = 0;
 /* __GFP_NOFAIL of the running kernel (from BTF when it has ___GFP_NOFAIL_BIT, else 0x8000). */
 volatile const __u64 gfp_nofail = 0x8000;
 
+/*
+ * Interrupt context: a slab or page allocation in a hard or soft interrupt runs "as" whatever task
+ * it interrupted, so the cgroup of current says nothing about who asked. Those calls are never
+ * failed (the kernel's own fault injection filters on in_task() the same way). The engine passes
+ * the addresses needed to read this CPU's preempt count (0 when unknown: check skipped).
+ */
+volatile const __u64 per_cpu_offset_addr = 0; /* &__per_cpu_offset[0] */
+volatile const __u64 preempt_count_addr = 0;  /* per-cpu address of the preempt count */
+
+#define NMI_MASK 0x00f00000u
+#define HARDIRQ_MASK 0x000f0000u
+#define SOFTIRQ_OFFSET 0x00000100u
+
+static __always_inline int in_task(void)
+{
+	__u64 base = per_cpu_offset_addr, pc_addr = preempt_count_addr;
+	if (!base || !pc_addr)
+		return 1;
+	__u64 off = 0;
+	__u32 pc = 0;
+	__u32 cpu = bpf_get_smp_processor_id();
+	if (bpf_probe_read_kernel(&off, sizeof(off), (void *)(base + (__u64)cpu * 8)))
+		return 1;
+	if (bpf_probe_read_kernel(&pc, sizeof(pc), (void *)(pc_addr + off)))
+		return 1;
+	return !(pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET));
+}
+
 /* eval_set decides whether one of the rules of a matched cgroup injects a fault now. */
 static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
 {
@@ -129,7 +157,7 @@ static __always_inline int match_current(__s64 *ret)
 		if (!key.cgroup)
 			break; /* the task's cgroup is shallower than this level, and than the next ones */
 		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
-		if (set && eval_set(set, ret))
+		if (set && in_task() && eval_set(set, ret))
 			return 1;
 	}
 	return 0;

@@ -42,19 +42,21 @@ type kfaultRuleSet struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kfaultMapKfaultCounters = "kfault_counters"
-	kfaultMapKfaultLevels   = "kfault_levels"
-	kfaultMapKfaultRules    = "kfault_rules"
-	kfaultProgKfaultFmBio   = "kfault_fm_bio"
-	kfaultProgKfaultFmFunc  = "kfault_fm_func"
-	kfaultProgKfaultFmPage  = "kfault_fm_page"
-	kfaultProgKfaultFmSlab  = "kfault_fm_slab"
-	kfaultProgKfaultKpBio   = "kfault_kp_bio"
-	kfaultProgKfaultKpFunc  = "kfault_kp_func"
-	kfaultProgKfaultKpPage  = "kfault_kp_page"
-	kfaultProgKfaultKpSlab  = "kfault_kp_slab"
-	kfaultVarGfpNofail      = "gfp_nofail"
-	kfaultVarHookId         = "hook_id"
+	kfaultMapKfaultCounters   = "kfault_counters"
+	kfaultMapKfaultLevels     = "kfault_levels"
+	kfaultMapKfaultRules      = "kfault_rules"
+	kfaultProgKfaultFmBio     = "kfault_fm_bio"
+	kfaultProgKfaultFmFunc    = "kfault_fm_func"
+	kfaultProgKfaultFmPage    = "kfault_fm_page"
+	kfaultProgKfaultFmSlab    = "kfault_fm_slab"
+	kfaultProgKfaultKpBio     = "kfault_kp_bio"
+	kfaultProgKfaultKpFunc    = "kfault_kp_func"
+	kfaultProgKfaultKpPage    = "kfault_kp_page"
+	kfaultProgKfaultKpSlab    = "kfault_kp_slab"
+	kfaultVarGfpNofail        = "gfp_nofail"
+	kfaultVarHookId           = "hook_id"
+	kfaultVarPerCpuOffsetAddr = "per_cpu_offset_addr"
+	kfaultVarPreemptCountAddr = "preempt_count_addr"
 )
 
 // loadKfault returns the embedded CollectionSpec for kfault.
@@ -122,8 +124,10 @@ type kfaultMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultVariableSpecs struct {
-	GfpNofail *ebpf.VariableSpec `ebpf:"gfp_nofail"`
-	HookId    *ebpf.VariableSpec `ebpf:"hook_id"`
+	GfpNofail        *ebpf.VariableSpec `ebpf:"gfp_nofail"`
+	HookId           *ebpf.VariableSpec `ebpf:"hook_id"`
+	PerCpuOffsetAddr *ebpf.VariableSpec `ebpf:"per_cpu_offset_addr"`
+	PreemptCountAddr *ebpf.VariableSpec `ebpf:"preempt_count_addr"`
 }
 
 // kfaultObjects contains all objects after they have been loaded into the kernel.
@@ -163,8 +167,10 @@ func (m *kfaultMaps) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultVariables struct {
-	GfpNofail *ebpf.Variable `ebpf:"gfp_nofail"`
-	HookId    *ebpf.Variable `ebpf:"hook_id"`
+	GfpNofail        *ebpf.Variable `ebpf:"gfp_nofail"`
+	HookId           *ebpf.Variable `ebpf:"hook_id"`
+	PerCpuOffsetAddr *ebpf.Variable `ebpf:"per_cpu_offset_addr"`
+	PreemptCountAddr *ebpf.Variable `ebpf:"preempt_count_addr"`
 }
 
 // kfaultPrograms contains all programs after they have been loaded into the kernel.
