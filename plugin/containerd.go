@@ -119,7 +119,7 @@ func (p *Plugin) watchOnce(ctx context.Context, socket string) error {
 				p.log.Warn("containerd: undecodable event", "topic", env.Topic, "error", err.Error())
 				continue
 			}
-			h.Handle(ctx, env.Namespace, ev)
+			h.HandleAt(ctx, env.Namespace, ev, env.Timestamp)
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("subscription ended")

@@ -86,12 +86,19 @@ func eventKey(namespace, id string) string { return namespace + "/" + id }
 // Handle applies one decoded event (*apievents.TaskCreate, TaskExit, TaskDelete or
 // ContainerDelete) from namespace. Other events and skipped namespaces are ignored.
 func (h *EventHandler) Handle(ctx context.Context, namespace string, event any) {
+	h.HandleAt(ctx, namespace, event, time.Time{})
+}
+
+// HandleAt is Handle for an event published at at: the "armed" log line then says how
+// long after the event the fault was armed (sinceEventSeconds), which is the window in
+// which a non-CRI container runs unarmed.
+func (h *EventHandler) HandleAt(ctx context.Context, namespace string, event any, at time.Time) {
 	if h.p.Config().skipsEventNamespace(namespace) {
 		return
 	}
 	switch ev := event.(type) {
 	case *apievents.TaskCreate:
-		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), "task create")
+		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), "task create", at)
 	case *apievents.TaskExit:
 		if ev.GetID() == ev.GetContainerID() {
 			h.p.disarm(eventKey(namespace, ev.GetContainerID()), "task exit", false)
@@ -106,7 +113,7 @@ func (h *EventHandler) Handle(ctx context.Context, namespace string, event any) 
 }
 
 // armTask arms a task's container if its OCI spec carries a kfault annotation.
-func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid uint32, phase string) {
+func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid uint32, phase string, at time.Time) {
 	p := h.p
 	info, err := h.src.Container(ctx, namespace, id)
 	if err != nil {
@@ -126,7 +133,7 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 	// Arming errors are logged and counted by arm; nothing can be refused here.
 	_ = p.arm(armRequest{
 		key: eventKey(namespace, id), id: cid, annotation: key, value: value, faults: faults,
-		pid: int(pid), cgroupsPath: info.CgroupsPath, carryCounts: true,
+		pid: int(pid), cgroupsPath: info.CgroupsPath, carryCounts: true, eventTime: at,
 	})
 }
 
@@ -147,7 +154,7 @@ func (h *EventHandler) Sync(ctx context.Context) error {
 		key := eventKey(t.Namespace, t.ContainerID)
 		live[key] = true
 		if !p.isArmed(key) {
-			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, "sync")
+			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, "sync", time.Time{})
 		}
 	}
 	p.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
 )
@@ -246,13 +247,16 @@ func TestEventHandlerLogsNames(t *testing.T) {
 	u := newTestPlugin(t, "")
 	src := &fakeSource{}
 	pid := src.add(t, u, "default", "abc123", "web", `{failtype: 0}`)
-	NewEventHandler(u.Plugin, src).Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "abc123", Pid: pid})
+	NewEventHandler(u.Plugin, src).HandleAt(context.Background(), "default",
+		&apievents.TaskCreate{ContainerID: "abc123", Pid: pid}, time.Now().Add(-time.Second))
 	e, ok := u.Store().Get("default/abc123")
 	if !ok || e.Source != SourceContainerd || e.Namespace != "default" || e.Container != "web" || e.ContainerID != "abc123" || e.Pod != "" {
 		t.Fatalf("state entry %+v", e)
 	}
-	if !strings.Contains(u.logs.String(), `"container":"web"`) {
-		t.Errorf("log does not name the container:\n%s", u.logs)
+	for _, want := range []string{`"container":"web"`, `"sinceEventSeconds":1.`} {
+		if !strings.Contains(u.logs.String(), want) {
+			t.Errorf("armed log line lacks %s:\n%s", want, u.logs)
+		}
 	}
 }
 

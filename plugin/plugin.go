@@ -242,6 +242,8 @@ type armRequest struct {
 	cgroupsPath string
 	// carryCounts: continue from the counts in the state entry (same annotation text).
 	carryCounts bool
+	// eventTime: when the containerd event that triggered this was published.
+	eventTime time.Time
 }
 
 // arm resolves the cgroup and arms the rule, then records it. A rule already armed
@@ -311,9 +313,13 @@ func (p *Plugin) armLocked(r armRequest) error {
 	for i, f := range r.faults {
 		faults[i] = f.String()
 	}
-	p.log.Info("armed", append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path,
+	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
-		"faults", faults, "alreadyInjected", already, "armSeconds", elapsed.Seconds())...)
+		"faults", faults, "alreadyInjected", already, "armSeconds", elapsed.Seconds())
+	if !r.eventTime.IsZero() {
+		attrs = append(attrs, "sinceEventSeconds", time.Since(r.eventTime).Seconds())
+	}
+	p.log.Info("armed", attrs...)
 	return nil
 }
 
