@@ -1,5 +1,3 @@
-// Package bpf is the kfault fault engine: the hot-path BPF programs, the loader that arms and
-// disarms rules, cgroup targets and the kernel feature probes behind `kfault check`.
 package bpf
 
 import "errors"

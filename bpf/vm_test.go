@@ -28,7 +28,12 @@ func forEachMechanism(t *testing.T, f func(t *testing.T, e *Engine)) {
 				t.Fatalf("Mechanism() = %s, want %s", got, m)
 			}
 			f(t, e)
-			requireNoKfaultPrograms(t)
+			for _, k := range e.Armed() {
+				if err := e.Disarm(k); err != nil {
+					t.Errorf("Disarm(%s): %v", k, err)
+				}
+			}
+			requireNoKfaultPrograms(t) // the last disarm detached everything
 		})
 	}
 }

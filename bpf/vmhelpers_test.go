@@ -20,6 +20,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if testRootOnce.path != "" {
+		removeCgroup(testRootOnce.path)
+	}
+	os.Exit(code)
+}
+
 // requireVM skips unless the test runs inside the test VM (test/vm/run sets KFAULT_E2E=1), as
 // root, on a kernel that lets us load BPF tracing programs.
 func requireVM(t testing.TB) {

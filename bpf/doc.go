@@ -1,0 +1,46 @@
+// Package bpf is the kfault fault engine: the hot-path BPF programs (kfault.bpf.c, compiled by
+// bpf2go; the output is committed), the loader that arms and disarms rules, cgroup targets, and
+// the kernel feature probes behind `kfault check`.
+//
+// # Programs and maps
+//
+// There is one loaded program per hooked kernel function (should_failslab,
+// should_fail_alloc_page, should_fail_bio, or any function on the error-injection list),
+// shared by every armed rule; never one per container. Each instance is loaded from a copy of
+// the collection spec with its hook id as a load-time constant (.rodata), and the engine's three
+// maps replace the object's own (CollectionOptions.MapReplacements):
+//
+//   - kfault_rules (hash): {cgroup id, hook id} → up to 8 rules;
+//   - kfault_levels (array): hook id → bitmap of the cgroup levels that have rules;
+//   - kfault_counters (array): rule id → faults injected (seedable, read by Counts).
+//
+// A hook is attached when its first rule is armed and detached when its last rule goes, so an
+// idle engine runs nothing. Nothing is pinned: every link dies with the process.
+//
+// # Scope and cost
+//
+// A call is in scope when, for some level L in the hook's bitmap, the current task's ancestor
+// cgroup at level L (bpf_get_current_ancestor_cgroup_id; at the task's own level that is its
+// own cgroup, so a separate bpf_get_current_cgroup_id lookup would only repeat one) has rules.
+// A bystander pays one hash lookup per distinct armed level, whatever the number of armed
+// cgroups. Checks then run cheapest first: interrupt context (never failed) → rule state →
+// call chain (chain_id, 0 = none: the seam for call-chain support) → times budget already used
+// (a plain read) → probability (bpf_get_prandom_u32 < threshold; 100% skips the draw) → times
+// (atomic fetch-add: exact, only an old value below the limit injects).
+//
+// Slab and page faults never fail __GFP_NOFAIL allocations (the value comes from BTF's
+// ___GFP_NOFAIL_BIT on 6.10+, else 0x8000). Bio faults attribute direct I/O by current and
+// buffered writeback through bio->bi_blkg's cgroup (CO-RE; needs the io controller on the
+// target's cgroup for the blkcg to be that cgroup).
+//
+// # Mechanisms
+//
+// fmod_ret (BPF_MODIFY_RETURN) when the kernel allows it, else kprobe + bpf_override_return;
+// NewEngine probes both by loading and attaching a trivial program, and Options.Mechanism can
+// force either.
+//
+// # Limits
+//
+// 64 hooked functions, 16384 armed faults, 16384 {cgroup, function} pairs, 8 faults per pair,
+// cgroup levels 0..31, cgroup v2 only, amd64 only (pt_regs layout of the kprobe programs).
+package bpf
