@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	nriapi "github.com/containerd/nri/pkg/api"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
+	"github.com/kfault/kfault/plugin"
+)
+
+func init() {
+	register("nri", "run the NRI plugin (by hand, as a DaemonSet, or launched by containerd)", func(args []string) int {
+		return runNRI(args, os.Stderr)
+	})
+}
+
+const nriUsage = `usage: kfault nri [flags]
+
+Runs kfault's NRI plugin: containers whose annotations ask for kernel faults get
+them armed at start and disarmed at stop. Containers started by nerdctl/ctr are
+followed on containerd's event stream.
+
+Three ways to run it:
+  - by hand or as a DaemonSet: it connects to --socket and reconnects with
+    backoff when containerd restarts;
+  - pre-registered: installed as /opt/nri/plugins/10-kfault, containerd launches
+    it with the connection on an inherited fd and the node config from
+    /etc/nri/conf.d/10-kfault.conf (flags are not available then; logs go to
+    /var/log/kfault.log).
+
+The node config (--config, or the one NRI delivers) is YAML:
+  allowedNamespaces: [...]       # default: every namespace ...
+  deniedNamespaces: [kube-system] # ... except these
+  mode: strict                   # strict | lenient
+  stateDir: /var/lib/kfault
+  containerdSocket: /run/containerd/containerd.sock
+  metricsAddress: ""             # e.g. 127.0.0.1:9464 (loopback only unless
+  metricsAllowNonLoopback: false #   this is true)
+  controlSocket: /run/kfault/control.sock   # "off" disables kfault status/disarm
+  events: {enabled: true, skipNamespaces: [k8s.io]}
+Flags given explicitly win over the config file and the NRI-delivered config.
+
+Flags:
+`
+
+func runNRI(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("nri", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, nriUsage)
+		fs.PrintDefaults()
+	}
+	var (
+		configFile  = fs.String("config", "", "node config `file` (YAML or JSON)")
+		socket      = fs.String("socket", nriapi.DefaultSocketPath, "NRI socket `path` to connect to")
+		name        = fs.String("name", plugin.DefaultPluginName, "plugin `name` to register as")
+		idx         = fs.String("idx", plugin.DefaultPluginIndex, "plugin `index` to register with (two digits)")
+		stateDir    = fs.String("state-dir", plugin.DefaultStateDir, "state `directory`")
+		mechanism   = fs.String("mechanism", "auto", "override mechanism: auto, fmod_ret or kprobe")
+		lenient     = fs.Bool("lenient", false, "lenient mode: log bad annotations and arming failures instead of failing the container")
+		metricsAddr = fs.String("metrics-address", "", "serve Prometheus metrics on `host:port` (loopback)")
+		ctrdSocket  = fs.String("containerd-socket", plugin.DefaultContainerdSocket, "containerd `socket` for the event watcher (non-CRI containers)")
+		controlSock = fs.String("control-socket", plugin.DefaultControlSocket, "control socket `path` for kfault status/disarm, or off")
+		logFile     = fs.String("log-file", "", "append logs to `file` (default: standard error; /var/log/kfault.log when launched by containerd)")
+		debug       = fs.Bool("debug", false, "debug logging")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "kfault nri: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	launched := os.Getenv(nriapi.PluginSocketEnvVar) != ""
+	var logOut io.Writer = stderr
+	if *logFile == "" && launched {
+		*logFile = "/var/log/kfault.log"
+	}
+	if *logFile != "" && *logFile != "-" {
+		f, err := os.OpenFile(*logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "kfault nri: log file: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		logOut = f
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	// Config layers: defaults ← --config file ← NRI Configure ← explicit flags.
+	var file plugin.Config
+	if *configFile != "" {
+		data, err := os.ReadFile(*configFile)
+		if err != nil {
+			log.Error("reading config", "error", err.Error())
+			return 1
+		}
+		if file, err = plugin.ParseConfig(data); err != nil {
+			log.Error("bad config file", "file", *configFile, "error", err.Error())
+			return 1
+		}
+	}
+	var flags plugin.Config
+	if set["state-dir"] {
+		flags.StateDir = *stateDir
+	}
+	if set["lenient"] {
+		flags.Mode = plugin.Strict
+		if *lenient {
+			flags.Mode = plugin.Lenient
+		}
+	}
+	if set["metrics-address"] {
+		flags.MetricsAddress = *metricsAddr
+	}
+	if set["containerd-socket"] {
+		flags.ContainerdSocket = *ctrdSocket
+	}
+	if set["control-socket"] {
+		flags.ControlSocket = *controlSock
+	}
+	// Fail early on a bad file or flag rather than at the first Configure.
+	if _, err := plugin.Resolve(file, flags); err != nil {
+		log.Error("bad config", "error", err.Error())
+		return 1
+	}
+
+	mech, err := bpf.ParseMechanism(*mechanism)
+	if err != nil {
+		log.Error("bad flag", "error", err.Error())
+		return 2
+	}
+	engine, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log.With("component", "bpf")})
+	if err != nil {
+		log.Error("cannot start the BPF engine (see kfault check)", "error", err.Error())
+		return 1
+	}
+	defer func() {
+		if err := engine.Close(); err != nil {
+			log.Error("closing the BPF engine", "error", err.Error())
+		}
+	}()
+
+	p, err := plugin.New(plugin.Options{
+		Engine:        bpfEngine{engine},
+		Resolver:      bpfResolver(),
+		CgroupRoot:    bpf.Cgroup2Mount(),
+		Logger:        log,
+		File:          file,
+		Flags:         flags,
+		StartServices: plugin.Services,
+	})
+	if err != nil {
+		log.Error("plugin", "error", err.Error())
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("kfault nri starting", "mechanism", engine.Mechanism().String(), "launchedByRuntime", launched,
+		"socket", *socket, "name", *name, "index", *idx)
+	err = p.Run(ctx, plugin.RunOptions{SocketPath: *socket, Name: *name, Index: *idx})
+	if err != nil {
+		// Launched by the runtime and the connection is gone: exit, rules go with us,
+		// and the restarted runtime launches a new instance that re-arms from the state.
+		log.Error("kfault nri stopping", "error", err.Error())
+		return 1
+	}
+	log.Info("kfault nri stopped")
+	return 0
+}
+
+// bpfEngine adapts *bpf.Engine to plugin.Engine (plugin.Target mirrors bpf.Target).
+type bpfEngine struct{ e *bpf.Engine }
+
+func (b bpfEngine) Arm(key string, t plugin.Target, faults []annotations.Fault, already []uint64) error {
+	return b.e.Arm(key, bpf.Target(t), faults, already)
+}
+func (b bpfEngine) Disarm(key string) error             { return b.e.Disarm(key) }
+func (b bpfEngine) Counts(key string) ([]uint64, error) { return b.e.Counts(key) }
+func (b bpfEngine) Mechanism() string                   { return b.e.Mechanism().String() }
+
+// bpfResolver resolves cgroups with bpf's resolver (cgroup2 mount found from
+// mountinfo).
+func bpfResolver() plugin.Resolver {
+	return plugin.ResolverFuncs{
+		PID: func(pid int) (plugin.Target, error) {
+			t, err := bpf.TargetFromPID(pid)
+			return plugin.Target(t), err
+		},
+		Path: func(dir string) (plugin.Target, error) {
+			t, err := bpf.TargetFromPath(dir)
+			return plugin.Target(t), err
+		},
+	}
+}
