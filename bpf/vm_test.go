@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -282,4 +283,28 @@ func TestVMArmErrors(t *testing.T) {
 			t.Errorf("Armed() = %v after failed arms", e.Armed())
 		}
 	})
+}
+
+func TestVMPreflight(t *testing.T) {
+	requireVM(t)
+	rep := Preflight(false)
+	var b strings.Builder
+	rep.WriteTo(&b)
+	t.Logf("kfault check:\n%s", b.String())
+	if !rep.CanInject {
+		t.Fatal("Preflight says nothing can be injected")
+	}
+	wantMechs := 2
+	if !strings.HasSuffix(kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), "=y") {
+		wantMechs = 1 // the fmod_ret-only kernel variant
+	}
+	if len(rep.Mechanisms) != wantMechs {
+		t.Errorf("mechanisms %v, want %d of them", rep.Mechanisms, wantMechs)
+	}
+	for _, c := range rep.Checks {
+		if strings.HasPrefix(c.Name, "failtype") && !c.OK {
+			t.Errorf("%s: %s", c.Name, c.Detail)
+		}
+	}
+	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
