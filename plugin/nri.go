@@ -52,7 +52,8 @@ type RunOptions struct {
 // connection on an inherited fd) returns an error instead: the restarted runtime
 // launches a new instance, which picks up the state file.
 //
-// Before returning, Run saves the counts. It does not close the engine.
+// Before returning, Run saves the counts and releases the state directory's lock. It
+// does not close the engine.
 func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 	if o.SocketPath == "" {
 		o.SocketPath = api.DefaultSocketPath
@@ -78,7 +79,7 @@ func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 			return err
 		}
 	}
-	defer p.Shutdown()
+	defer p.release()
 	go p.countsLoop(ctx)
 
 	backoff := o.MinBackoff

@@ -48,6 +48,8 @@ type Options struct {
 	File, Flags Config
 	// CountsInterval: default DefaultCountsInterval.
 	CountsInterval time.Duration
+	// LockTimeout bounds the wait for the state directory's lock; default 3s.
+	LockTimeout time.Duration
 	// StartServices, when set, is called once, after the first config is applied,
 	// to start the metrics server and the containerd watcher (the kfault command sets
 	// it; tests leave it nil).
@@ -89,6 +91,9 @@ func New(o Options) (*Plugin, error) {
 	}
 	if o.CountsInterval <= 0 {
 		o.CountsInterval = DefaultCountsInterval
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 3 * time.Second
 	}
 	p := &Plugin{
 		opts:   o,
@@ -151,7 +156,7 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 		p.cfgMu.Unlock()
 		return nil
 	}
-	store, err := OpenStore(cfg.StateDir)
+	store, err := OpenLockedStore(cfg.StateDir, p.opts.LockTimeout)
 	if err != nil {
 		p.cfgMu.Unlock()
 		return err
@@ -476,6 +481,14 @@ func (p *Plugin) countsLoop(ctx context.Context) {
 // process owns the links; when it exits, every fault stops).
 func (p *Plugin) Shutdown() {
 	p.RefreshCounts()
+}
+
+// release saves the counts and gives up the state directory (Run's end).
+func (p *Plugin) release() {
+	p.RefreshCounts()
+	if s := p.Store(); s != nil {
+		s.Unlock()
+	}
 }
 
 func (p *Plugin) save() {

@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -64,6 +67,70 @@ type Store struct {
 	dir     string
 	halted  bool
 	entries map[string]*Entry
+	lock    *os.File
+}
+
+// LockFileName is the lock that keeps two kfault instances off one state directory
+// (two instances would arm every container twice).
+const LockFileName = "lock"
+
+// OpenLockedStore is OpenStore after taking the state directory's exclusive lock
+// (flock on dir/lock), waiting up to timeout: a pre-registered instance that
+// containerd relaunches waits for the previous one to finish exiting. The lock file
+// holds the owner's pid. Unlock releases it.
+func OpenLockedStore(dir string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	f, err := lockDir(dir, timeout)
+	if err != nil {
+		return nil, err
+	}
+	s, err := OpenStore(dir)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s.lock = f
+	return s, nil
+}
+
+func lockDir(dir string, timeout time.Duration) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, LockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			owner, _ := os.ReadFile(f.Name())
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("state dir %s is in use by another kfault (pid %s); run one instance per node",
+					dir, strings.TrimSpace(string(owner)))
+			}
+			return nil, fmt.Errorf("state dir lock: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return f, nil
+}
+
+// Unlock releases the lock taken by OpenLockedStore.
+func (s *Store) Unlock() {
+	s.mu.Lock()
+	f := s.lock
+	s.lock = nil
+	s.mu.Unlock()
+	if f != nil {
+		f.Close() // releases the flock
+	}
 }
 
 // OpenStore loads dir/state.json, creating dir (mode 0700) if needed. A missing file

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -146,4 +147,26 @@ func TestOpenStoreErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestStateDirLock(t *testing.T) {
+	dir := t.TempDir()
+	s1, err := OpenLockedStore(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("is in use by another kfault (pid %d)", os.Getpid())
+	if _, err := OpenLockedStore(dir, 100*time.Millisecond); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("second instance: %v, want %q", err, want)
+	}
+	// A successor waits for the previous instance to let go.
+	go func() {
+		time.Sleep(150 * time.Millisecond)
+		s1.Unlock()
+	}()
+	s2, err := OpenLockedStore(dir, 5*time.Second)
+	if err != nil {
+		t.Fatalf("successor: %v", err)
+	}
+	s2.Unlock()
 }
