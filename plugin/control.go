@@ -74,7 +74,7 @@ func (p *Plugin) Status() Status {
 	for _, k := range keys {
 		e := snap[k]
 		if p.isArmed(k) {
-			if c, err := p.engine.Counts(k); err == nil {
+			if c, err := p.liveCounts(k); err == nil {
 				e.Injected = c
 			}
 		}

@@ -304,3 +304,68 @@ func TestEventSync(t *testing.T) {
 		t.Errorf("running armed %d times", n)
 	}
 }
+
+// TestRearmKeepsDurations: after a restart, a fault with a duration gets what is left
+// of it, counted from the first arm; one whose duration has elapsed is not armed again.
+func TestRearmKeepsDurations(t *testing.T) {
+	const value = `[{failtype: 0, duration: 5m}, {failtype: 1, duration: 1h}, {failtype: 2}]`
+	tests := map[string]struct {
+		value       string
+		armedAgo    time.Duration
+		injected    []uint64
+		wantFaults  []string // hooked functions armed in the engine
+		wantAlready []uint64
+	}{
+		"some elapsed": {value: value, armedAgo: 10 * time.Minute, injected: []uint64{1, 2, 3},
+			wantFaults: []string{"should_fail_alloc_page", "should_fail_bio"}, wantAlready: []uint64{2, 3}},
+		"none elapsed": {value: value, armedAgo: time.Minute, injected: []uint64{1, 2, 3},
+			wantFaults: []string{"should_failslab", "should_fail_alloc_page", "should_fail_bio"}, wantAlready: []uint64{1, 2, 3}},
+		"all elapsed": {value: `{failtype: 0, duration: 5m}`, armedAgo: time.Hour, injected: []uint64{9}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			u := newTestPlugin(t, "")
+			src := &fakeSource{}
+			pid := src.add(t, u, "default", "n1", "", tc.value)
+			u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "n1",
+				Faults: tc.value, Injected: tc.injected, ArmedAt: time.Now().Add(-tc.armedAgo)})
+			src.tasks = []TaskInfo{{Namespace: "default", ContainerID: "n1", Pid: pid}}
+			if err := NewEventHandler(u.Plugin, src).Sync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			r, armed := u.eng.rule("default/n1")
+			if tc.wantFaults == nil {
+				if armed {
+					t.Fatalf("armed %+v", r.faults)
+				}
+				if !strings.Contains(u.logs.String(), "every fault's duration has elapsed") {
+					t.Errorf("no log line:\n%s", u.logs)
+				}
+				return
+			}
+			var got []string
+			for _, f := range r.faults {
+				got = append(got, f.HookFunction())
+			}
+			if !slices.Equal(got, tc.wantFaults) || !slices.Equal(r.already, tc.wantAlready) {
+				t.Fatalf("armed %v with %v, want %v with %v", got, r.already, tc.wantFaults, tc.wantAlready)
+			}
+			if d := r.faults[0].Duration; tc.armedAgo == 10*time.Minute && (d > 50*time.Minute || d < 49*time.Minute) {
+				t.Errorf("remaining duration %v, want about 50m", d)
+			}
+			// Counts map back onto the annotation's faults.
+			u.eng.inject(t, "default/n1", 0, 5)
+			u.RefreshCounts()
+			e, _ := u.Store().Get("default/n1")
+			want := slices.Clone(tc.injected)
+			if tc.armedAgo == 10*time.Minute {
+				want[1] += 5
+			} else {
+				want[0] += 5
+			}
+			if !slices.Equal(e.Injected, want) {
+				t.Errorf("counts %v, want %v", e.Injected, want)
+			}
+		})
+	}
+}

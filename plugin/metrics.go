@@ -58,7 +58,7 @@ func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 		e := snap[key]
 		counts := e.Injected
 		if p.isArmed(key) {
-			if live, err := p.engine.Counts(key); err == nil {
+			if live, err := p.liveCounts(key); err == nil {
 				counts = live
 			}
 		}

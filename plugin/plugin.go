@@ -281,13 +281,37 @@ func (p *Plugin) armLocked(r armRequest) error {
 		return fmt.Errorf("kfault: %w", err)
 	}
 
+	// Continue from the state: the counts (times budgets) and, for faults with a
+	// duration, what is left of it since the first arm. Faults whose duration has
+	// elapsed are not armed again.
 	var already []uint64
+	armedAt := time.Now().UTC()
+	faults, active := r.faults, []int(nil)
 	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.faults) {
 		already = slices.Clone(prev.Injected)
+		if !prev.ArmedAt.IsZero() {
+			armedAt = prev.ArmedAt
+			faults, active = remainingFaults(r.faults, time.Since(armedAt))
+			if len(faults) == 0 {
+				prev.Armed, prev.Active = false, nil
+				store.Put(r.key, prev)
+				p.save()
+				p.log.Info("not arming: every fault's duration has elapsed",
+					append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
+				return nil
+			}
+		}
+	}
+	engineAlready := already
+	if active != nil {
+		engineAlready = make([]uint64, len(active))
+		for j, i := range active {
+			engineAlready[j] = already[i]
+		}
 	}
 
 	start := time.Now()
-	err = p.engine.Arm(r.key, target, r.faults, already)
+	err = p.engine.Arm(r.key, target, faults, engineAlready)
 	elapsed := time.Since(start)
 	p.metrics.armDuration.Observe(elapsed.Seconds())
 	if err != nil {
@@ -302,25 +326,24 @@ func (p *Plugin) armLocked(r armRequest) error {
 	if injected == nil {
 		injected = make([]uint64, len(r.faults))
 	}
-	armedAt := time.Now().UTC()
-	if hadPrev && prev.Faults == r.value && !prev.ArmedAt.IsZero() {
-		armedAt = prev.ArmedAt
-	}
 	store.Put(r.key, Entry{
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
 		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
 		Annotation: r.annotation, Faults: r.value, Injected: injected, Armed: true,
-		ArmedAt: armedAt, Mechanism: p.mechanism(),
+		ArmedAt: armedAt, Mechanism: p.mechanism(), Active: active,
 	})
 	p.save()
 
-	faults := make([]string, len(r.faults))
-	for i, f := range r.faults {
-		faults[i] = f.String()
+	described := make([]string, len(faults))
+	for i, f := range faults {
+		described[i] = f.String()
 	}
 	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
-		"faults", faults, "alreadyInjected", already, "armSeconds", elapsed.Seconds())
+		"faults", described, "alreadyInjected", engineAlready, "armSeconds", elapsed.Seconds())
+	if active != nil {
+		attrs = append(attrs, "activeFaults", active)
+	}
 	if !r.eventTime.IsZero() {
 		attrs = append(attrs, "sinceEventSeconds", time.Since(r.eventTime).Seconds())
 	}
@@ -341,7 +364,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	_, wasArmed := p.armed[key]
 	var counts []uint64
 	if wasArmed {
-		if c, err := p.engine.Counts(key); err == nil {
+		if c, err := p.liveCounts(key); err == nil {
 			counts = c
 		}
 		if err := p.engine.Disarm(key); err != nil {
@@ -365,7 +388,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	if forget {
 		store.Delete(key)
 	} else if known {
-		e.Armed = false
+		e.Armed, e.Active = false, nil
 		store.Put(key, e)
 	}
 	p.save()
@@ -447,7 +470,7 @@ func (p *Plugin) RefreshCounts() {
 	}
 	changed := false
 	for key := range p.armed {
-		c, err := p.engine.Counts(key)
+		c, err := p.liveCounts(key)
 		if err != nil {
 			continue
 		}
@@ -489,6 +512,48 @@ func (p *Plugin) release() {
 	if s := p.Store(); s != nil {
 		s.Unlock()
 	}
+}
+
+// liveCounts returns the engine's counts for key, one per fault of the annotation.
+// When only some faults are armed (the others' durations elapsed before a restart),
+// the others keep their counts from the state.
+func (p *Plugin) liveCounts(key string) ([]uint64, error) {
+	c, err := p.engine.Counts(key)
+	if err != nil {
+		return nil, err
+	}
+	e, ok := p.Store().Get(key)
+	if !ok || e.Active == nil {
+		return c, nil
+	}
+	full := slices.Clone(e.Injected)
+	for j, i := range e.Active {
+		if j < len(c) && i < len(full) {
+			full[i] = c[j]
+		}
+	}
+	return full, nil
+}
+
+// remainingFaults returns the faults still due after elapsed since the first arm, with
+// their durations shortened, and their indices (nil when all are due).
+func remainingFaults(faults []annotations.Fault, elapsed time.Duration) ([]annotations.Fault, []int) {
+	var out []annotations.Fault
+	var idx []int
+	for i, f := range faults {
+		if f.Duration > 0 {
+			if f.Duration <= elapsed {
+				continue
+			}
+			f.Duration -= elapsed
+		}
+		out = append(out, f)
+		idx = append(idx, i)
+	}
+	if len(idx) == len(faults) {
+		idx = nil
+	}
+	return out, idx
 }
 
 func (p *Plugin) save() {
