@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -797,4 +798,42 @@ func TestNRIConfigureAndSubscription(t *testing.T) {
 func implements[T any](v any) bool {
 	_, ok := v.(T)
 	return ok
+}
+
+// TestNRIManyCycles: 200 create/start/stop/remove cycles leave no rule, state entry or
+// goroutine behind.
+func TestNRIManyCycles(t *testing.T) {
+	h := newHarness(t)
+	tp := h.startPlugin("")
+	web := pod("default", "web", map[string]string{"faults.kfault.dev/pod": slabFault})
+	cycle := func() {
+		c, _ := h.container(web, "app")
+		for _, step := range []func(*api.PodSandbox, *api.Container) error{h.rt.create, h.rt.startCtr, h.rt.stopCtr, h.rt.removeCtr} {
+			if err := step(web, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 10 {
+		cycle()
+	}
+	before := runtime.NumGoroutine()
+	for range 200 {
+		cycle()
+	}
+	if got := tp.eng.armedKeys(); len(got) != 0 {
+		t.Errorf("engine rules left: %v", got)
+	}
+	if got := tp.p.ArmedKeys(); len(got) != 0 {
+		t.Errorf("plugin keys left: %v", got)
+	}
+	if got := h.readState(); len(got) != 0 {
+		t.Errorf("state entries left: %d", len(got))
+	}
+	if n := strings.Count(strings.Join(tp.eng.callLog(), "\n"), "arm "); n != 2*210 {
+		t.Errorf("%d engine arm+disarm calls, want %d", n, 2*210)
+	}
+	if after := runtime.NumGoroutine(); after > before+5 {
+		t.Errorf("goroutines: %d before, %d after", before, after)
+	}
 }
