@@ -88,8 +88,13 @@ func (p *Plugin) WatchContainerd(ctx context.Context, socket string) {
 	}
 }
 
+// dialContainerd connects to containerd; tests replace it with in-memory services.
+var dialContainerd = func(socket string) (*client.Client, error) {
+	return client.New(socket, client.WithTimeout(5*time.Second))
+}
+
 func (p *Plugin) watchOnce(ctx context.Context, socket string) error {
-	cl, err := client.New(socket, client.WithTimeout(5*time.Second))
+	cl, err := dialContainerd(socket)
 	if err != nil {
 		return err
 	}
