@@ -120,11 +120,14 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 		p.log.Error("containerd: cannot load container", "namespace", namespace, "containerID", id, "error", err.Error())
 		return
 	}
+	cid := ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id}
+	if err := keyErrors(info.Annotations); err != nil {
+		p.reject(cid, "", phase, &RejectError{Err: err}, false)
+	}
 	value, key, ok := annotations.Effective(info.Name(), nil, info.Annotations)
 	if !ok {
 		return
 	}
-	cid := ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id}
 	faults, err := p.admit(cid, key, value)
 	if err != nil {
 		p.reject(cid, key, phase, err, false)

@@ -204,6 +204,12 @@ func (h nriHandlers) Shutdown(context.Context) {
 // CreateContainer validates the fault. Strict mode fails the creation of a container
 // with a bad spec or in a disallowed namespace; the message names the field.
 func (h nriHandlers) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	// A misspelt kfault key would otherwise be ignored without a word.
+	if err := keyErrors(pod.GetAnnotations(), c.GetAnnotations()); err != nil {
+		if rerr := h.p.reject(nriIdent(pod, c), "", "create", &RejectError{Err: err}, true); rerr != nil {
+			return nil, nil, rerr
+		}
+	}
 	value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
 	if !ok {
 		return nil, nil, nil

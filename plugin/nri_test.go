@@ -484,6 +484,10 @@ func TestNRIStrictRejection(t *testing.T) {
 			annotations: map[string]string{"faults.kfault.dev": `{failtype: 0, probabilty: 5}`},
 			want:        []string{"annotation faults.kfault.dev:", "probabilty"},
 		},
+		"misspelt key": {
+			annotations: map[string]string{"faults.kfault.dev/containers.app": `{failtype: 0}`},
+			want:        []string{"kfault: annotation faults.kfault.dev/containers.app: unknown key"},
+		},
 		"not yaml": {
 			annotations: map[string]string{"faults.kfault.dev/pod": `{failtype: [`},
 			want:        []string{"not valid YAML or JSON"},

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -219,6 +220,23 @@ func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error)
 		return nil, &RejectError{Annotation: key, Err: err}
 	}
 	return faults, nil
+}
+
+// keyErrors reports annotation keys in kfault's domain that kfault does not understand
+// (faults.kfault.dev/containers.app, faults.kfault.io, ...).
+func keyErrors(sets ...map[string]string) error {
+	var errs []string
+	for _, m := range sets {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if _, ours, err := annotations.ParseKey(k); ours && err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "; "))
 }
 
 // reject logs a refusal. It returns the error to fail the request with in strict mode,
