@@ -201,6 +201,15 @@ func (b bpfEngine) Disarm(key string) error             { return b.e.Disarm(key)
 func (b bpfEngine) Counts(key string) ([]uint64, error) { return b.e.Counts(key) }
 func (b bpfEngine) Mechanism() string                   { return b.e.Mechanism().String() }
 
+// Validate runs the engine's own check (kernel error-injection list, BTF) when the bpf
+// package provides one, so that strict mode refuses such specs at creation.
+func (b bpfEngine) Validate(faults []annotations.Fault) error {
+	if v, ok := any(b.e).(plugin.Validator); ok {
+		return v.Validate(faults)
+	}
+	return nil
+}
+
 // bpfResolver resolves cgroups with bpf's resolver (cgroup2 mount found from
 // mountinfo).
 func bpfResolver() plugin.Resolver {

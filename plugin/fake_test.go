@@ -64,6 +64,17 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 
 func (f *fakeEngine) Mechanism() string { return "fake" }
 
+// Validate refuses functions named "not_injectable", as a kernel without them on the
+// error-injection list would.
+func (f *fakeEngine) Validate(faults []annotations.Fault) error {
+	for i, fl := range faults {
+		if fl.Function == "not_injectable" {
+			return fmt.Errorf("[%d].function: not_injectable is not on the error-injection list", i)
+		}
+	}
+	return nil
+}
+
 // inject pretends the kernel hit fault i of key n times.
 func (f *fakeEngine) inject(t *testing.T, key string, i int, n uint64) {
 	t.Helper()

@@ -484,6 +484,10 @@ func TestNRIStrictRejection(t *testing.T) {
 			annotations: map[string]string{"faults.kfault.dev": `{failtype: 0, probabilty: 5}`},
 			want:        []string{"annotation faults.kfault.dev:", "probabilty"},
 		},
+		"refused by the engine's validator": {
+			annotations: map[string]string{"faults.kfault.dev/pod": `{function: not_injectable, errno: EIO}`},
+			want:        []string{"kfault: annotation faults.kfault.dev/pod: [0].function: not_injectable is not on the error-injection list"},
+		},
 		"misspelt key": {
 			annotations: map[string]string{"faults.kfault.dev/containers.app": `{failtype: 0}`},
 			want:        []string{"kfault: annotation faults.kfault.dev/containers.app: unknown key"},

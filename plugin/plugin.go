@@ -25,6 +25,14 @@ type Engine interface {
 	Counts(key string) ([]uint64, error)
 }
 
+// Validator is implemented by engines that can check faults against the running
+// kernel (error-injection list, BTF, predicates) without arming them. When the engine
+// has it, CreateContainer runs it, so that strict mode refuses such a spec at creation
+// rather than at start.
+type Validator interface {
+	Validate(faults []annotations.Fault) error
+}
+
 // mechanismer is implemented by engines that can say which attach mechanism they use
 // (fmod_ret or kprobe); it only decorates the log lines.
 type mechanismer interface {
@@ -218,6 +226,11 @@ func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error)
 	faults, err := annotations.Parse(value)
 	if err != nil {
 		return nil, &RejectError{Annotation: key, Err: err}
+	}
+	if v, ok := p.engine.(Validator); ok {
+		if err := v.Validate(faults); err != nil {
+			return nil, &RejectError{Annotation: key, Err: err}
+		}
 	}
 	return faults, nil
 }
