@@ -21,6 +21,7 @@ import (
 	toml "github.com/pelletier/go-toml/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -178,6 +179,24 @@ func TestDaemonSet(t *testing.T) {
 	for k, v := range ds.Spec.Selector.MatchLabels {
 		if ds.Spec.Template.Labels[k] != v {
 			t.Errorf("selector %s=%s does not match the pod template labels %v", k, v, ds.Spec.Template.Labels)
+		}
+	}
+
+	// Names the API server would reject (kubectl kustomize does not check them).
+	names := []string{ds.Name, c.Name}
+	mountPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		names = append(names, v.Name)
+	}
+	for _, m := range c.VolumeMounts {
+		if other, dup := mountPaths[m.MountPath]; dup {
+			t.Errorf("volumes %s and %s are both mounted at %s", other, m.Name, m.MountPath)
+		}
+		mountPaths[m.MountPath] = m.Name
+	}
+	for _, n := range names {
+		if errs := validation.IsDNS1123Label(n); len(errs) > 0 {
+			t.Errorf("name %q: %v", n, errs)
 		}
 	}
 
