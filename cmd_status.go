@@ -86,6 +86,24 @@ func writeStatus(w io.Writer, st plugin.Status) {
 		}
 	}
 	tw.Flush()
+
+	var recent []string
+	for _, c := range st.Containers {
+		for _, inj := range c.Recent {
+			fault := fmt.Sprintf("#%d", inj.Fault)
+			if inj.Fault >= 0 && inj.Fault < len(c.FaultList) {
+				fault = c.FaultList[inj.Fault]
+			}
+			recent = append(recent, fmt.Sprintf("  %s  %s  %s  pid %d (%s)",
+				inj.Time.Local().Format("15:04:05.000"), short(c.Key), fault, inj.PID, inj.Comm))
+		}
+	}
+	if len(recent) > 0 {
+		fmt.Fprintln(w, "\nrecent sampled injections:")
+		for _, l := range recent {
+			fmt.Fprintln(w, l)
+		}
+	}
 }
 
 // short abbreviates 64-hex container IDs in keys.

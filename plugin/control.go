@@ -41,6 +41,8 @@ type StatusEntry struct {
 	Key string `json:"key"`
 	Entry
 	FaultList []string `json:"faultList"` // one line per fault, as parsed
+	// Recent are the last sampled injections (engines with a ring buffer), oldest first.
+	Recent []Injection `json:"recent,omitempty"`
 }
 
 // DisarmRequest is the body of POST /v1/disarm.
@@ -78,7 +80,7 @@ func (p *Plugin) Status() Status {
 				e.Injected = c
 			}
 		}
-		se := StatusEntry{Key: k, Entry: e}
+		se := StatusEntry{Key: k, Entry: e, Recent: p.inj.get(k)}
 		if faults, err := annotations.Parse(e.Faults); err == nil {
 			for _, f := range faults {
 				se.FaultList = append(se.FaultList, f.String())

@@ -17,6 +17,7 @@ type fakeEngine struct {
 	rules  map[string]*fakeRule
 	calls  []string // "arm <key>", "disarm <key>"
 	armErr error
+	inj    chan Injection // sampled injections, when a test sets it
 }
 
 type fakeRule struct {
@@ -63,6 +64,8 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 }
 
 func (f *fakeEngine) Mechanism() string { return "fake" }
+
+func (f *fakeEngine) Injections() <-chan Injection { return f.inj }
 
 // Validate refuses functions named "not_injectable", as a kernel without them on the
 // error-injection list would.

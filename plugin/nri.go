@@ -81,6 +81,7 @@ func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 	}
 	defer p.release()
 	go p.countsLoop(ctx)
+	go p.consumeInjections(ctx)
 
 	backoff := o.MinBackoff
 	for {

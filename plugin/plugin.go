@@ -81,6 +81,8 @@ type Plugin struct {
 
 	mu    sync.Mutex          // serializes arm/disarm/sync
 	armed map[string]struct{} // keys armed in the engine by this process
+
+	inj injections // recent sampled injections, for status
 }
 
 // New makes a Plugin. Nothing is read or started until the first config is applied
@@ -418,6 +420,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	}
 	if forget {
 		store.Delete(key)
+		p.inj.forget(key)
 	} else if known {
 		e.Armed, e.Active = false, nil
 		store.Put(key, e)
