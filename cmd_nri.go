@@ -201,6 +201,9 @@ func (b bpfEngine) Disarm(key string) error             { return b.e.Disarm(key)
 func (b bpfEngine) Counts(key string) ([]uint64, error) { return b.e.Counts(key) }
 func (b bpfEngine) Mechanism() string                   { return b.e.Mechanism().String() }
 
+// Active reports which of key's faults are still armed (durations).
+func (b bpfEngine) Active(key string) ([]bool, error) { return b.e.Active(key) }
+
 // Validate runs the engine's own check (kernel error-injection list, BTF) when the bpf
 // package provides one, so that strict mode refuses such specs at creation.
 func (b bpfEngine) Validate(faults []annotations.Fault) error {

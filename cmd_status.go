@@ -78,6 +78,9 @@ func writeStatus(w io.Writer, st plugin.Status) {
 			if i < len(c.FaultList) {
 				fault = c.FaultList[i]
 			}
+			if c.Armed && i < len(c.Live) && !c.Live[i] {
+				fault += " (duration over)"
+			}
 			key, ns, p, name, s := c.Key, c.Namespace, pod, c.Container, state
 			if i > 0 { // one line per fault; the container's columns only on the first
 				key, ns, p, name, s = "", "", "", "", ""

@@ -41,6 +41,9 @@ type StatusEntry struct {
 	Key string `json:"key"`
 	Entry
 	FaultList []string `json:"faultList"` // one line per fault, as parsed
+	// Live says, per fault of the annotation, whether it is armed now (false once its
+	// duration has elapsed). Only for armed containers of engines that report it.
+	Live []bool `json:"live,omitempty"`
 	// Recent are the last sampled injections (engines with a ring buffer), oldest first.
 	Recent []Injection `json:"recent,omitempty"`
 }
@@ -81,6 +84,20 @@ func (p *Plugin) Status() Status {
 			}
 		}
 		se := StatusEntry{Key: k, Entry: e, Recent: p.inj.get(k)}
+		if a, ok := p.engine.(Activer); ok && p.isArmed(k) {
+			if live, err := a.Active(k); err == nil {
+				se.Live = make([]bool, len(e.Injected))
+				for j, on := range live {
+					i := j
+					if e.Active != nil && j < len(e.Active) {
+						i = e.Active[j]
+					}
+					if i < len(se.Live) {
+						se.Live[i] = on
+					}
+				}
+			}
+		}
 		if faults, err := annotations.Parse(e.Faults); err == nil {
 			for _, f := range faults {
 				se.FaultList = append(se.FaultList, f.String())
@@ -89,6 +106,12 @@ func (p *Plugin) Status() Status {
 		st.Containers = append(st.Containers, se)
 	}
 	return st
+}
+
+// Activer is implemented by engines that say, per armed fault of a key, whether it is
+// still armed (false once its duration has elapsed).
+type Activer interface {
+	Active(key string) ([]bool, error)
 }
 
 // ControlHandler serves the control API.

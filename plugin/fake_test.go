@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kfault/kfault/annotations"
 )
@@ -66,6 +67,21 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 func (f *fakeEngine) Mechanism() string { return "fake" }
 
 func (f *fakeEngine) Injections() <-chan Injection { return f.inj }
+
+// Active: in the fake, faults with a duration of 10 minutes or less have expired.
+func (f *fakeEngine) Active(key string) ([]bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.rules[key]
+	if !ok {
+		return nil, fmt.Errorf("fake engine: %s not armed", key)
+	}
+	out := make([]bool, len(r.faults))
+	for i, fl := range r.faults {
+		out[i] = fl.Duration == 0 || fl.Duration > 10*time.Minute
+	}
+	return out, nil
+}
 
 // Validate refuses functions named "not_injectable", as a kernel without them on the
 // error-injection list would.

@@ -12,9 +12,20 @@ func TestInjections(t *testing.T) {
 	u := newTestPlugin(t, "")
 	u.eng.inj = make(chan Injection)
 	u.armForTest(t, "c1", ident{SourceNRI, "default", "web", "app", "c1"}, `[{failtype: 0}, {failtype: 2}]`)
-	// "n1" was re-armed after a restart with only its second fault still due.
-	u.armForTest(t, "default/n1", ident{SourceContainerd, "default", "", "n1", "n1"}, `[{failtype: 0, duration: 1m}, {failtype: 1}]`)
-	u.Store().Update("default/n1", func(e *Entry) { e.Active = []int{1} })
+	// "n1" was re-armed after a restart with only its second fault still due: the
+	// engine holds that one fault, the state maps it back to index 1.
+	const n1 = `[{failtype: 0, duration: 1m}, {failtype: 1, duration: 1h}]`
+	u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", Container: "n1", ContainerID: "n1",
+		Faults: n1, Injected: []uint64{0, 0}, Armed: true, ArmedAt: time.Now().Add(-2 * time.Minute)})
+	src := &fakeSource{}
+	pid := src.add(t, u, "default", "n1", "n1", n1)
+	src.tasks = []TaskInfo{{Namespace: "default", ContainerID: "n1", Pid: pid}}
+	if err := NewEventHandler(u.Plugin, src).Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := u.Store().Get("default/n1"); len(e.Active) != 1 || e.Active[0] != 1 {
+		t.Fatalf("n1 active %v", e.Active)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -50,12 +61,19 @@ func TestInjections(t *testing.T) {
 	for _, c := range st.Containers {
 		switch c.Key {
 		case "c1":
+			if len(c.Live) != 2 || !c.Live[0] || !c.Live[1] {
+				t.Errorf("c1 live %v", c.Live)
+			}
 			if len(c.Recent) != recentPerKey || c.Recent[recentPerKey-1].PID != 109 || c.Recent[0].PID != 102 {
 				t.Errorf("c1 recent %+v", c.Recent)
 			}
 		case "default/n1":
 			if len(c.Recent) != 1 || c.Recent[0].Fault != 1 {
 				t.Errorf("n1 recent %+v", c.Recent)
+			}
+			// Fault 0 is not in the engine (elapsed before the restart); fault 1 is.
+			if len(c.Live) != 2 || c.Live[0] || !c.Live[1] {
+				t.Errorf("n1 live %v, want [false true]", c.Live)
 			}
 		}
 	}
