@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,5 +91,19 @@ func TestControlSocket(t *testing.T) {
 	s2, err := OpenStore(u.Config().StateDir)
 	if err != nil || !s2.Halted() {
 		t.Errorf("halt not persisted: %v", err)
+	}
+}
+
+func TestHeadersNotedOnce(t *testing.T) {
+	u := newTestPlugin(t, "")
+	for i := range 3 {
+		key := fmt.Sprintf("c%d", i)
+		u.armForTest(t, key, ident{SourceNRI, "default", "web", "app", key}, `{failtype: 0, headers: ["linux/mmzone.h"]}`)
+		if _, err := u.admit(ident{SourceNRI, "default", "web", "app", key}, "faults.kfault.dev/pod", `{failtype: 0, headers: ["linux/mmzone.h"]}`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(u.logs.String(), "headers field is accepted for KernelChaos compatibility"); n != 1 {
+		t.Errorf("noted %d times, want once", n)
 	}
 }

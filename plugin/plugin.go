@@ -83,6 +83,8 @@ type Plugin struct {
 	armed map[string]struct{} // keys armed in the engine by this process
 
 	inj injections // recent sampled injections, for status
+
+	headersNoted sync.Once
 }
 
 // New makes a Plugin. Nothing is read or started until the first config is applied
@@ -228,6 +230,15 @@ func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error)
 	faults, err := annotations.Parse(value)
 	if err != nil {
 		return nil, &RejectError{Annotation: key, Err: err}
+	}
+	for _, f := range faults {
+		if len(f.Headers) > 0 {
+			p.headersNoted.Do(func() {
+				p.log.Info("note: the headers field is accepted for KernelChaos compatibility and not needed: kfault reads types from the kernel's BTF",
+					append(id.logAttrs(), "annotation", key, "headers", f.Headers)...)
+			})
+			break
+		}
 	}
 	if v, ok := p.engine.(Validator); ok {
 		if err := v.Validate(faults); err != nil {
