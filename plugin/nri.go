@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -128,9 +129,27 @@ func (p *Plugin) serveOnce(ctx context.Context, o RunOptions, launched bool) err
 	if err != nil {
 		return err
 	}
-	err = s.Run(ctx)
+	if err := s.Start(ctx); err != nil {
+		s.Stop()
+		return err
+	}
+	where := o.SocketPath
+	if launched {
+		where = "inherited connection"
+	}
+	name, idx := o.Name, o.Index
+	if v := os.Getenv(api.PluginNameEnvVar); v != "" {
+		name = v
+	}
+	if v := os.Getenv(api.PluginIdxEnvVar); v != "" {
+		idx = v
+	}
+	p.log.Info("registered", "plugin", idx+"-"+name, "socket", where, "events", Events.PrettyString())
+	stop := context.AfterFunc(ctx, s.Stop)
+	defer stop()
+	s.Wait()
 	s.Stop()
-	return err
+	return errors.New("connection closed")
 }
 
 // Configure applies the node config delivered by NRI (from /etc/nri/conf.d for a

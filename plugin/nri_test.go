@@ -358,6 +358,9 @@ func TestNRILifecycle(t *testing.T) {
 	if got := tp.eng.armedKeys(); len(got) != 0 {
 		t.Fatalf("armed at create: %v", got)
 	}
+	if rl := tp.logLines("registered"); len(rl) != 1 || rl[0]["plugin"] != "10-kfault" || rl[0]["socket"] != h.rt.sock {
+		t.Errorf("registered log lines: %v", rl)
+	}
 	for _, c := range []*api.Container{app, side} {
 		if err := h.rt.startCtr(web, c); err != nil {
 			t.Fatalf("start %s: %v", c.Name, err)
