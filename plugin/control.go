@@ -161,10 +161,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // ServeControl listens on the unix socket path (replacing a stale one) and serves the
 // control API until ctx ends.
 func (p *Plugin) ServeControl(ctx context.Context, path string) error {
+	// A directory created here is 0700; an existing one (e.g. /run) is left alone: the
+	// socket's own mode (0600, root's) is what keeps others out.
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
-	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
