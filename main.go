@@ -38,6 +38,11 @@ func usage() {
 }
 
 func main() {
+	// containerd launches a pre-registered plugin (/opt/nri/plugins/10-kfault) with no arguments
+	// and the connection in NRI_PLUGIN_SOCKET: that is `kfault nri`.
+	if len(os.Args) == 1 && os.Getenv("NRI_PLUGIN_SOCKET") != "" {
+		os.Args = append(os.Args, "nri")
+	}
 	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
 		usage()
 		if len(os.Args) < 2 {
