@@ -1,9 +1,12 @@
 package predicate
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -76,22 +79,62 @@ var (
 	execErr  error
 )
 
-func needExec(t *testing.T) {
-	t.Helper()
-	if os.Getpagesize() != 4096 || !littleEndian() {
-		t.Skip("host execution tests assume amd64")
+// bpfWedged reports a task blocked in the kernel's BPF JIT allocator. Linux 6.18 was seen to
+// deadlock there (kworkers in bpf_prog_pack_free, loaders in bpf_prog_pack_alloc) after a few
+// thousand program loads and frees in quick succession; any further load then blocks forever
+// in uninterruptible sleep, which would hang the test binary.
+func bpfWedged() string {
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		stat, err := os.ReadFile(p + "/stat")
+		if err != nil {
+			continue
+		}
+		if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] != 'D' {
+			continue
+		}
+		wchan, _ := os.ReadFile(p + "/wchan")
+		if bytes.HasPrefix(wchan, []byte("bpf_prog_pack")) {
+			return fmt.Sprintf("task %s is blocked in %s", filepath.Base(p), wchan)
+		}
 	}
+	return ""
+}
+
+// hostBPF reports why this host cannot load the syscall and kprobe programs the host tests
+// use, or "".
+func hostBPF() string {
 	execOnce.Do(func() {
-		spec := &ebpf.ProgramSpec{Type: ebpf.Syscall, Flags: 1 << 4 /* BPF_F_SLEEPABLE */, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}}
-		p, err := ebpf.NewProgram(spec)
-		if err == nil {
+		if os.Getpagesize() != 4096 || !littleEndian() {
+			execErr = errors.New("host execution tests assume amd64")
+			return
+		}
+		if w := bpfWedged(); w != "" {
+			execErr = fmt.Errorf("the kernel's BPF JIT allocator looks deadlocked (%s)", w)
+			return
+		}
+		for _, spec := range []*ebpf.ProgramSpec{
+			{Type: ebpf.Syscall, Flags: 1 << 4 /* BPF_F_SLEEPABLE */, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}},
+			{Type: ebpf.Kprobe, License: "GPL", Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}},
+		} {
+			p, err := ebpf.NewProgram(spec)
+			if err != nil {
+				execErr = err
+				return
+			}
 			p.Close()
 		}
-		execErr = err
 	})
 	if execErr != nil {
-		t.Skipf("cannot load BPF syscall programs on this host (%v): host execution tests skipped", execErr)
+		return execErr.Error()
+	}
+	return ""
+}
+
+func needExec(t *testing.T) {
+	t.Helper()
+	if why := hostBPF(); why != "" {
+		t.Skipf("cannot load BPF programs on this host (%s): host execution tests skipped", why)
 	}
 }
 
@@ -100,38 +143,55 @@ func littleEndian() bool { return binary.NativeEndian.Uint16([]byte{1, 0}) == 1 
 // run compiles pred for sig and runs it on the fake memory; it returns R0.
 func run(t *testing.T, sig *Signature, pred string, src ArgSource, m *fakeMem) uint32 {
 	t.Helper()
+	return runBatch(t, sig, []string{pred}, src, m)[0]
+}
+
+// runBatch runs several predicates in one program (loading few programs keeps the kernel's
+// deferred-free work small): each result is stored in the context after the fake memory.
+func runBatch(t *testing.T, sig *Signature, preds []string, src ArgSource, m *fakeMem) []uint32 {
+	t.Helper()
 	needExec(t)
-	prog, err := Compile(sig, pred, Options{ArgSource: src, Arch: "amd64"})
-	if err != nil {
-		t.Fatalf("Compile(%q): %v", pred, err)
-	}
-	var insns asm.Instructions
+	ctx := append([]byte(nil), m.buf...)
+	resOff := len(ctx)
+	ctx = append(ctx, make([]byte, 4*len(preds))...)
+	var insns, subs asm.Instructions
 	for _, r := range m.relocs {
 		insns = append(insns,
 			asm.Mov.Reg(asm.R2, asm.R1),
 			asm.Add.Imm(asm.R2, int32(r[1])),
 			asm.StoreMem(asm.R1, int16(r[0]), asm.R2, asm.DWord))
 	}
-	insns = append(insns, prog.Call(), asm.Return())
-	insns[0] = insns[0].WithSymbol("entry")
-	insns = append(insns, prog.Instructions...)
-	p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
-		Name: "pred_test", Type: ebpf.Syscall, Flags: 1 << 4, License: "GPL", Instructions: insns,
-	}, ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch})
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			t.Fatalf("load %q: %+v\n%v", pred, ve, prog.Instructions)
+	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R1))
+	for i, pred := range preds {
+		prog, err := Compile(sig, pred, Options{ArgSource: src, Arch: "amd64", Symbol: fmt.Sprintf("pred%d", i)})
+		if err != nil {
+			t.Fatalf("Compile(%q): %v", pred, err)
 		}
-		t.Fatalf("load %q: %v", pred, err)
+		insns = append(insns,
+			asm.Mov.Reg(asm.R1, asm.R6),
+			prog.Call(),
+			asm.StoreMem(asm.R6, int16(resOff+4*i), asm.R0, asm.Word))
+		subs = append(subs, prog.Instructions...)
+	}
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	insns[0] = insns[0].WithSymbol("entry")
+	insns = append(insns, subs...)
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "pred_test", Type: ebpf.Syscall, Flags: 1 << 4, License: "GPL", Instructions: insns,
+	})
+	if err != nil {
+		t.Fatalf("load %q: %+v", preds, err)
 	}
 	defer p.Close()
-	ctx := append([]byte(nil), m.buf...)
-	ret, err := p.Run(&ebpf.RunOptions{Context: ctx})
-	if err != nil {
-		t.Fatalf("run %q: %v", pred, err)
+	out := make([]byte, len(ctx))
+	if _, err := p.Run(&ebpf.RunOptions{Context: ctx, ContextOut: out}); err != nil {
+		t.Fatalf("run %q: %v", preds, err)
 	}
-	return ret
+	res := make([]uint32, len(preds))
+	for i := range res {
+		res[i] = binary.LittleEndian.Uint32(out[resOff+4*i:])
+	}
+	return res
 }
 
 // dallocMem builds d_alloc_parallel(parent, name, wq) arguments: parent is a dentry named
@@ -163,7 +223,7 @@ func TestExecDAllocParallel(t *testing.T) {
 	for _, src := range []ArgSource{Tracing, Kprobe} {
 		for _, params := range []string{"", "struct dentry *parent, const struct qstr *name"} {
 			sig := mustResolve(t, spec, "d_alloc_parallel", params)
-			for _, tc := range []struct {
+			cases := []struct {
 				pred string
 				name string
 				want uint32
@@ -219,10 +279,21 @@ func TestExecDAllocParallel(t *testing.T) {
 				{`(1 << 40) + 5 == 1099511627781`, "x", 1},
 				{`name->hash_len != 0x7fffffffffffffff`, "x", 1},
 				{`name->len == 7 && (name->hash == 1 || STRCMP(name->name, "bananas"))`, "bananas", 1},
-			} {
-				m := dallocMem(src, tc.name)
-				if got := run(t, sig, tc.pred, src, m); got != tc.want {
-					t.Errorf("%v params=%q %q on %q = %d, want %d", src, params, tc.pred, tc.name, got, tc.want)
+			}
+			byName := map[string][]int{}
+			for i, tc := range cases {
+				byName[tc.name] = append(byName[tc.name], i)
+			}
+			for name, idx := range byName {
+				preds := make([]string, len(idx))
+				for k, i := range idx {
+					preds[k] = cases[i].pred
+				}
+				res := runBatch(t, sig, preds, src, dallocMem(src, name))
+				for k, i := range idx {
+					if tc := cases[i]; res[k] != tc.want {
+						t.Errorf("%v params=%q %q on %q = %d, want %d", src, params, tc.pred, tc.name, res[k], tc.want)
+					}
 				}
 			}
 		}
@@ -250,7 +321,7 @@ func TestExecBio(t *testing.T) {
 		return m
 	}
 	for _, src := range []ArgSource{Tracing, Kprobe} {
-		for _, tc := range []struct {
+		cases := []struct {
 			pred string
 			want uint32
 		}{
@@ -271,8 +342,14 @@ func TestExecBio(t *testing.T) {
 			{`bio->bi_next == 0`, 1},
 			{`bio->bi_next->bi_opf`, 0},
 			{`bio->bi_next != 0 && bio->bi_next->bi_opf`, 0},
-		} {
-			if got := run(t, sig, tc.pred, src, mk(src)); got != tc.want {
+		}
+		preds := make([]string, len(cases))
+		for i, tc := range cases {
+			preds[i] = tc.pred
+		}
+		res := runBatch(t, sig, preds, src, mk(src))
+		for i, tc := range cases {
+			if got := res[i]; got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
 			}
 		}
@@ -291,7 +368,7 @@ func TestExecInts(t *testing.T) {
 		m.put(argOff(src, 3), 8, 0xaaaaaaaa_aaaa0010) // short d = 16
 		m.put(argOff(src, 4), 8, 0xaaaaaaaa_aaaaaa01) // bool e = 1
 		m.put(argOff(src, 5), 8, uint64(1<<64-5))     // long f = -5
-		for _, tc := range []struct {
+		cases := []struct {
 			pred string
 			want uint32
 		}{
@@ -308,8 +385,14 @@ func TestExecInts(t *testing.T) {
 			{`f >> 1 == -3`, 1},
 			{`a + f == -15`, 1},
 			{`(a & 0xff) == 0xf6`, 1},
-		} {
-			if got := run(t, sig, tc.pred, src, m); got != tc.want {
+		}
+		preds := make([]string, len(cases))
+		for i, tc := range cases {
+			preds[i] = tc.pred
+		}
+		res := runBatch(t, sig, preds, src, m)
+		for i, tc := range cases {
+			if got := res[i]; got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
 			}
 		}
@@ -334,7 +417,7 @@ func TestExecStrs(t *testing.T) {
 		m.ptr(argv+8, a1)
 		m.ptr(argOff(src, 0), s)
 		m.ptr(argOff(src, 1), argv)
-		for _, tc := range []struct {
+		cases := []struct {
 			pred string
 			want uint32
 		}{
@@ -345,8 +428,14 @@ func TestExecStrs(t *testing.T) {
 			{`STRCMP(argv[0], "mount") && STRCMP(argv[1], "-t") && argv[2] == 0`, 1},
 			{`STRCMP(argv[s[5]], "mount")`, 1},
 			{`argv[0][0] == 'm'`, 1},
-		} {
-			if got := run(t, sig, tc.pred, src, m); got != tc.want {
+		}
+		preds := make([]string, len(cases))
+		for i, tc := range cases {
+			preds[i] = tc.pred
+		}
+		res := runBatch(t, sig, preds, src, m)
+		for i, tc := range cases {
+			if got := res[i]; got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
 			}
 		}
@@ -364,7 +453,7 @@ func TestExecUserStrings(t *testing.T) {
 		addr := uint64(uintptr(unsafe.Pointer(&userString[0])))
 		m.put(argOff(src, 0), 8, addr) // s: no __user tag, read falls back to user memory
 		m.put(argOff(src, 2), 8, addr) // u: const char __user *
-		for _, tc := range []struct {
+		cases := []struct {
 			pred string
 			want uint32
 		}{
@@ -373,8 +462,14 @@ func TestExecUserStrings(t *testing.T) {
 			{`STRCMP(s, "/etc/shadow")`, 0},
 			{`STRNCMP(u, "/etc/", 5)`, 1},
 			{`u[1] == 'e'`, 1},
-		} {
-			if got := run(t, sig, tc.pred, src, m); got != tc.want {
+		}
+		preds := make([]string, len(cases))
+		for i, tc := range cases {
+			preds[i] = tc.pred
+		}
+		res := runBatch(t, sig, preds, src, m)
+		for i, tc := range cases {
+			if got := res[i]; got != tc.want {
 				t.Errorf("%v %q = %d, want %d", src, tc.pred, got, tc.want)
 			}
 		}

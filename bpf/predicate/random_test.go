@@ -3,6 +3,7 @@ package predicate
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"testing"
 )
 
@@ -139,15 +140,48 @@ func TestRandomPredicates(t *testing.T) {
 	if testing.Short() {
 		n = 50
 	}
-	for i := 0; i < n; i++ {
-		pred, ref := randomPredicate(r, 5)
+	const batch = 50
+	for i := 0; i < n; i += batch {
+		src := ArgSource((i / batch) & 1)
+		var preds []string
+		var refs []refVal
+		for range batch {
+			pred, ref := randomPredicate(r, 5)
+			preds, refs = append(preds, pred), append(refs, ref)
+		}
+		res := runBatch(t, sig, preds, src, dallocMem(src, "bananas"))
+		for k, ref := range refs {
+			want := uint32(0)
+			if !ref.fails && ref.v != 0 {
+				want = 1
+			}
+			if res[k] != want {
+				t.Errorf("%v %s = %d, want %d (reference %+v)", src, preds[k], res[k], want, ref)
+			}
+		}
+	}
+}
+
+// FuzzExec is differential fuzzing: the inputs seed the generator of well-typed predicates,
+// which must compile, pass the verifier and agree with the reference semantics.
+func FuzzExec(f *testing.F) {
+	f.Add(uint64(1), uint64(2), uint8(5))
+	f.Add(uint64(42), uint64(7), uint8(7))
+	f.Fuzz(func(t *testing.T, s1, s2 uint64, depth uint8) {
+		if os.Getenv("KFAULT_FUZZ_LOAD") != "1" {
+			t.Skip("FuzzExec loads a program per input: set KFAULT_FUZZ_LOAD=1 (see fuzzLoad)")
+		}
+		needExec(t)
+		sig := mustResolve(t, testSpec(t), "d_alloc_parallel", "")
+		r := rand.New(rand.NewPCG(s1, s2))
+		pred, ref := randomPredicate(r, int(depth%6))
 		want := uint32(0)
 		if !ref.fails && ref.v != 0 {
 			want = 1
 		}
-		src := ArgSource(i & 1)
+		src := ArgSource(s1 & 1)
 		if got := run(t, sig, pred, src, dallocMem(src, "bananas")); got != want {
 			t.Errorf("%v %s = %d, want %d (reference %+v)", src, pred, got, want, ref)
 		}
-	}
+	})
 }
