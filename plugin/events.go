@@ -32,6 +32,9 @@ const (
 	TopicContainerDelete = "/containers/delete"
 )
 
+// criContainerTypeAnnotation is set by containerd's CRI on every container it makes.
+const criContainerTypeAnnotation = "io.kubernetes.cri.container-type"
+
 // nerdctlNameLabel is the container label nerdctl stores the container's name in.
 const nerdctlNameLabel = "nerdctl/name"
 
@@ -118,6 +121,11 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 	info, err := h.src.Container(ctx, namespace, id)
 	if err != nil {
 		p.log.Error("containerd: cannot load container", "namespace", namespace, "containerID", id, "error", err.Error())
+		return
+	}
+	if info.Annotations[criContainerTypeAnnotation] != "" {
+		// A CRI container in a namespace that is not skipped: NRI arms it; arming it
+		// here too would double every fault.
 		return
 	}
 	cid := ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id}

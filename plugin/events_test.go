@@ -51,6 +51,9 @@ func (f *fakeSource) add(t *testing.T, u *unitPlugin, ns, id, name, value string
 	if value != "" {
 		info.Annotations["faults.kfault.dev"] = value
 	}
+	if ns == "k8s.io" {
+		info.Annotations["io.kubernetes.cri.container-type"] = "container"
+	}
 	info.CgroupsPath = ":nerdctl:" + id
 	f.mu.Lock()
 	if f.containers == nil {
@@ -95,6 +98,14 @@ func TestEventHandler(t *testing.T) {
 			wantCalls: []string{},
 		},
 		"k8s.io is skipped (NRI covers it)": {
+			containers: map[string]string{"k8s.io/c": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{{"k8s.io", &apievents.TaskCreate{ContainerID: "c", Pid: p["k8s.io/c"]}}}
+			},
+			wantCalls: []string{},
+		},
+		"CRI containers are NRI's, even outside k8s.io": {
+			config:     "events: {skipNamespaces: []}",
 			containers: map[string]string{"k8s.io/c": fault},
 			steps: func(p map[string]uint32) []step {
 				return []step{{"k8s.io", &apievents.TaskCreate{ContainerID: "c", Pid: p["k8s.io/c"]}}}
