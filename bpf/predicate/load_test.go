@@ -192,7 +192,8 @@ func TestLoadAccepted(t *testing.T) {
 			t.Errorf("Compile(%s, %q): %v", tc.fn, tc.pred, err)
 			continue
 		}
-		insns := append(asm.Instructions{p.Call().WithSymbol("entry"), asm.Return()}, p.Instructions...)
+		// fentry programs must return 0.
+		insns := append(asm.Instructions{p.Call().WithSymbol("entry"), asm.Mov.Imm(asm.R0, 0), asm.Return()}, p.Instructions...)
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: tc.fn, License: "GPL", Instructions: insns,
 		})
