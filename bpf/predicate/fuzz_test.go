@@ -62,6 +62,7 @@ func FuzzParse(f *testing.F) {
 var (
 	fuzzSigsOnce sync.Once
 	fuzzSigs     []*Signature
+	kernelSigs   = map[*Signature]bool{} // resolved against the running kernel
 )
 
 func loadFuzzSigs(tb testing.TB) []*Signature {
@@ -74,6 +75,7 @@ func loadFuzzSigs(tb testing.TB) []*Signature {
 			for _, fn := range []string{"d_alloc_parallel", "should_fail_bio"} {
 				if sig, err := Resolve(kspec, fn, ""); err == nil {
 					fuzzSigs = append(fuzzSigs, sig)
+					kernelSigs[sig] = true
 				}
 			}
 		}
@@ -90,15 +92,19 @@ func fuzzLoad() bool {
 
 // loadCheck loads p behind a minimal caller: as a sleepable syscall program for Tracing code
 // (its context is raw memory, like the u64 array of a tracing context) and as a kprobe
-// program for Kprobe code.
-func loadCheck(t *testing.T, p *Program, src ArgSource) {
+// program for Kprobe code. In the test VM (KFAULT_E2E=1), Tracing code for a function of the
+// running kernel loads as a real fentry program on that function.
+func loadCheck(t *testing.T, p *Program, src ArgSource, sig *Signature) {
 	t.Helper()
-	insns := asm.Instructions{p.Call().WithSymbol("entry"), asm.Return()}
+	insns := asm.Instructions{p.Call().WithSymbol("entry"), asm.Mov.Imm(asm.R0, 0), asm.Return()}
 	insns = append(insns, p.Instructions...)
 	spec := &ebpf.ProgramSpec{Name: "pred_fuzz", License: "GPL", Instructions: insns}
-	if src == Kprobe {
+	switch {
+	case src == Kprobe:
 		spec.Type = ebpf.Kprobe
-	} else {
+	case kernelSigs[sig] && os.Getenv("KFAULT_E2E") == "1":
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachTraceFEntry, sig.FuncName
+	default:
 		spec.Type, spec.Flags = ebpf.Syscall, 1<<4
 	}
 	prog, err := ebpf.NewProgram(spec)
@@ -141,7 +147,7 @@ func FuzzCompile(f *testing.F) {
 			t.Fatalf("Compile(%q): marshal: %v", src, err)
 		}
 		if fuzzLoad() {
-			loadCheck(t, p, argSrc)
+			loadCheck(t, p, argSrc, sig)
 		}
 	})
 }
@@ -170,7 +176,7 @@ func TestVerifierKernelPredicates(t *testing.T) {
 				t.Errorf("Compile(%s, %q): %v", tc.fn, tc.pred, err)
 				break
 			}
-			loadCheck(t, p, src)
+			loadCheck(t, p, src, sig)
 		}
 	}
 }
