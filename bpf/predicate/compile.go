@@ -465,15 +465,16 @@ func (g *gen) rvalue(e Expr, o operand) (operand, error) {
 		if nbytes > maxReadSize {
 			return o, g.errAt(e.Pos(), "bitfield %s spans more than 8 bytes", exprName(e))
 		}
+		if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+			return o, g.errAt(e.Pos(), "bitfields are supported on little-endian machines only")
+		}
+		// Zero 8 bytes, read the bytes holding the field, shift it out of the 64-bit word.
 		g.emit(asm.StoreImm(asm.R10, offRead, 0, asm.Word))
 		g.emit(asm.StoreImm(asm.R10, offRead+4, 0, asm.Word))
 		if err := g.read(o, nbytes, offRead); err != nil {
 			return o, err
 		}
 		g.emit(asm.LoadMem(asm.R0, asm.R10, offRead, asm.DWord))
-		if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
-			return o, g.errAt(e.Pos(), "bitfields are supported on little-endian machines only")
-		}
 		left := int32(64 - o.bitOff - o.bitSize)
 		if left > 0 {
 			g.emit(asm.LSh.Imm(asm.R0, left))
@@ -541,9 +542,6 @@ func (g *gen) read(o operand, n int, dst int16) error {
 	g.emit(asm.Mov.Reg(asm.R3, asm.R0))
 	if o.off != 0 {
 		g.emit(asm.Add.Imm(asm.R3, int32(o.off)))
-	}
-	if o.bitSize > 0 && o.bitOff >= 8 {
-		g.emit(asm.Add.Imm(asm.R3, int32(o.bitOff/8)))
 	}
 	g.emit(asm.Mov.Reg(asm.R1, asm.R10))
 	g.emit(asm.Add.Imm(asm.R1, int32(dst)))
