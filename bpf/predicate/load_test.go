@@ -192,16 +192,22 @@ func TestLoadAccepted(t *testing.T) {
 			t.Errorf("Compile(%s, %q): %v", tc.fn, tc.pred, err)
 			continue
 		}
-		// fentry programs must return 0.
+		// fentry programs must return 0; fmod_ret ones return 0 to leave the result alone.
 		insns := append(asm.Instructions{p.Call().WithSymbol("entry"), asm.Mov.Imm(asm.R0, 0), asm.Return()}, p.Instructions...)
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: tc.fn, License: "GPL", Instructions: insns,
-		})
-		if err != nil {
-			t.Errorf("load fentry %s %q: %+v\n%v", tc.fn, tc.pred, err, p.Instructions)
-			continue
+		attachTypes := []ebpf.AttachType{ebpf.AttachTraceFEntry}
+		if strings.HasPrefix(tc.fn, "should_fail") {
+			attachTypes = append(attachTypes, ebpf.AttachModifyReturn)
 		}
-		prog.Close()
+		for _, at := range attachTypes {
+			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+				Type: ebpf.Tracing, AttachType: at, AttachTo: tc.fn, License: "GPL", Instructions: insns,
+			})
+			if err != nil {
+				t.Errorf("load %v %s %q: %+v\n%v", at, tc.fn, tc.pred, err, p.Instructions)
+				continue
+			}
+			prog.Close()
+		}
 	}
 }
 
@@ -222,6 +228,8 @@ var kernelPredicates = []struct{ fn, pred string }{
 	{"should_fail_bio", `bio->bi_opf & 1`},
 	{"should_fail_bio", `(bio->bi_opf & 0xff) == 1 && bio->bi_iter.bi_size > 4096 && bio->bi_bdev->bd_dev != 0`},
 	{"should_fail_bio", `bio->bi_io_vec[bio->bi_vcnt - 1].bv_len == 4096`},
+	{"should_failslab", `STRNCMP(s->name, "dentry", 6) && (gfpflags & 0x400) && s->size > 128`},
+	{"should_fail_alloc_page", `order > 0 && gfp_mask & 0x10`},
 	{"do_sys_openat2", `dfd == -100 && how->flags & 0x40`},
 	{"do_sys_openat2", `STRNCMP(filename, "/etc", 4)`},
 	{"__x64_sys_mount", `regs->di != 0`},
