@@ -12,6 +12,11 @@
 //	sig, err := predicate.Resolve(spec, frame.FuncName, frame.Parameters) // spec: btf.LoadKernelSpec()
 //	prog, err := predicate.Compile(sig, frame.Predicate, predicate.Options{ArgSource: predicate.Tracing, Symbol: "pred_0"})
 //
+// or, for one call-chain frame with errors named like the annotation's fields
+// ("callchain[0].predicate: column 15: unknown member ..."),
+//
+//	sig, prog, err := predicate.CompileFrame(spec, i, frame.FuncName, frame.Parameters, frame.Predicate, opts) // prog nil without a predicate
+//
 // Resolve finds the function in BTF (an error wrapping ErrNotInBTF when absent) and checks the
 // optional C parameter list against it. Compile parses and type-checks the predicate and
 // generates the code. Parse (syntax only) and Check (type check only) exist for validation
