@@ -15,8 +15,9 @@ import (
 //	static __noinline int kfault_pred_0(void *ctx) { ... }
 //
 // (whose result the compiler cannot fold, e.g. through a volatile read), calls it with its
-// context, and the loader compiles the frame's predicate with Options{Symbol: "kfault_pred_0",
-// FuncInfo: true} and splices it in before loading.
+// context, and the loader compiles the frame's predicate with Options{Symbol: "kfault_pred_0"}
+// and splices it in before loading. The stub's BTF func and line info, if any, are kept on the
+// predicate's first instruction.
 //
 // The function is found by its symbol; it ends where the next function starts (an instruction
 // carrying a symbol or BTF func metadata) or at the end of the stream. Other functions are
