@@ -26,7 +26,7 @@ kernel_cache_dir() {
 		kernel_source_version
 		cat "$VM_DIR/kernel.config"
 		variant_fragment "$variant"
-		sed -n '/^# recipe:start/,/^# recipe:end/p' "$VM_DIR/build-kernel"
+		sed -n '/# recipe:start/,/# recipe:end/p' "$VM_DIR/build-kernel"
 	} | sha256sum | cut -c1-16)
 	echo "$KFAULT_CACHE/kernel/$variant-$key"
 }
