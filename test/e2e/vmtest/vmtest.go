@@ -122,20 +122,46 @@ type Container struct {
 	Command     []string
 	Annotations map[string]string
 	Privileged  bool
+	Mounts      []Mount
+	LogPath     string // relative to the pod's log directory; defaults to Name.log
+}
+
+// Mount is a host directory or file bind-mounted into a container.
+type Mount struct {
+	HostPath, ContainerPath string
+	Readonly                bool
 }
 
 // CreateContainer creates a container in a pod and returns its id, or the error crictl gave.
 func CreateContainer(t testing.TB, podID string, pod Pod, c Container) (string, error) {
 	t.Helper()
+	id, err := CreateContainerNoCleanup(t, podID, pod, c)
+	if err != nil {
+		return "", err
+	}
+	t.Cleanup(func() {
+		Output("crictl", "stop", "-t", "1", id)
+		Output("crictl", "rm", "-f", id)
+	})
+	return id, nil
+}
+
+// CreateContainerNoCleanup is CreateContainer for tests that stop and remove the container
+// themselves (removing the pod at cleanup removes it too).
+func CreateContainerNoCleanup(t testing.TB, podID string, pod Pod, c Container) (string, error) {
+	t.Helper()
 	if c.Image == "" {
 		c.Image = BusyboxImage
+	}
+	if c.LogPath == "" {
+		c.LogPath = c.Name + ".log"
 	}
 	cfg := map[string]any{
 		"metadata":    map[string]any{"name": c.Name},
 		"image":       map[string]any{"image": c.Image},
 		"command":     c.Command,
 		"annotations": c.Annotations,
-		"log_path":    c.Name + ".log",
+		"log_path":    c.LogPath,
 		"linux": map[string]any{
 			"security_context": map[string]any{"privileged": c.Privileged},
 		},
@@ -149,18 +175,20 @@ func CreateContainer(t testing.TB, podID string, pod Pod, c Container) (string, 
 			"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}},
 		},
 	}
+	if len(c.Mounts) > 0 {
+		var ms []map[string]any
+		for _, m := range c.Mounts {
+			ms = append(ms, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly})
+		}
+		cfg["mounts"] = ms
+	}
 	cpath := writeJSON(t, "ctr-"+pod.UID+"-"+c.Name+".json", cfg)
 	ppath := writeJSON(t, "podc-"+pod.UID+".json", podCfg)
 	out, err := Output("crictl", "create", podID, cpath, ppath)
 	if err != nil {
 		return "", fmt.Errorf("crictl create: %v: %s", err, out)
 	}
-	id := lastLine(out)
-	t.Cleanup(func() {
-		Output("crictl", "stop", "-t", "1", id)
-		Output("crictl", "rm", "-f", id)
-	})
-	return id, nil
+	return lastLine(out), nil
 }
 
 // StartContainer creates and starts a container, failing the test on error.

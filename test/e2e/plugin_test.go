@@ -1,0 +1,276 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/test/e2e/vmtest"
+)
+
+// mkdirEACCES fails every mkdir(2) of the annotated container: busybox `mkdir DIR` says
+// "Permission denied". Cheap and deterministic, and unlike openat, not called by runc init
+// between the arming (NRI StartContainer) and the exec of the container's process.
+const mkdirEACCES = "{function: __x64_sys_mkdir, errno: EACCES}"
+
+// openatEACCES fails every open(2): busybox `cat FILE` says "Permission denied".
+const openatEACCES = "{function: __x64_sys_openat, errno: EACCES}"
+
+const passwdLine = "root:x:0:0:root" // the first line of the busybox image's /etc/passwd
+
+// withPlugin starts containerd and a kfault nri of the test's own.
+func withPlugin(t *testing.T, name string, o vmtest.PluginOptions) *vmtest.Plugin {
+	t.Helper()
+	vmtest.Require(t)
+	vmtest.Containerd(t)
+	return vmtest.StartPlugin(t, name, o)
+}
+
+func newPod(name string, annotations map[string]string) vmtest.Pod {
+	return vmtest.Pod{Name: name, Namespace: "default", UID: fmt.Sprintf("%s-%d", name, time.Now().UnixNano()),
+		Annotations: annotations}
+}
+
+func runPod(t *testing.T, p *vmtest.Pod) string {
+	t.Helper()
+	if p.CgroupParent == "" {
+		p.CgroupParent = "/kubepods/besteffort/pod" + p.UID
+	}
+	return vmtest.RunPod(t, *p)
+}
+
+// The annotated container's very first action, mkdir as the container's own process (no
+// shell first), fails: the fault was armed before any user code ran. Its neighbour in the same
+// pod runs the same command and succeeds.
+func TestPluginArmedBeforeFirstInstruction(t *testing.T) {
+	p := withPlugin(t, "first", vmtest.PluginOptions{})
+	pod := newPod("first", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	podID := runPod(t, &pod)
+	cmd := []string{"mkdir", "/tmp/first"}
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
+
+	vcode := vmtest.WaitExited(t, victim, time.Minute)
+	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
+	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
+	t.Logf("victim: exit %d, log %q", vcode, vlog)
+	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
+	if vcode == 0 || !strings.Contains(vlog, "mkdir: can't create directory '/tmp/first': Permission denied") {
+		t.Errorf("victim: exit %d, log %q: want its very first mkdir to fail with Permission denied", vcode, vlog)
+	}
+	if ncode != 0 || nlog != "" {
+		t.Errorf("neighbour: exit %d, log %q: want success", ncode, nlog)
+	}
+	armed := p.WaitLog(10*time.Second, "armed (victim)", vmtest.ArmedLine("first", "victim"))
+	t.Logf("armed line: cgroup %s, mechanism %s, armSeconds %v", armed.Str("cgroup"), armed.Str("mechanism"), armed["armSeconds"])
+	for _, e := range p.Log(false) {
+		if e.Msg() == "armed" && e.Str("container") == "neighbour" {
+			t.Errorf("the neighbour was armed: %v", e)
+		}
+	}
+}
+
+// An openat fault is the container's, not its runtime's: the container's own first open
+// fails with the fault's errno, and the container's process does run. (It fails today: the
+// fault is armed at NRI StartContainer while runc init is still in the container's cgroup, and
+// runc init opens /proc/self/fd (to close inherited fds) before it execs the container's
+// process, so the container dies with runc's "open /proc/self/fd: permission denied" and no
+// user code runs. The same goes for any fault runc init's last steps meet, e.g. a slab fault
+// without a call chain fails its execve.)
+func TestPluginOpenatFaultSparesRuntimeInit(t *testing.T) {
+	withPlugin(t, "openat", vmtest.PluginOptions{})
+	pod := newPod("openat", map[string]string{"faults.kfault.dev/container.victim": openatEACCES})
+	podID := runPod(t, &pod)
+	cmd := []string{"cat", "/etc/passwd"}
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
+	vcode := vmtest.WaitExited(t, victim, time.Minute)
+	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
+	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
+	t.Logf("victim: exit %d, log %q", vcode, vlog)
+	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
+	if ncode != 0 || !strings.Contains(nlog, passwdLine) {
+		t.Errorf("neighbour: exit %d, log %q: want /etc/passwd printed", ncode, nlog)
+	}
+	switch {
+	case strings.Contains(vlog, "cat: can't open '/etc/passwd': Permission denied"):
+		// The container's own first open failed.
+	case strings.Contains(vlog, "/proc/self/fd"):
+		t.Errorf("victim: the openat fault hit runc init before the container's process was executed "+
+			"(armed at StartContainer while runc init is in the cgroup); no user code ran: exit %d, log %q", vcode, vlog)
+	default:
+		t.Errorf("victim: exit %d, log %q: want cat's open of /etc/passwd to fail with Permission denied", vcode, vlog)
+	}
+}
+
+// A bad annotation fails crictl create, and the message names the field. A container of the
+// same pod that the annotation does not name is created and runs.
+func TestPluginBadAnnotationFailsCreate(t *testing.T) {
+	withPlugin(t, "bad", vmtest.PluginOptions{})
+	pod := newPod("bad", map[string]string{
+		"faults.kfault.dev/container.victim": "{function: __x64_sys_mkdir, errno: EACCES, probability: 200}",
+	})
+	podID := runPod(t, &pod)
+	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"true"}})
+	if err == nil {
+		t.Fatal("crictl create of a container with probability: 200 succeeded")
+	}
+	t.Logf("crictl create: %v", err)
+	for _, want := range []string{"kfault", "probability", "200"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("create error does not mention %q: %v", want, err)
+		}
+	}
+	ok := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "other", Command: []string{"cat", "/etc/passwd"}})
+	if code := vmtest.WaitExited(t, ok, time.Minute); code != 0 {
+		t.Errorf("unannotated container of the same pod: exit %d, log %q", code, vmtest.Logs(t, ok))
+	}
+}
+
+// A pod in a denied namespace (kube-system, the default deny list) cannot carry a fault: the
+// annotated container's creation fails with a message naming the namespace; an unannotated
+// container of the same pod runs.
+func TestPluginDeniedNamespace(t *testing.T) {
+	withPlugin(t, "denied", vmtest.PluginOptions{})
+	pod := newPod("denied", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	pod.Namespace = "kube-system"
+	podID := runPod(t, &pod)
+	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"mkdir", "/tmp/x"}})
+	if err == nil {
+		t.Fatal("crictl create of an annotated container in kube-system succeeded")
+	}
+	t.Logf("crictl create: %v", err)
+	for _, want := range []string{"kfault", "namespace", "kube-system", "denied"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("create error does not mention %q: %v", want, err)
+		}
+	}
+	plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"cat", "/etc/passwd"}})
+	if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
+		t.Errorf("unannotated container in kube-system: exit %d, log %q", code, vmtest.Logs(t, plain))
+	}
+}
+
+// kill -9 of the plugin stops injection at once (nothing is pinned); a restarted plugin
+// re-arms the running container at Synchronize and its times budget continues.
+func TestPluginKillAndRestart(t *testing.T) {
+	p := withPlugin(t, "kill", vmtest.PluginOptions{})
+	pod := newPod("kill", map[string]string{
+		"faults.kfault.dev/container.victim": "{function: __x64_sys_mkdir, errno: EACCES, times: 6}",
+	})
+	podID := runPod(t, &pod)
+	vg, ng := vmtest.NewGate(t, "kill-victim"), vmtest.NewGate(t, "kill-neighbour")
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim",
+		Command: vmtest.MkdirLoop(100, true, ""), Mounts: []vmtest.Mount{vg.Mount()}})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour",
+		Command: vmtest.MkdirLoop(100, true, ""), Mounts: []vmtest.Mount{ng.Mount()}})
+
+	// Three injections, then wait until the state file has them (persisted every 5 s).
+	vg.Allow(1, 3)
+	ng.Allow(1, 3)
+	vt := vmtest.WaitTries(t, victim, 3, time.Minute)
+	nt := vmtest.WaitTries(t, neighbour, 3, time.Minute)
+	t.Logf("before the kill: victim %s; neighbour %s", vmtest.Summary(vt), vmtest.Summary(nt))
+	if vmtest.Failed(vt) != 3 || vmtest.Failed(nt) != 0 {
+		t.Fatalf("before the kill: victim %s (want 3 failures), neighbour %s (want none)", vmtest.Summary(vt), vmtest.Summary(nt))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e, ok := p.State()[victim]
+		if ok && len(e.Injected) == 1 && e.Injected[0] == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state file: victim entry %+v, want injected [3]", e)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	p.Kill()
+	t.Logf("kfault nri killed with SIGKILL")
+	vg.Allow(4, 4)
+	vt = vmtest.WaitTries(t, victim, 4, time.Minute)
+	if !vt[3].OK {
+		t.Errorf("try 4, after kill -9: failed; injection did not stop (%s)", vmtest.Summary(vt))
+	}
+	if o := vmtest.BPF(t); len(o.Programs) != 0 || len(o.Links) != 0 {
+		t.Errorf("after kill -9, kfault BPF objects remain: programs %v links %v", o.Programs, o.Links)
+	}
+
+	p.Start()
+	armed := p.WaitLog(30*time.Second, "armed (victim, at Synchronize)", vmtest.ArmedLine("kill", "victim"))
+	t.Logf("re-armed after restart: alreadyInjected %v", armed["alreadyInjected"])
+	vg.Allow(5, 12)
+	ng.Allow(4, 12)
+	vt = vmtest.WaitTries(t, victim, 12, 2*time.Minute)
+	nt = vmtest.WaitTries(t, neighbour, 12, 2*time.Minute)
+	t.Logf("victim %s", vmtest.Summary(vt))
+	t.Logf("neighbour %s", vmtest.Summary(nt))
+	after := vt[4:12]
+	if got := vmtest.Failed(after); got != 3 {
+		t.Errorf("after the restart: %d failures in tries 5..12, want exactly 3 (times: 6, 3 used before the kill): %s", got, vmtest.Summary(after))
+	}
+	for i := 0; i < 3; i++ {
+		if after[i].OK {
+			t.Errorf("try %d after the restart succeeded; want tries 5, 6, 7 to fail", after[i].N)
+		}
+	}
+	if vmtest.Failed(nt) != 0 {
+		t.Errorf("neighbour had failures: %s", vmtest.Summary(nt))
+	}
+}
+
+// Restarting containerd: the plugin reconnects (and is re-synchronized) and the running
+// container's fault stays armed throughout.
+func TestPluginContainerdRestart(t *testing.T) {
+	p := withPlugin(t, "ctrd-restart", vmtest.PluginOptions{})
+	pod := newPod("restart", map[string]string{
+		"faults.kfault.dev/container.victim": mkdirEACCES,
+		"faults.kfault.dev/container.late":   mkdirEACCES,
+	})
+	podID := runPod(t, &pod)
+	vg, ng := vmtest.NewGate(t, "restart-victim"), vmtest.NewGate(t, "restart-neighbour")
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim",
+		Command: vmtest.MkdirLoop(100, true, ""), Mounts: []vmtest.Mount{vg.Mount()}})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour",
+		Command: vmtest.MkdirLoop(100, true, ""), Mounts: []vmtest.Mount{ng.Mount()}})
+	vg.Allow(1, 1)
+	ng.Allow(1, 1)
+	vt := vmtest.WaitTries(t, victim, 1, time.Minute)
+	nt := vmtest.WaitTries(t, neighbour, 1, time.Minute)
+	if vt[0].OK || !nt[0].OK {
+		t.Fatalf("before the restart: victim %s (want F), neighbour %s (want ok)", vmtest.Summary(vt), vmtest.Summary(nt))
+	}
+
+	registered, synced := p.Count("registered"), p.Count("synchronized")
+	start := time.Now()
+	vmtest.RestartContainerd(t)
+	t.Logf("containerd restarted in %.1fs", time.Since(start).Seconds())
+	// While containerd is (re)starting, the rule stays armed.
+	vg.Allow(2, 2)
+	ng.Allow(2, 2)
+	p.WaitCount(90*time.Second, "registered", registered+1)
+	p.WaitCount(30*time.Second, "synchronized", synced+1)
+	t.Logf("plugin reconnected %.1fs after the restart began", time.Since(start).Seconds())
+	if !p.Running() {
+		t.Fatal("kfault nri exited when containerd restarted")
+	}
+	vg.Allow(3, 4)
+	ng.Allow(3, 4)
+	vt = vmtest.WaitTries(t, victim, 4, time.Minute)
+	nt = vmtest.WaitTries(t, neighbour, 4, time.Minute)
+	t.Logf("victim %s; neighbour %s", vmtest.Summary(vt), vmtest.Summary(nt))
+	if vmtest.Failed(vt) != 4 {
+		t.Errorf("victim: want every try to fail across the containerd restart: %s", vmtest.Summary(vt))
+	}
+	if vmtest.Failed(nt) != 0 {
+		t.Errorf("neighbour had failures: %s", vmtest.Summary(nt))
+	}
+	// And the reconnected plugin arms new containers.
+	late := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "late", Command: []string{"mkdir", "/tmp/late"}})
+	code := vmtest.WaitExited(t, late, time.Minute)
+	if log := vmtest.Logs(t, late); code == 0 || !strings.Contains(log, "Permission denied") {
+		t.Errorf("container started after the restart: exit %d, log %q: want its open to fail", code, log)
+	}
+}

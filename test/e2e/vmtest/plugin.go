@@ -1,0 +1,409 @@
+package vmtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/plugin"
+)
+
+// KfaultBinary is the kfault command the e2e tests run (out/bin/kfault, on PATH in the VM).
+func KfaultBinary() string {
+	if p, err := exec.LookPath("kfault"); err == nil {
+		return p
+	}
+	return filepath.Join(RepoRoot(), "out/bin/kfault")
+}
+
+// Plugin is a `kfault nri` started by hand by a test, with its own state directory, control
+// socket and log file under /run/kfault-e2e/<name>. It is stopped at cleanup.
+type Plugin struct {
+	t    testing.TB
+	Name string
+	// Dir holds the state directory, the control socket and the log file.
+	Dir, StateDir, ControlSocket, LogFile string
+	// MetricsAddress is the --metrics-address, if any.
+	MetricsAddress string
+	// Args are extra flags.
+	Args []string
+
+	cmd      *exec.Cmd
+	done     chan struct{}
+	logStart int64 // offset in LogFile where the current instance's lines begin
+}
+
+// PluginOptions are optional settings for StartPlugin.
+type PluginOptions struct {
+	MetricsAddress string
+	Args           []string
+}
+
+// StartPlugin starts `kfault nri` and waits until it has registered with containerd.
+func StartPlugin(t testing.TB, name string, o PluginOptions) *Plugin {
+	t.Helper()
+	dir := filepath.Join("/run/kfault-e2e", name)
+	os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	p := &Plugin{
+		t: t, Name: name, Dir: dir,
+		StateDir:       filepath.Join(dir, "state"),
+		ControlSocket:  filepath.Join(dir, "control.sock"),
+		LogFile:        filepath.Join(dir, "kfault.log"),
+		MetricsAddress: o.MetricsAddress,
+		Args:           o.Args,
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			data, _ := os.ReadFile(p.LogFile)
+			t.Logf("plugin log (%s):\n%s", p.LogFile, tail(string(data), 60))
+		}
+	})
+	p.Start()
+	return p
+}
+
+// Start starts a new instance (after Kill or Stop) and waits for its "registered" line.
+func (p *Plugin) Start() {
+	t := p.t
+	t.Helper()
+	if p.Running() {
+		t.Fatalf("plugin %s already running (pid %d)", p.Name, p.Pid())
+	}
+	if fi, err := os.Stat(p.LogFile); err == nil {
+		p.logStart = fi.Size()
+	} else {
+		p.logStart = 0
+	}
+	args := []string{"nri", "--state-dir", p.StateDir, "--control-socket", p.ControlSocket, "--log-file", p.LogFile}
+	if p.MetricsAddress != "" {
+		args = append(args, "--metrics-address", p.MetricsAddress)
+	}
+	args = append(args, p.Args...)
+	cmd := exec.Command(KfaultBinary(), args...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting kfault nri: %v", err)
+	}
+	p.cmd = cmd
+	done := make(chan struct{})
+	p.done = done
+	go func() { cmd.Wait(); close(done) }()
+	_, err := p.waitLog(60*time.Second, func(e LogEntry) bool { return e.Msg() == "registered" })
+	if err != nil {
+		data, _ := os.ReadFile(p.LogFile)
+		t.Fatalf("kfault nri did not register: %v\nstderr: %s\nlog:\n%s", err, stderr.String(), tail(string(data), 40))
+	}
+	t.Logf("kfault nri (pid %d) registered in %.2fs", cmd.Process.Pid, time.Since(start).Seconds())
+}
+
+// Running says whether the current instance is alive.
+func (p *Plugin) Running() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Pid is the current instance's pid.
+func (p *Plugin) Pid() int {
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *Plugin) Kill() { p.signal(syscall.SIGKILL) }
+
+// Stop sends SIGTERM (SIGKILL after 20s) and waits.
+func (p *Plugin) Stop() { p.signal(syscall.SIGTERM) }
+
+func (p *Plugin) signal(sig syscall.Signal) {
+	if !p.Running() {
+		return
+	}
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// LogEntry is one JSON log line of the plugin.
+type LogEntry map[string]any
+
+// Msg is the line's message.
+func (e LogEntry) Msg() string { s, _ := e["msg"].(string); return s }
+
+// Str is a string attribute.
+func (e LogEntry) Str(k string) string {
+	switch v := e[k].(type) {
+	case string:
+		return v
+	case nil:
+		return ""
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// Num is a numeric attribute (NaN-free: 0 and false when absent).
+func (e LogEntry) Num(k string) (float64, bool) {
+	v, ok := e[k].(float64)
+	return v, ok
+}
+
+// Log returns the current instance's log lines (all instances' with all=true).
+func (p *Plugin) Log(all bool) []LogEntry {
+	data, err := os.ReadFile(p.LogFile)
+	if err != nil {
+		return nil
+	}
+	if !all && int64(len(data)) >= p.logStart {
+		data = data[p.logStart:]
+	}
+	return ParseLog(data)
+}
+
+// ParseLog parses JSON log lines, skipping others.
+func ParseLog(data []byte) []LogEntry {
+	var out []LogEntry
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e LogEntry
+		if json.Unmarshal(sc.Bytes(), &e) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// WaitLog waits for a line of the current instance matching match and returns it.
+func (p *Plugin) WaitLog(timeout time.Duration, what string, match func(LogEntry) bool) LogEntry {
+	p.t.Helper()
+	e, err := p.waitLog(timeout, match)
+	if err != nil {
+		data, _ := os.ReadFile(p.LogFile)
+		p.t.Fatalf("plugin log: no %s line after %s\n%s", what, timeout, tail(string(data[min(int64(len(data)), p.logStart):]), 40))
+	}
+	return e
+}
+
+func (p *Plugin) waitLog(timeout time.Duration, match func(LogEntry) bool) (LogEntry, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, e := range p.Log(false) {
+			if match(e) {
+				return e, nil
+			}
+		}
+		if p.cmd != nil && !p.Running() {
+			return nil, fmt.Errorf("kfault nri exited (%v)", p.cmd.ProcessState)
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("timed out after %s", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ArmedLine matches the plugin's "armed" line for a container (by name; and pod if not empty).
+func ArmedLine(pod, container string) func(LogEntry) bool {
+	return func(e LogEntry) bool {
+		return e.Msg() == "armed" && e.Str("source") != "" && e.Str("container") == container &&
+			(pod == "" || e.Str("pod") == pod)
+	}
+}
+
+// Status runs `kfault status --json` against the plugin's control socket.
+func (p *Plugin) Status() plugin.Status {
+	p.t.Helper()
+	out := Run(p.t, KfaultBinary(), "status", "--socket", p.ControlSocket, "--json")
+	var st plugin.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		p.t.Fatalf("kfault status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// State reads the plugin's state file.
+func (p *Plugin) State() map[string]plugin.Entry {
+	p.t.Helper()
+	data, err := os.ReadFile(filepath.Join(p.StateDir, plugin.StateFileName))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var f struct {
+		Containers map[string]plugin.Entry `json:"containers"`
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		p.t.Fatalf("state file: %v", err)
+	}
+	return f.Containers
+}
+
+// RSSKiB is the plugin's resident set size (VmRSS), in KiB.
+func (p *Plugin) RSSKiB() int {
+	p.t.Helper()
+	return RSSKiB(p.t, p.Pid())
+}
+
+// RSSKiB reads VmRSS of a process, in KiB.
+func RSSKiB(t testing.TB, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`).FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("/proc/%d/status: no VmRSS", pid)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// RestartContainerd restarts containerd (containers keep running) and waits for its sockets.
+func RestartContainerd(t testing.TB) {
+	t.Helper()
+	Run(t, filepath.Join(RepoRoot(), "test/vm/containerd-up"), "--restart")
+}
+
+// BPFObjects lists the loaded BPF programs and maps whose names start with prefix, and the
+// BPF links whose program is one of those programs (from bpftool).
+type BPFObjects struct {
+	Programs []string // "id name type"
+	Links    []string // "id prog_id type"
+	MapIDs   map[string]int
+}
+
+// BPF lists kfault's BPF programs ("kfault_" names), their links, and kfault's maps.
+func BPF(t testing.TB) BPFObjects {
+	t.Helper()
+	var progs []struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+		Type string `json:"type"`
+	}
+	bpftoolJSON(t, &progs, "prog", "show")
+	var links []struct {
+		ID     int    `json:"id"`
+		ProgID int    `json:"prog_id"`
+		Type   string `json:"type"`
+	}
+	bpftoolJSON(t, &links, "link", "show")
+	var maps []struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+	}
+	bpftoolJSON(t, &maps, "map", "show")
+	o := BPFObjects{MapIDs: map[string]int{}}
+	ours := map[int]bool{}
+	for _, p := range progs {
+		if strings.HasPrefix(p.Name, "kfault") {
+			ours[p.ID] = true
+			o.Programs = append(o.Programs, fmt.Sprintf("%d %s %s", p.ID, p.Name, p.Type))
+		}
+	}
+	for _, l := range links {
+		if ours[l.ProgID] {
+			o.Links = append(o.Links, fmt.Sprintf("%d prog %d %s", l.ID, l.ProgID, l.Type))
+		}
+	}
+	for _, m := range maps {
+		if strings.HasPrefix(m.Name, "kfault") {
+			o.MapIDs[m.Name] = m.ID
+		}
+	}
+	sort.Strings(o.Programs)
+	return o
+}
+
+// BPFMapEntries returns the number of entries of a hash map (bpftool map dump).
+func BPFMapEntries(t testing.TB, id int) int {
+	t.Helper()
+	var entries []json.RawMessage
+	bpftoolJSON(t, &entries, "map", "dump", "id", strconv.Itoa(id))
+	return len(entries)
+}
+
+func bpftoolJSON(t testing.TB, v any, args ...string) {
+	t.Helper()
+	cmd := exec.Command(Bpftool(), append([]string{"-j"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bpftool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if len(bytes.TrimSpace(out)) == 0 {
+		out = []byte("[]")
+	}
+	if err := json.Unmarshal(out, v); err != nil {
+		t.Fatalf("bpftool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Bpftool is the bpftool binary.
+func Bpftool() string {
+	if p, err := exec.LookPath("bpftool"); err == nil {
+		return p
+	}
+	return "/usr/sbin/bpftool"
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Count counts the current instance's lines with message msg.
+func (p *Plugin) Count(msg string) int {
+	n := 0
+	for _, e := range p.Log(false) {
+		if e.Msg() == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitCount waits until the current instance has logged msg at least n times.
+func (p *Plugin) WaitCount(timeout time.Duration, msg string, n int) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for p.Count(msg) < n {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(p.LogFile)
+			p.t.Fatalf("plugin log: %d %q lines after %s, want %d\n%s", p.Count(msg), msg, timeout, n, tail(string(data), 40))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
