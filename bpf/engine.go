@@ -84,6 +84,8 @@ type Engine struct {
 	ruleIDs  [maxRules]bool // counter slots in use
 	nextRule int
 	closed   bool
+
+	chains chainSet // call chains: frame programs, chain ids (chain.go)
 }
 
 type setKey struct {
@@ -112,6 +114,7 @@ type rule struct {
 	active bool
 	final  uint64 // injected count, frozen when the rule was removed
 	timer  *time.Timer
+	chain  *chainState // nil: no call chain
 }
 
 type armedKey struct {
@@ -214,7 +217,7 @@ func (e *Engine) createMaps() error {
 	if e.counters, err = ebpf.NewMap(e.spec.Maps["kfault_counters"]); err != nil {
 		return fmt.Errorf("create map kfault_counters: %w", err)
 	}
-	return nil
+	return e.chains.createMaps(e.spec)
 }
 
 func (e *Engine) closeMaps() {
@@ -223,6 +226,7 @@ func (e *Engine) closeMaps() {
 			m.Close()
 		}
 	}
+	e.chains.closeMaps()
 }
 
 // Mechanism is the mechanism in use: MechanismFmodRet or MechanismKprobe.
@@ -245,15 +249,13 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 		return fmt.Errorf("arm %s: %d counters for %d faults", key, len(alreadyInjected), len(faults))
 	}
 	type plan struct {
-		fn   string
-		kind hookKind
-		enc  kfaultRule
+		fn    string
+		kind  hookKind
+		enc   kfaultRule
+		chain *chainPlan
 	}
 	plans := make([]plan, len(faults))
 	for i, f := range faults {
-		if len(f.CallChain) > 0 {
-			return fmt.Errorf("arm %s: fault %d: callchain: %w yet", key, i, ErrNotSupported)
-		}
 		fn, kind, err := hookOf(f)
 		if err != nil {
 			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
@@ -265,7 +267,11 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 		if err != nil {
 			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
 		}
-		plans[i] = plan{fn, kind, enc}
+		chain, err := e.planChain(f, fn)
+		if err != nil {
+			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
+		}
+		plans[i] = plan{fn, kind, enc, chain}
 	}
 
 	e.mu.Lock()
@@ -284,7 +290,12 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 			seed = alreadyInjected[i]
 		}
 		r := &rule{owner: ak, index: i, fault: faults[i], enc: p.enc}
+		if err := e.acquireChain(r, p.chain); err != nil {
+			e.disarmLocked(ak)
+			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
+		}
 		if err := e.addRule(r, p.fn, p.kind, seed); err != nil {
+			e.releaseChain(r)
 			e.disarmLocked(ak)
 			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
 		}
@@ -428,6 +439,7 @@ func (e *Engine) Close() error {
 	for _, h := range e.hooks {
 		errs = append(errs, e.detach(h))
 	}
+	e.closeChains()
 	e.closeMaps()
 	e.closed = true
 	return errors.Join(errs...)
@@ -508,6 +520,7 @@ func (e *Engine) removeRule(r *rule) {
 	} else {
 		e.sets[sk] = set
 	}
+	e.releaseChain(r) // once the rule is out of kfault_rules
 	if c, err := e.readCounter(r.enc.Counter); err == nil {
 		r.final = injected(c, r.enc.Limit)
 	}
@@ -635,13 +648,9 @@ func (e *Engine) attach(h *hook) error {
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{
-			"kfault_rules":    e.rules,
-			"kfault_levels":   e.levels,
-			"kfault_counters": e.counters,
-		},
-		Programs: ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:    e.cache,
+		MapReplacements: e.mapReplacements(),
+		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
+		Cache:           e.cache,
 	})
 	if err != nil {
 		return explainLoad(e.mech, h.fn, err)

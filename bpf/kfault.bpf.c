@@ -16,6 +16,7 @@
  * cgroups. Checks run cheapest first: cgroup -> rule state -> call chain -> probability -> times.
  */
 #include "kfault_bpf.h"
+#include "kfault_chain.bpf.h" /* call chains: frame programs, per-task state, chain_active */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -116,8 +117,8 @@ static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
 		__u32 flags = r->flags;
 		if (!(flags & RULE_ACTIVE))
 			continue;
-		/* Call chains: seam for the chain state check; the engine does not arm them yet. */
-		if (r->chain_id)
+		/* Call chain: every frame of the rule's chain is on this task's stack, in order. */
+		if (r->chain_id && !chain_active(r->chain_id))
 			continue;
 
 		__u32 idx = r->counter;

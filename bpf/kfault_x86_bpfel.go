@@ -13,6 +13,32 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kfaultChain struct {
+	_      structs.HostLayout
+	N      uint32
+	Pad    uint32
+	Frames [8]struct {
+		_     structs.HostLayout
+		Frame uint32
+		Slot  uint32
+		Gen   uint32
+		Pad   uint32
+	}
+}
+
+type kfaultFrameInfo struct {
+	_     structs.HostLayout
+	Gen   uint32
+	Pad   uint32
+	Users [8]struct {
+		_         structs.HostLayout
+		Flags     uint32
+		PrevFrame uint32
+		PrevSlot  uint32
+		PrevGen   uint32
+	}
+}
+
 type kfaultRule struct {
 	_         structs.HostLayout
 	Threshold uint64
@@ -38,25 +64,42 @@ type kfaultRuleSet struct {
 	Rules [8]kfaultRule
 }
 
+type kfaultTaskChains struct {
+	_ structs.HostLayout
+	F [32]struct {
+		_     structs.HostLayout
+		Gen   uint32
+		Calls uint32
+		Mask  [8]uint32
+	}
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kfaultMapKfaultCounters   = "kfault_counters"
-	kfaultMapKfaultLevels     = "kfault_levels"
-	kfaultMapKfaultRules      = "kfault_rules"
-	kfaultProgKfaultFmBio     = "kfault_fm_bio"
-	kfaultProgKfaultFmFunc    = "kfault_fm_func"
-	kfaultProgKfaultFmPage    = "kfault_fm_page"
-	kfaultProgKfaultFmSlab    = "kfault_fm_slab"
-	kfaultProgKfaultKpBio     = "kfault_kp_bio"
-	kfaultProgKfaultKpFunc    = "kfault_kp_func"
-	kfaultProgKfaultKpPage    = "kfault_kp_page"
-	kfaultProgKfaultKpSlab    = "kfault_kp_slab"
-	kfaultVarGfpNofail        = "gfp_nofail"
-	kfaultVarHookId           = "hook_id"
-	kfaultVarPerCpuOffsetAddr = "per_cpu_offset_addr"
-	kfaultVarPreemptCountAddr = "preempt_count_addr"
+	kfaultMapKfaultChains      = "kfault_chains"
+	kfaultMapKfaultCounters    = "kfault_counters"
+	kfaultMapKfaultFrames      = "kfault_frames"
+	kfaultMapKfaultLevels      = "kfault_levels"
+	kfaultMapKfaultRules       = "kfault_rules"
+	kfaultMapKfaultTaskChains  = "kfault_task_chains"
+	kfaultProgKfaultFmBio      = "kfault_fm_bio"
+	kfaultProgKfaultFmFunc     = "kfault_fm_func"
+	kfaultProgKfaultFmPage     = "kfault_fm_page"
+	kfaultProgKfaultFmSlab     = "kfault_fm_slab"
+	kfaultProgKfaultFrameEntry = "kfault_frame_entry"
+	kfaultProgKfaultFrameExit  = "kfault_frame_exit"
+	kfaultProgKfaultKpBio      = "kfault_kp_bio"
+	kfaultProgKfaultKpFunc     = "kfault_kp_func"
+	kfaultProgKfaultKpPage     = "kfault_kp_page"
+	kfaultProgKfaultKpSlab     = "kfault_kp_slab"
+	kfaultVarFrameId           = "frame_id"
+	kfaultVarFramePredDefault  = "frame_pred_default"
+	kfaultVarGfpNofail         = "gfp_nofail"
+	kfaultVarHookId            = "hook_id"
+	kfaultVarPerCpuOffsetAddr  = "per_cpu_offset_addr"
+	kfaultVarPreemptCountAddr  = "preempt_count_addr"
 )
 
 // loadKfault returns the embedded CollectionSpec for kfault.
@@ -101,29 +144,36 @@ type kfaultSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultProgramSpecs struct {
-	KfaultFmBio  *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
-	KfaultFmPage *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
-	KfaultFmSlab *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
-	KfaultKpBio  *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
-	KfaultKpPage *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
-	KfaultKpSlab *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
+	KfaultFmBio      *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc     *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
+	KfaultFmPage     *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
+	KfaultFmSlab     *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
+	KfaultFrameEntry *ebpf.ProgramSpec `ebpf:"kfault_frame_entry"`
+	KfaultFrameExit  *ebpf.ProgramSpec `ebpf:"kfault_frame_exit"`
+	KfaultKpBio      *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc     *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
+	KfaultKpPage     *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
+	KfaultKpSlab     *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
 }
 
 // kfaultMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultMapSpecs struct {
-	KfaultCounters *ebpf.MapSpec `ebpf:"kfault_counters"`
-	KfaultLevels   *ebpf.MapSpec `ebpf:"kfault_levels"`
-	KfaultRules    *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultChains     *ebpf.MapSpec `ebpf:"kfault_chains"`
+	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultFrames     *ebpf.MapSpec `ebpf:"kfault_frames"`
+	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultTaskChains *ebpf.MapSpec `ebpf:"kfault_task_chains"`
 }
 
 // kfaultVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultVariableSpecs struct {
+	FrameId          *ebpf.VariableSpec `ebpf:"frame_id"`
+	FramePredDefault *ebpf.VariableSpec `ebpf:"frame_pred_default"`
 	GfpNofail        *ebpf.VariableSpec `ebpf:"gfp_nofail"`
 	HookId           *ebpf.VariableSpec `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.VariableSpec `ebpf:"per_cpu_offset_addr"`
@@ -150,16 +200,22 @@ func (o *kfaultObjects) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultMaps struct {
-	KfaultCounters *ebpf.Map `ebpf:"kfault_counters"`
-	KfaultLevels   *ebpf.Map `ebpf:"kfault_levels"`
-	KfaultRules    *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultChains     *ebpf.Map `ebpf:"kfault_chains"`
+	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultFrames     *ebpf.Map `ebpf:"kfault_frames"`
+	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultTaskChains *ebpf.Map `ebpf:"kfault_task_chains"`
 }
 
 func (m *kfaultMaps) Close() error {
 	return _KfaultClose(
+		m.KfaultChains,
 		m.KfaultCounters,
+		m.KfaultFrames,
 		m.KfaultLevels,
 		m.KfaultRules,
+		m.KfaultTaskChains,
 	)
 }
 
@@ -167,6 +223,8 @@ func (m *kfaultMaps) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultVariables struct {
+	FrameId          *ebpf.Variable `ebpf:"frame_id"`
+	FramePredDefault *ebpf.Variable `ebpf:"frame_pred_default"`
 	GfpNofail        *ebpf.Variable `ebpf:"gfp_nofail"`
 	HookId           *ebpf.Variable `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.Variable `ebpf:"per_cpu_offset_addr"`
@@ -177,14 +235,16 @@ type kfaultVariables struct {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultPrograms struct {
-	KfaultFmBio  *ebpf.Program `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc *ebpf.Program `ebpf:"kfault_fm_func"`
-	KfaultFmPage *ebpf.Program `ebpf:"kfault_fm_page"`
-	KfaultFmSlab *ebpf.Program `ebpf:"kfault_fm_slab"`
-	KfaultKpBio  *ebpf.Program `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc *ebpf.Program `ebpf:"kfault_kp_func"`
-	KfaultKpPage *ebpf.Program `ebpf:"kfault_kp_page"`
-	KfaultKpSlab *ebpf.Program `ebpf:"kfault_kp_slab"`
+	KfaultFmBio      *ebpf.Program `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc     *ebpf.Program `ebpf:"kfault_fm_func"`
+	KfaultFmPage     *ebpf.Program `ebpf:"kfault_fm_page"`
+	KfaultFmSlab     *ebpf.Program `ebpf:"kfault_fm_slab"`
+	KfaultFrameEntry *ebpf.Program `ebpf:"kfault_frame_entry"`
+	KfaultFrameExit  *ebpf.Program `ebpf:"kfault_frame_exit"`
+	KfaultKpBio      *ebpf.Program `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc     *ebpf.Program `ebpf:"kfault_kp_func"`
+	KfaultKpPage     *ebpf.Program `ebpf:"kfault_kp_page"`
+	KfaultKpSlab     *ebpf.Program `ebpf:"kfault_kp_slab"`
 }
 
 func (p *kfaultPrograms) Close() error {
@@ -193,6 +253,8 @@ func (p *kfaultPrograms) Close() error {
 		p.KfaultFmFunc,
 		p.KfaultFmPage,
 		p.KfaultFmSlab,
+		p.KfaultFrameEntry,
+		p.KfaultFrameExit,
 		p.KfaultKpBio,
 		p.KfaultKpFunc,
 		p.KfaultKpPage,

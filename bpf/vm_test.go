@@ -274,11 +274,7 @@ func TestVMArmErrors(t *testing.T) {
 		if !errors.Is(err, ErrNotInjectable) {
 			t.Errorf("vfs_read: got %v, want ErrNotInjectable", err)
 		}
-		err = e.Arm("x", cg.target, []annotations.Fault{{FailType: annotations.Slab, Probability: 100, CallChain: []annotations.Frame{{FuncName: "d_alloc_parallel"}}}}, nil)
-		if !errors.Is(err, ErrNotSupported) {
-			t.Errorf("callchain: got %v, want ErrNotSupported", err)
-		}
-		t.Logf("errors read: %v", err)
+		t.Logf("errors read: %v", err) // call-chain errors: TestVMChainErrors
 		if len(e.Armed()) != 0 {
 			t.Errorf("Armed() = %v after failed arms", e.Armed())
 		}

@@ -12,6 +12,8 @@
  *       page  write 4 KiB to a pipe + drain  (alloc_page: ENOMEM under a page fault)
  *       bio   pread 4 KiB with O_DIRECT from PATH (default /dev/nullb0; EIO under a bio fault)
  *       open  openat(PATH or "/") + close()  (any errno under a function fault on openat)
+ *       stat  stat(PATH)                      (call chains: a lookup of PATH's last component)
+ *       mount mount a tmpfs on PATH + umount  (call chains on __x64_sys_mount)
  *       loop  like slab, timing only (benchmarks)
  * File descriptors (all optional):
  *   3  read end of the go pipe: the victim waits for one byte before the operations
@@ -29,6 +31,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -111,7 +114,11 @@ int main(int argc, char **argv)
 			perror("kfault-victim: open block device");
 			return 2;
 		}
-	} else if (strcmp(op, "slab") && strcmp(op, "open") && strcmp(op, "loop")) {
+	} else if ((!strcmp(op, "stat") || !strcmp(op, "mount")) && !path) {
+		fprintf(stderr, "kfault-victim: %s needs a PATH\n", op);
+		return 2;
+	} else if (strcmp(op, "slab") && strcmp(op, "open") && strcmp(op, "loop") && strcmp(op, "stat") &&
+		   strcmp(op, "mount")) {
 		fprintf(stderr, "kfault-victim: unknown op %s\n", op);
 		return 2;
 	}
@@ -152,6 +159,15 @@ int main(int argc, char **argv)
 		} else if (op[0] == 'b') {
 			if (pread(blk, iobuf, sizeof(iobuf), 0) < 0)
 				err = errno;
+		} else if (!strcmp(op, "stat")) {
+			struct stat sb;
+			if (stat(path, &sb) < 0)
+				err = errno;
+		} else if (op[0] == 'm') {
+			if (mount("kfault", path, "tmpfs", 0, NULL) < 0)
+				err = errno;
+			else if (umount2(path, MNT_DETACH) < 0)
+				err = EPROTO;
 		} else {
 			int fd = openat(AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
 			if (fd < 0)

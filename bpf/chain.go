@@ -1,0 +1,466 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf/predicate"
+)
+
+// Call chains (see kfault_chain.bpf.h for the BPF side).
+//
+// Every distinct frame (function, parameters, predicate) armed anywhere gets a frame id and one
+// fentry + fexit program pair, whatever the number of rules, chains and containers that use it.
+// Every distinct chain (list of frames) gets a chain id, which the rules of any cgroup share. A
+// chain owns one user slot in each of its frames; the slot of position i names the slot of
+// position i-1 as its prerequisite, which is how order is enforced. Frames and chains are
+// reference counted: a frame's programs are attached while some armed rule's chain contains it
+// and detached with its last user. Nothing is pinned.
+
+// Capacities; MAX_* in kfault_chain.bpf.h.
+const (
+	maxFrameIDs    = 32
+	maxFrameUsers  = 8
+	maxChains      = 256
+	maxChainFrames = 8
+)
+
+const (
+	frameUserValid   = 1
+	frameUserHasPrev = 2
+)
+
+// predSymbol is the stub function of kfault_frame_entry that a frame's predicate replaces.
+const predSymbol = "kfault_frame_pred"
+
+// Mirrors of the C structs (all u32: no padding).
+type frameUserC struct{ Flags, PrevFrame, PrevSlot, PrevGen uint32 }
+
+type frameInfoC struct {
+	Gen, Pad uint32
+	Users    [maxFrameUsers]frameUserC
+}
+
+type chainFrameC struct{ Frame, Slot, Gen, Pad uint32 }
+
+type chainC struct {
+	N, Pad uint32
+	Frames [maxChainFrames]chainFrameC
+}
+
+type frameKey struct{ fn, params, pred string }
+
+func (k frameKey) String() string {
+	s := k.fn
+	if k.pred != "" {
+		s += " [" + k.pred + "]"
+	}
+	return s
+}
+
+// frameProg is one distinct frame: its programs and links, and its user slots.
+type frameProg struct {
+	key   frameKey
+	id    uint32
+	gen   uint32
+	coll  *ebpf.Collection
+	links []link.Link
+	users [maxFrameUsers]*chainState // slot -> the chain using it
+	prevs [maxFrameUsers]frameUserC
+	next  int // round-robin slot allocation (a freed slot is reused last)
+	refs  int
+}
+
+// chainState is one distinct chain, shared by every rule with the same frames.
+type chainState struct {
+	key    string
+	id     uint32
+	frames []*frameProg
+	slots  []int
+	refs   int
+}
+
+// chainPlan is a fault's call chain, resolved and compiled, before anything is loaded.
+type chainPlan struct {
+	frames []plannedFrame
+	key    string
+}
+
+type plannedFrame struct {
+	key  frameKey
+	prog *predicate.Program // nil: no predicate
+}
+
+// chainSet is the engine's call-chain bookkeeping (guarded by Engine.mu).
+type chainSet struct {
+	frames     map[frameKey]*frameProg
+	frameIDs   [maxFrameIDs]bool
+	gen        uint32
+	chains     map[string]*chainState
+	chainIDs   [maxChains]bool
+	frameMap   *ebpf.Map // kfault_frames
+	chainMap   *ebpf.Map // kfault_chains
+	taskChains *ebpf.Map // kfault_task_chains
+}
+
+func (c *chainSet) createMaps(spec *ebpf.CollectionSpec) error {
+	c.frames = map[frameKey]*frameProg{}
+	c.chains = map[string]*chainState{}
+	var err error
+	if c.frameMap, err = ebpf.NewMap(spec.Maps["kfault_frames"]); err != nil {
+		return fmt.Errorf("create map kfault_frames: %w", err)
+	}
+	if c.chainMap, err = ebpf.NewMap(spec.Maps["kfault_chains"]); err != nil {
+		return fmt.Errorf("create map kfault_chains: %w", err)
+	}
+	if c.taskChains, err = ebpf.NewMap(spec.Maps["kfault_task_chains"]); err != nil {
+		return fmt.Errorf("create map kfault_task_chains (task storage, needs Linux 5.11+): %w", err)
+	}
+	return nil
+}
+
+func (c *chainSet) closeMaps() {
+	for _, m := range []*ebpf.Map{c.frameMap, c.chainMap, c.taskChains} {
+		if m != nil {
+			m.Close()
+		}
+	}
+}
+
+// mapReplacements are the engine's shared maps, for every program instance it loads.
+func (e *Engine) mapReplacements() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		"kfault_rules":       e.rules,
+		"kfault_levels":      e.levels,
+		"kfault_counters":    e.counters,
+		"kfault_frames":      e.chains.frameMap,
+		"kfault_chains":      e.chains.chainMap,
+		"kfault_task_chains": e.chains.taskChains,
+	}
+}
+
+// planChain resolves and compiles the call chain of fault f hooking fn (nil when it has none).
+// Errors name the frame: "callchain[1].predicate: column 15: ...". It loads nothing.
+func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
+	frames := f.CallChain
+	if len(frames) == 0 {
+		return nil, nil
+	}
+	last := len(frames) - 1
+	if frames[last].FuncName == fn {
+		if strings.TrimSpace(frames[last].Predicate) == "" {
+			// The hooked function is on the stack whenever the fault point is reached.
+			frames = frames[:last]
+		} else if e.mech == MechanismKprobe {
+			// The predicate would run in an fentry program, which the kernel calls after the
+			// kprobe of the same function: too late for the kprobe's decision.
+			return nil, fmt.Errorf("callchain[%d].predicate: a predicate on the hooked function %s %w yet with the kprobe mechanism (use fmod_ret)", last, fn, ErrNotSupported)
+		}
+		// fmod_ret: the frame's fentry program runs before the fmod_ret program in the same
+		// trampoline, so the frame is marked (or not) by the time the hot path looks.
+	}
+	if len(frames) == 0 {
+		return nil, nil
+	}
+	if len(frames) > maxChainFrames {
+		return nil, fmt.Errorf("callchain: %d frames: %w: at most %d", len(frames), ErrLimit, maxChainFrames)
+	}
+	if e.kspec == nil {
+		return nil, fmt.Errorf("callchain: %w", ErrNoBTF)
+	}
+	p := &chainPlan{}
+	var key strings.Builder
+	for i, fr := range frames {
+		_, prog, err := predicate.CompileFrame(e.kspec, i, fr.FuncName, fr.Parameters, fr.Predicate,
+			predicate.Options{ArgSource: predicate.Tracing, Symbol: predSymbol})
+		if err != nil {
+			return nil, err
+		}
+		k := frameKey{fn: fr.FuncName, params: strings.TrimSpace(fr.Parameters), pred: strings.TrimSpace(fr.Predicate)}
+		p.frames = append(p.frames, plannedFrame{key: k, prog: prog})
+		fmt.Fprintf(&key, "%q %q %q;", k.fn, k.params, k.pred)
+	}
+	p.key = key.String()
+	return p, nil
+}
+
+// Validate checks faults against the running kernel without loading anything: the hooked
+// function is known and on the error-injection list, the values are in range, and every
+// call-chain frame resolves in BTF with its predicate compiling. The plugin calls it at
+// container creation, so that strict mode refuses a bad spec before the container exists.
+func (e *Engine) Validate(faults []annotations.Fault) error {
+	var errs []error
+	for i, f := range faults {
+		fn, _, err := hookOf(f)
+		if err == nil {
+			err = checkInjectable(fn)
+		}
+		if err == nil {
+			_, err = encodeRule(f, 0)
+		}
+		if err == nil {
+			_, err = e.planChain(f, fn)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("fault %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// acquireChain gives r the chain of plan (nil: none), loading and attaching the programs of
+// frames that no armed rule used yet, and sets r.enc.ChainId.
+func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {
+	if plan == nil {
+		return nil
+	}
+	c := &e.chains
+	if ch := c.chains[plan.key]; ch != nil {
+		ch.refs++
+		r.chain = ch
+		r.enc.ChainId = ch.id
+		return nil
+	}
+	id := -1
+	for i := 1; i < maxChains; i++ {
+		if !c.chainIDs[i] {
+			id = i
+			break
+		}
+	}
+	if id < 0 {
+		return fmt.Errorf("%w: more than %d distinct call chains", ErrLimit, maxChains-1)
+	}
+	ch := &chainState{key: plan.key, id: uint32(id)}
+	undo := func() { e.dropChainFrames(ch) }
+	for i, pf := range plan.frames {
+		fp, err := e.acquireFrame(pf)
+		if err != nil {
+			undo()
+			return fmt.Errorf("callchain[%d] (%s): %w", i, pf.key.fn, err)
+		}
+		slot := -1
+		for j := 0; j < maxFrameUsers; j++ {
+			s := (fp.next + j) % maxFrameUsers
+			if fp.users[s] == nil {
+				slot = s
+				break
+			}
+		}
+		if slot < 0 {
+			e.releaseFrame(fp)
+			undo()
+			return fmt.Errorf("callchain[%d]: %w: frame %s is in more than %d distinct chains", i, ErrLimit, pf.key, maxFrameUsers)
+		}
+		fp.next = slot + 1
+		fp.users[slot] = ch
+		u := frameUserC{Flags: frameUserValid}
+		if i > 0 {
+			prev := ch.frames[i-1]
+			u = frameUserC{Flags: frameUserValid | frameUserHasPrev, PrevFrame: prev.id, PrevSlot: uint32(ch.slots[i-1]), PrevGen: prev.gen}
+		}
+		fp.prevs[slot] = u
+		ch.frames = append(ch.frames, fp)
+		ch.slots = append(ch.slots, slot)
+		if err := e.writeFrame(fp); err != nil {
+			undo()
+			return err
+		}
+	}
+	var v chainC
+	v.N = uint32(len(ch.frames))
+	for i, fp := range ch.frames {
+		v.Frames[i] = chainFrameC{Frame: fp.id, Slot: uint32(ch.slots[i]), Gen: fp.gen}
+	}
+	if err := c.chainMap.Put(ch.id, v); err != nil {
+		undo()
+		return fmt.Errorf("write chain %d: %w", ch.id, err)
+	}
+	c.chainIDs[id] = true
+	c.chains[plan.key] = ch
+	ch.refs = 1
+	r.chain = ch
+	r.enc.ChainId = ch.id
+	return nil
+}
+
+// releaseChain drops r's reference to its chain (idempotent); the last one frees the chain and
+// releases its frames. Call it after the rule is out of kfault_rules.
+func (e *Engine) releaseChain(r *rule) {
+	ch := r.chain
+	if ch == nil {
+		return
+	}
+	r.chain = nil
+	ch.refs--
+	if ch.refs > 0 {
+		return
+	}
+	c := &e.chains
+	if err := c.chainMap.Put(ch.id, chainC{}); err != nil {
+		e.log.Warn("clear chain", "chain", ch.id, "err", err)
+	}
+	delete(c.chains, ch.key)
+	c.chainIDs[ch.id] = false
+	e.dropChainFrames(ch)
+}
+
+// dropChainFrames frees ch's user slots and releases its frames.
+func (e *Engine) dropChainFrames(ch *chainState) {
+	for i, fp := range ch.frames {
+		s := ch.slots[i]
+		fp.users[s] = nil
+		fp.prevs[s] = frameUserC{}
+		if fp.refs > 1 {
+			if err := e.writeFrame(fp); err != nil {
+				e.log.Warn("update frame", "frame", fp.key.String(), "err", err)
+			}
+		}
+		e.releaseFrame(fp)
+	}
+	ch.frames, ch.slots = nil, nil
+}
+
+// acquireFrame returns the frame of pf, loading and attaching its programs if no chain uses it.
+func (e *Engine) acquireFrame(pf plannedFrame) (*frameProg, error) {
+	c := &e.chains
+	if fp := c.frames[pf.key]; fp != nil {
+		fp.refs++
+		return fp, nil
+	}
+	id := -1
+	for i, used := range c.frameIDs {
+		if !used {
+			id = i
+			break
+		}
+	}
+	if id < 0 {
+		return nil, fmt.Errorf("%w: more than %d distinct call-chain frames", ErrLimit, maxFrameIDs)
+	}
+	c.gen++
+	if c.gen == 0 {
+		c.gen = 1
+	}
+	fp := &frameProg{key: pf.key, id: uint32(id), gen: c.gen}
+	// The new generation before the programs run: whatever a task kept from an earlier frame
+	// with this id reads as stale.
+	if err := e.writeFrame(fp); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if err := e.loadFrame(fp, pf.prog); err != nil {
+		return nil, err
+	}
+	c.frameIDs[id] = true
+	c.frames[pf.key] = fp
+	fp.refs = 1
+	e.log.Info("frame attached", "function", pf.key.fn, "predicate", pf.key.pred, "frame_id", id,
+		"took", time.Since(start).Round(time.Microsecond).String())
+	return fp, nil
+}
+
+func (e *Engine) releaseFrame(fp *frameProg) {
+	fp.refs--
+	if fp.refs > 0 {
+		return
+	}
+	e.detachFrame(fp)
+}
+
+func (e *Engine) writeFrame(fp *frameProg) error {
+	v := frameInfoC{Gen: fp.gen, Users: fp.prevs}
+	if err := e.chains.frameMap.Put(fp.id, v); err != nil {
+		return fmt.Errorf("write frame %s: %w", fp.key, err)
+	}
+	return nil
+}
+
+// loadFrame loads fp's fentry and fexit programs, with the predicate spliced into the entry
+// program, and attaches them: exit first, so that no entry the state records lacks its exit.
+func (e *Engine) loadFrame(fp *frameProg, pred *predicate.Program) error {
+	const entry, exit = "kfault_frame_entry", "kfault_frame_exit"
+	spec := e.spec.Copy()
+	for n := range spec.Programs {
+		if n != entry && n != exit {
+			delete(spec.Programs, n)
+		}
+	}
+	if spec.Programs[entry] == nil || spec.Programs[exit] == nil {
+		return fmt.Errorf("frame programs missing from the embedded object")
+	}
+	for _, n := range []string{entry, exit} {
+		spec.Programs[n].AttachTo = fp.key.fn
+	}
+	if pred != nil {
+		insns, err := predicate.Splice(spec.Programs[entry].Instructions, pred)
+		if err != nil {
+			return err
+		}
+		spec.Programs[entry].Instructions = insns
+	}
+	if err := spec.Variables["frame_id"].Set(fp.id); err != nil {
+		return fmt.Errorf("set frame_id: %w", err)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		MapReplacements: e.mapReplacements(),
+		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
+		Cache:           e.cache,
+	})
+	if err != nil {
+		return fmt.Errorf("load frame programs for %s: %w", fp.key.fn, err)
+	}
+	fp.coll = coll
+	for _, a := range []struct {
+		name string
+		typ  ebpf.AttachType
+	}{{exit, ebpf.AttachTraceFExit}, {entry, ebpf.AttachTraceFEntry}} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[a.name], AttachType: a.typ})
+		if err != nil {
+			e.closeFrame(fp)
+			return fmt.Errorf("attach %s to %s: %w", a.name, fp.key.fn, err)
+		}
+		fp.links = append(fp.links, l)
+	}
+	return nil
+}
+
+// closeFrame closes fp's links, entry first (so that every recorded entry still gets its
+// exit), then its programs.
+func (e *Engine) closeFrame(fp *frameProg) error {
+	var errs []error
+	for i := len(fp.links) - 1; i >= 0; i-- {
+		errs = append(errs, fp.links[i].Close())
+	}
+	fp.links = nil
+	if fp.coll != nil {
+		fp.coll.Close()
+		fp.coll = nil
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) detachFrame(fp *frameProg) {
+	if err := e.closeFrame(fp); err != nil {
+		e.log.Warn("detach frame", "frame", fp.key.String(), "err", err)
+	}
+	c := &e.chains
+	if c.frames[fp.key] == fp {
+		delete(c.frames, fp.key)
+		c.frameIDs[fp.id] = false
+		e.log.Info("frame detached", "function", fp.key.fn, "frame_id", fp.id)
+	}
+}
+
+// closeChains detaches whatever frames are left (Close).
+func (e *Engine) closeChains() {
+	for _, fp := range e.chains.frames {
+		e.detachFrame(fp)
+	}
+}

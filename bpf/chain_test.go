@@ -1,0 +1,102 @@
+package bpf
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf/predicate"
+)
+
+// validateEngine is an engine with only what Validate and planChain use: nothing is loaded, so
+// this runs on any host with kernel BTF.
+func validateEngine(t *testing.T, m Mechanism) *Engine {
+	t.Helper()
+	spec, err := loadKernelBTF()
+	if err != nil {
+		t.Skipf("no kernel BTF: %v", err)
+	}
+	if _, err := spec.AnyTypeByName("d_alloc_parallel"); err != nil {
+		t.Skip("d_alloc_parallel not in this kernel's BTF")
+	}
+	return &Engine{kspec: spec, mech: m, log: slog.New(slog.DiscardHandler)}
+}
+
+func TestPlanChain(t *testing.T) {
+	e := validateEngine(t, MechanismFmodRet)
+	dalloc := annotations.Frame{FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: bananas}
+	p, err := e.planChain(slabChain(annotations.Frame{FuncName: "vfs_statx"}, dalloc), "should_failslab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.frames) != 2 || p.frames[0].prog != nil || p.frames[1].prog == nil || p.frames[1].prog.Symbol != predSymbol {
+		t.Errorf("plan: %+v", p.frames)
+	}
+	// The same frames give the same key (shared chain); another predicate another one.
+	q, _ := e.planChain(slabChain(annotations.Frame{FuncName: "vfs_statx"}, dalloc), "should_failslab")
+	other := dalloc
+	other.Predicate = `STRNCMP(name->name, "apples", 7)`
+	r, _ := e.planChain(slabChain(annotations.Frame{FuncName: "vfs_statx"}, other), "should_failslab")
+	if p.key != q.key || p.key == r.key {
+		t.Errorf("chain keys: %q %q %q", p.key, q.key, r.key)
+	}
+
+	// A last frame on the hooked function without a predicate is always on the stack: dropped.
+	p, err = e.planChain(slabChain(dalloc, annotations.Frame{FuncName: "should_failslab"}), "should_failslab")
+	if err != nil || len(p.frames) != 1 {
+		t.Errorf("hooked function without predicate: %v, %+v", err, p)
+	}
+	p, err = e.planChain(slabChain(annotations.Frame{FuncName: "should_failslab"}), "should_failslab")
+	if err != nil || p != nil {
+		t.Errorf("only the hooked function: %v, %+v", err, p)
+	}
+	// With a predicate it is a frame with fmod_ret, and not supported with kprobe.
+	if _, err := e.kspec.AnyTypeByName("should_failslab"); err != nil {
+		return // 6.11+ without CONFIG_FAILSLAB
+	}
+	withPred := annotations.Frame{FuncName: "should_failslab", Predicate: "gfpflags & 1"}
+	if _, err := e.planChain(slabChain(withPred), "should_failslab"); err != nil {
+		t.Errorf("fmod_ret, predicate on the hooked function: %v", err)
+	}
+	k := validateEngine(t, MechanismKprobe)
+	if _, err := k.planChain(slabChain(withPred), "should_failslab"); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("kprobe, predicate on the hooked function: got %v, want ErrNotSupported", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	e := validateEngine(t, MechanismFmodRet)
+	for _, tc := range []struct {
+		fault annotations.Fault
+		want  string // "" = valid
+	}{
+		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Predicate: bananas}), ""},
+		{slabChain(annotations.Frame{FuncName: "vfs_statx"}, annotations.Frame{FuncName: "d_alloc_parallel", Predicate: `STRNCMP(name->nme, "x", 2)`}),
+			`fault 0: callchain[1].predicate: column 15: unknown member "nme" of struct qstr`},
+		{slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}), "fault 0: callchain[0].funcname: function no_such_function_kfault: not in kernel BTF"},
+		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Parameters: "struct inode *parent"}), "callchain[0].parameters: column 1"},
+		{annotations.Fault{FailType: annotations.Slab, Probability: 100, CallChain: make([]annotations.Frame, 9)}, "9 frames"},
+	} {
+		err := e.Validate([]annotations.Fault{tc.fault})
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("Validate(%+v): %v", tc.fault.CallChain, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("Validate(%+v): got %v, want %q", tc.fault.CallChain, err, tc.want)
+		}
+		var fe *predicate.FrameError
+		if tc.want != "" && strings.Contains(tc.want, "callchain[") && !errors.As(err, &fe) {
+			t.Errorf("%v: not a *predicate.FrameError", err)
+		}
+	}
+	if list, err := InjectableFunctions(); err == nil {
+		if _, ok := list["vfs_read"]; !ok {
+			err := e.Validate([]annotations.Fault{{Function: "vfs_read", Errno: 5, Probability: 100}})
+			if !errors.Is(err, ErrNotInjectable) {
+				t.Errorf("vfs_read: got %v, want ErrNotInjectable", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Call chains: per-task frame tracking, included by kfault.bpf.c (one object, so that the hot
+ * path and the frame programs share the maps; the engine shares them across loaded instances
+ * with MapReplacements, as for the rule maps).
+ *
+ * A frame is (function, parameters, predicate). Every distinct frame armed anywhere gets a frame
+ * id (0..MAX_FRAME_IDS-1) and one fentry + fexit program pair, shared by every chain that
+ * contains it. A chain is a list of frames; each (chain, position) is a "user" of its frame and
+ * owns one user slot (0..MAX_FRAME_USERS-1) of that frame. kfault_frames[frame] says, per slot,
+ * which (frame, slot) must be active when the frame is entered (the previous frame of that
+ * chain; none for position 0).
+ *
+ * Per task (task storage, created on the first matching entry), per frame id:
+ *   calls:    how many invocations of the frame's function are on this task's stack (counted
+ *             while the storage exists and the frame program is attached);
+ *   mask[u]:  bit L set = the invocation at recursion level L matched for user slot u: its
+ *             predicate held and the previous frame of u's chain was active at entry.
+ * Entry sets the bits of the matching slots at level calls and increments calls; exit
+ *  decrements calls and clears bit calls in every slot. So recursion keeps each level's own
+ * answer, and an early or exceptional return clears exactly what its entry set. A (chain, i) is
+ * active while mask[u] != 0. Levels >= 32 are counted but never matched.
+ *
+ * gen: each frame id allocation gets a new generation; state whose gen differs is stale (the
+ * frame id was freed and reused while the task was inside the old function) and reads as
+ * empty.
+ */
+#ifndef KFAULT_CHAIN_BPF_H
+#define KFAULT_CHAIN_BPF_H
+
+#define MAX_FRAME_IDS 32   /* distinct frames armed at once (power of 2) */
+#define MAX_FRAME_USERS 8  /* chains positions sharing one frame (power of 2) */
+#define MAX_CHAINS 256     /* distinct chains armed at once, id 0 unused */
+#define MAX_CHAIN_FRAMES 8 /* frames per chain */
+#define MAX_FRAME_LEVELS 32
+
+#define FRAME_USER_VALID 1u
+#define FRAME_USER_HAS_PREV 2u
+
+#define BPF_MAP_TYPE_TASK_STORAGE_ 29
+#define BPF_F_NO_PREALLOC_ 1
+#define BPF_LOCAL_STORAGE_GET_F_CREATE_ 1
+
+struct task_struct;
+static void *(*bpf_task_storage_get)(void *map, struct task_struct *task, void *value, __u64 flags) = (void *)156;
+static struct task_struct *(*bpf_get_current_task_btf)(void) = (void *)158;
+
+struct frame_user {
+	__u32 flags;      /* FRAME_USER_* */
+	__u32 prev_frame; /* with HAS_PREV: the previous frame of this user's chain */
+	__u32 prev_slot;  /* and this user's slot in it */
+	__u32 prev_gen;   /* and its generation */
+};
+
+struct frame_info {
+	__u32 gen; /* this frame id's current generation (never 0 while in use) */
+	__u32 _pad;
+	struct frame_user users[MAX_FRAME_USERS];
+};
+
+struct chain_frame {
+	__u32 frame;
+	__u32 slot;
+	__u32 gen;
+	__u32 _pad;
+};
+
+struct chain {
+	__u32 n;
+	__u32 _pad;
+	struct chain_frame frames[MAX_CHAIN_FRAMES];
+};
+
+struct frame_state {
+	__u32 gen;
+	__u32 calls;
+	__u32 mask[MAX_FRAME_USERS];
+};
+
+struct task_chains {
+	struct frame_state f[MAX_FRAME_IDS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_FRAME_IDS);
+	__type(key, __u32);
+	__type(value, struct frame_info);
+} kfault_frames SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CHAINS);
+	__type(key, __u32);
+	__type(value, struct chain);
+} kfault_chains SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE_);
+	__uint(map_flags, BPF_F_NO_PREALLOC_);
+	__type(key, int);
+	__type(value, struct task_chains);
+} kfault_task_chains SEC(".maps");
+
+/*
+ * Index bounds the verifier can see: the mask is applied right where the index is used (the
+ * compiler would otherwise mask once and spill, and a refilled 32-bit spill loses its bounds).
+ */
+static __always_inline __u32 frame_idx(__u32 x)
+{
+	asm volatile("%0 &= 31" : "+r"(x)); /* MAX_FRAME_IDS - 1 */
+	return x;
+}
+
+static __always_inline __u32 slot_idx(__u32 x)
+{
+	asm volatile("%0 &= 7" : "+r"(x)); /* MAX_FRAME_USERS - 1 */
+	return x;
+}
+
+/* chain_active: every frame of chain id is active for the current task. */
+static __always_inline int chain_active(__u32 id)
+{
+	struct chain *c = bpf_map_lookup_elem(&kfault_chains, &id);
+	if (!c)
+		return 0;
+	__u32 n = c->n;
+	if (!n)
+		return 0;
+	struct task_chains *st = bpf_task_storage_get(&kfault_task_chains, bpf_get_current_task_btf(), 0, 0);
+	if (!st)
+		return 0;
+	for (int i = 0; i < MAX_CHAIN_FRAMES; i++) {
+		if (i >= n)
+			break;
+		struct chain_frame *cf = &c->frames[i];
+		struct frame_state *fs = &st->f[frame_idx(cf->frame)];
+		if (fs->gen != cf->gen || !fs->mask[slot_idx(cf->slot)])
+			return 0;
+	}
+	return 1;
+}
+
+/* Set per loaded frame program pair by the engine. */
+volatile const __u32 frame_id = 0;
+/* What the predicate stub answers when no predicate is spliced in (a frame without one). */
+volatile const __u32 frame_pred_default = 1;
+
+/*
+ * The frame's predicate: the engine replaces this body with the compiled predicate
+ * (bpf/predicate Splice; ArgSource Tracing: ctx is the u64 argument array). R0 = 1 when it holds.
+ */
+static __attribute__((noinline)) int kfault_frame_pred(void *ctx)
+{
+	asm volatile("" : : "r"(ctx)); /* keeps the argument: the predicate reads R1 */
+	return frame_pred_default;
+}
+
+SEC("fentry/d_alloc_parallel")
+int kfault_frame_entry(__u64 *ctx)
+{
+	__u32 key = frame_id;
+	struct frame_info *fi = bpf_map_lookup_elem(&kfault_frames, &key);
+	if (!fi)
+		return 0;
+	__u32 gen = fi->gen;
+	if (!gen)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_chains *st = bpf_task_storage_get(&kfault_task_chains, task, 0, 0);
+
+	__u32 want = 0;
+	for (int u = 0; u < MAX_FRAME_USERS; u++) {
+		struct frame_user *fu = &fi->users[u];
+		__u32 flags = fu->flags;
+		if (!(flags & FRAME_USER_VALID))
+			continue;
+		if (flags & FRAME_USER_HAS_PREV) {
+			if (!st)
+				continue;
+			struct frame_state *p = &st->f[frame_idx(fu->prev_frame)];
+			if (p->gen != fu->prev_gen || !p->mask[slot_idx(fu->prev_slot)])
+				continue;
+		}
+		want |= 1u << u;
+	}
+	if (want && !kfault_frame_pred(ctx))
+		want = 0;
+	if (!st) {
+		if (!want)
+			return 0;
+		st = bpf_task_storage_get(&kfault_task_chains, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE_);
+		if (!st)
+			return 0;
+	}
+	struct frame_state *fs = &st->f[frame_idx(frame_id)];
+	if (fs->gen != gen) {
+		fs->gen = gen;
+		fs->calls = 0;
+		for (int u = 0; u < MAX_FRAME_USERS; u++)
+			fs->mask[u] = 0;
+	}
+	__u32 level = fs->calls;
+	fs->calls = level + 1;
+	if (want && level < MAX_FRAME_LEVELS) {
+		__u32 bit = 1u << level;
+		for (int u = 0; u < MAX_FRAME_USERS; u++)
+			if (want & (1u << u))
+				fs->mask[u] |= bit;
+	}
+	return 0;
+}
+
+SEC("fexit/d_alloc_parallel")
+int kfault_frame_exit(__u64 *ctx)
+{
+	__u32 key = frame_id;
+	struct task_chains *st = bpf_task_storage_get(&kfault_task_chains, bpf_get_current_task_btf(), 0, 0);
+	if (!st)
+		return 0;
+	struct frame_info *fi = bpf_map_lookup_elem(&kfault_frames, &key);
+	if (!fi)
+		return 0;
+	struct frame_state *fs = &st->f[frame_idx(frame_id)];
+	__u32 calls = fs->calls;
+	/* calls 0: an invocation entered before this task had state, or before the attach. */
+	if (fs->gen != fi->gen || !calls)
+		return 0;
+	__u32 level = calls - 1;
+	fs->calls = level;
+	if (level < MAX_FRAME_LEVELS) {
+		__u32 keep = ~(1u << level);
+		for (int u = 0; u < MAX_FRAME_USERS; u++)
+			fs->mask[u] &= keep;
+	}
+	return 0;
+}
+
+#endif
