@@ -14,6 +14,13 @@
 //   - kfault_levels (array): hook id → bitmap of the cgroup levels that have rules;
 //   - kfault_counters (array): rule id → faults injected (seedable, read by Counts).
 //
+// Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add three more: kfault_frames
+// (frame id → generation and user slots), kfault_chains (chain id → its frames) and
+// kfault_task_chains (task storage: per task, per frame, recursion-level masks of matched
+// entries). Each distinct frame (function, parameters, predicate) has one fentry/fexit pair,
+// with its compiled predicate spliced in, shared by every chain and container that uses it and
+// attached only while one does.
+//
 // A hook is attached when its first rule is armed and detached when its last rule goes, so an
 // idle engine runs nothing. Nothing is pinned: every link dies with the process.
 //
@@ -24,7 +31,7 @@
 // own cgroup, so a separate bpf_get_current_cgroup_id lookup would only repeat one) has rules.
 // A bystander pays one hash lookup per distinct armed level, whatever the number of armed
 // cgroups. Checks then run cheapest first: interrupt context (never failed) → rule state →
-// call chain (chain_id, 0 = none: the seam for call-chain support) → times budget already used
+// call chain (0 = none; else all its frames active for the task) → times budget already used
 // (a plain read) → probability (bpf_get_prandom_u32 < threshold; 100% skips the draw) → times
 // (atomic fetch-add: exact, only an old value below the limit injects).
 //
