@@ -76,6 +76,24 @@ func TestBenchArmedCgroups(t *testing.T) {
 				mb, mw := median(base), median(with)
 				fmt.Printf("bench %-8s armed in %4d other cgroups: %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f\n",
 					m, n, float64(mw)/float64(ops), float64(mb)/float64(ops), float64(mw)/float64(mb))
+				if n == 1000 {
+					// Decomposition: the program attached but with an empty level bitmap, so it
+					// returns after one array lookup: the cost of the mechanism itself.
+					h := e.hooks["should_failslab"]
+					var floor []time.Duration
+					for r := 0; r < rounds; r++ {
+						if err := e.levels.Put(h.id, uint64(0)); err != nil {
+							t.Fatal(err)
+						}
+						floor = append(floor, loop())
+						if err := e.writeLevels(h); err != nil {
+							t.Fatal(err)
+						}
+					}
+					mf := median(floor)
+					fmt.Printf("bench %-8s attached, empty level bitmap:    %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f (the mechanism's own cost)\n",
+						m, float64(mf)/float64(ops), float64(mb)/float64(ops), float64(mf)/float64(mb))
+				}
 			}
 			for _, k := range e.Armed() {
 				e.Disarm(k)

@@ -42,9 +42,11 @@ func forEachMechanism(t *testing.T, f func(t *testing.T, e *Engine)) {
 // armOne arms faults on cg under key and registers a Disarm for the end of the test.
 func armOne(t *testing.T, e *Engine, key string, cg *cgroup, faults ...annotations.Fault) {
 	t.Helper()
+	start := time.Now()
 	if err := e.Arm(key, cg.target, faults, nil); err != nil {
 		t.Fatalf("Arm(%s): %v", key, err)
 	}
+	t.Logf("Arm(%s) took %v", key, time.Since(start).Round(time.Millisecond))
 	t.Cleanup(func() { e.Disarm(key) })
 }
 
