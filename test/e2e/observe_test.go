@@ -1,0 +1,249 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/test/e2e/vmtest"
+)
+
+// injectedMetric returns the kfault_faults_injected_total samples of a pod's container, by
+// fault label, from a Prometheus text scrape.
+func injectedMetric(scrape, pod, container string) map[string]float64 {
+	out := map[string]float64{}
+	re := regexp.MustCompile(`^kfault_faults_injected_total\{(.*)\} (\S+)$`)
+	for _, line := range strings.Split(scrape, "\n") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		labels := m[1]
+		if !strings.Contains(labels, `pod="`+pod+`"`) || !strings.Contains(labels, `container="`+container+`"`) {
+			continue
+		}
+		fault := regexp.MustCompile(`fault="([^"]*)"`).FindStringSubmatch(labels)
+		v, _ := strconv.ParseFloat(m[2], 64)
+		key := ""
+		if fault != nil {
+			key = fault[1]
+		}
+		out[key] = v
+	}
+	return out
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scraping metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scraping metrics: %s %v", resp.Status, err)
+	}
+	return string(body)
+}
+
+// The metrics endpoint shows the exact number of injected faults for the pod's container
+// (times: 4, 8 tries: 4), and none for its neighbour; kfault status lists the armed fault with
+// its count; kfault disarm --all stops every fault at once: the next mkdir succeeds.
+func TestPluginMetricsStatusDisarmAll(t *testing.T) {
+	const addr = "127.0.0.1:9471"
+	p := withPlugin(t, "metrics", vmtest.PluginOptions{MetricsAddress: addr})
+	pod := newPod("metrics", map[string]string{
+		"faults.kfault.dev/container.victim":  "{function: __x64_sys_mkdir, errno: EACCES, times: 4}",
+		"faults.kfault.dev/container.stepped": mkdirEACCES,
+	})
+	podID := runPod(t, &pod)
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: vmtest.MkdirLoop(8, false, "0.2")})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: vmtest.MkdirLoop(8, false, "0.2")})
+	gate := vmtest.NewGate(t, "stepped")
+	stepped := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "stepped",
+		Command: vmtest.MkdirLoop(10, true, ""), Mounts: []vmtest.Mount{gate.Mount()}})
+
+	vt := vmtest.WaitTries(t, victim, 8, 2*time.Minute)
+	nt := vmtest.WaitTries(t, neighbour, 8, 2*time.Minute)
+	t.Logf("victim (times: 4): %s", vmtest.Summary(vt))
+	t.Logf("neighbour: %s", vmtest.Summary(nt))
+	if vmtest.Failed(vt) != 4 || vt[3].OK || !vt[4].OK {
+		t.Errorf("victim: want tries 1-4 to fail and 5-8 to succeed: %s", vmtest.Summary(vt))
+	}
+	if vmtest.Failed(nt) != 0 {
+		t.Errorf("neighbour had failures: %s", vmtest.Summary(nt))
+	}
+
+	gate.Allow(1, 1)
+	st := vmtest.WaitTries(t, stepped, 1, time.Minute)
+	if st[0].OK {
+		t.Errorf("stepped container: try 1 succeeded, want it to fail")
+	}
+
+	body := scrape(t, addr)
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, "kfault_") && !strings.Contains(l, "_bucket") {
+			t.Logf("metrics: %s", l)
+		}
+	}
+	vm := injectedMetric(body, "metrics", "victim")
+	if len(vm) != 1 || vm["0:__x64_sys_mkdir"] != 4 {
+		t.Errorf("kfault_faults_injected_total of pod metrics, container victim: %v, want {0:__x64_sys_mkdir: 4}", vm)
+	}
+	if sm := injectedMetric(body, "metrics", "stepped"); sm["0:__x64_sys_mkdir"] != 1 {
+		t.Errorf("kfault_faults_injected_total of container stepped: %v, want 1", sm)
+	}
+	if nm := injectedMetric(body, "metrics", "neighbour"); len(nm) != 0 {
+		t.Errorf("the neighbour has injected-fault samples: %v", nm)
+	}
+	if !regexp.MustCompile(`(?m)^kfault_rules_armed 2$`).MatchString(body) {
+		t.Errorf("kfault_rules_armed is not 2 (victim and stepped)")
+	}
+
+	status := p.Status()
+	found := false
+	for _, c := range status.Containers {
+		t.Logf("status: %s %s/%s armed=%v injected=%v %v", c.Key, c.Pod, c.Container, c.Armed, c.Injected, c.FaultList)
+		switch c.Container {
+		case "victim":
+			found = true
+			if c.ContainerID != victim || !c.Armed || len(c.Injected) != 1 || c.Injected[0] != 4 {
+				t.Errorf("kfault status, victim: armed=%v injected=%v, want armed with [4]", c.Armed, c.Injected)
+			}
+		case "neighbour":
+			t.Errorf("kfault status lists the neighbour")
+		}
+	}
+	if !found {
+		t.Errorf("kfault status does not list the victim")
+	}
+	text := vmtest.Run(t, vmtest.KfaultBinary(), "status", "--socket", p.ControlSocket)
+	t.Logf("kfault status:\n%s", text)
+	if !regexp.MustCompile(`(?m)^` + victim[:12] + `\s+default\s+metrics\s+victim\s+armed\s+.*\s4$`).MatchString(text) {
+		t.Errorf("kfault status text has no line for the victim with 4 injected")
+	}
+
+	out := vmtest.Run(t, vmtest.KfaultBinary(), "disarm", "--socket", p.ControlSocket, "--all")
+	t.Logf("kfault disarm --all:\n%s", out)
+	if !strings.Contains(out, "disarmed 2 container(s)") {
+		t.Errorf("kfault disarm --all: %q, want 2 containers disarmed", out)
+	}
+	gate.Allow(2, 3)
+	st = vmtest.WaitTries(t, stepped, 3, time.Minute)
+	t.Logf("stepped: %s", vmtest.Summary(st))
+	if !st[1].OK || !st[2].OK {
+		t.Errorf("after kfault disarm --all, the next mkdirs failed: %s", vmtest.Summary(st))
+	}
+	if o := vmtest.BPF(t); len(o.Programs) != 0 || len(o.Links) != 0 {
+		t.Errorf("after kfault disarm --all, kfault BPF programs/links remain: %v %v", o.Programs, o.Links)
+	}
+	if s := p.Status(); !s.Halted {
+		t.Errorf("kfault status after disarm --all: not halted")
+	}
+}
+
+// cycles is the number of create/start/stop/remove cycles of TestPluginCyclesLeaveNothing:
+// KFAULT_E2E_CYCLES, or a default that keeps the test under about 4 minutes in the TCG VM.
+func cycles(t *testing.T) int {
+	if s := os.Getenv("KFAULT_E2E_CYCLES"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 10 {
+			t.Fatalf("KFAULT_E2E_CYCLES=%q: want a number >= 10", s)
+		}
+		return n
+	}
+	return defaultCycles
+}
+
+// defaultCycles: see cycles. A cycle takes about 8.5 s in the TCG VM (crictl create, start,
+// stop, rm: each about 2 s), so 25 cycles take about 3.5 minutes. The issue asks for 200:
+// KFAULT_E2E_CYCLES=200 (about 30 minutes).
+const defaultCycles = 25
+
+// Stopping and removing annotated containers leaves no kfault rule, link, program or map entry
+// behind, after many create/start/stop/remove cycles, and the plugin's RSS stays flat. A
+// neighbour in the same pod runs mkdir once a second throughout and never fails.
+func TestPluginCyclesLeaveNothing(t *testing.T) {
+	n := cycles(t)
+	p := withPlugin(t, "cycles", vmtest.PluginOptions{})
+	pod := newPod("cycles", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	podID := runPod(t, &pod)
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: vmtest.MkdirLoop(100000, false, "1")})
+
+	before := vmtest.BPF(t)
+	if len(before.Programs) != 0 {
+		t.Fatalf("kfault programs loaded before any arm: %v", before.Programs)
+	}
+	rulesMap, ok := before.MapIDs["kfault_rules"]
+	if !ok {
+		t.Fatalf("no kfault_rules map (bpftool map show): %v", before.MapIDs)
+	}
+	victimCmd := []string{"sh", "-c", `if mkdir /tmp/c; then echo "try 1 ok"; else echo "try 1 FAILED"; fi; exec sleep 3600`}
+	var rssEarly, rssEnd int
+	var durations []time.Duration
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		t0 := time.Now()
+		id, err := vmtest.CreateContainerNoCleanup(t, podID, pod, vmtest.Container{Name: "victim", Command: victimCmd,
+			LogPath: fmt.Sprintf("victim-%d.log", i)})
+		if err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		vmtest.Run(t, "crictl", "start", id)
+		if i == 0 || i == n-1 {
+			tries := vmtest.WaitTries(t, id, 1, time.Minute)
+			if tries[0].OK {
+				t.Errorf("cycle %d: the victim's mkdir succeeded; the fault was not armed", i)
+			}
+			o := vmtest.BPF(t)
+			if len(o.Programs) != 1 || len(o.Links) != 1 || vmtest.BPFMapEntries(t, rulesMap) != 1 {
+				t.Errorf("cycle %d, armed: want one kfault program, link and rule entry: %v %v, %d entries", i, o.Programs, o.Links, vmtest.BPFMapEntries(t, rulesMap))
+			}
+			if i == 0 {
+				t.Logf("armed: programs %v, links %v", o.Programs, o.Links)
+			}
+		}
+		vmtest.Run(t, "crictl", "stop", "-t", "0", id)
+		vmtest.Run(t, "crictl", "rm", id)
+		durations = append(durations, time.Since(t0))
+		if i+1 == max(n/10, 1) {
+			rssEarly = p.RSSKiB()
+		}
+	}
+	total := time.Since(start)
+	rssEnd = p.RSSKiB()
+	t.Logf("%d cycles in %.1fs: %.2fs per cycle (first %.2fs, last %.2fs)", n, total.Seconds(), total.Seconds()/float64(n),
+		durations[0].Seconds(), durations[len(durations)-1].Seconds())
+	t.Logf("plugin VmRSS: %d KiB after %d cycles, %d KiB after %d (%+d KiB)", rssEarly, max(n/10, 1), rssEnd, n, rssEnd-rssEarly)
+
+	st := p.Status()
+	if len(st.Containers) != 0 {
+		t.Errorf("kfault status after the cycles lists %d containers: %+v", len(st.Containers), st.Containers)
+	}
+	o := vmtest.BPF(t)
+	if len(o.Programs) != 0 || len(o.Links) != 0 {
+		t.Errorf("after the cycles, kfault programs/links remain: %v %v", o.Programs, o.Links)
+	}
+	if e := vmtest.BPFMapEntries(t, rulesMap); e != 0 {
+		t.Errorf("after the cycles, kfault_rules has %d entries", e)
+	}
+	if len(p.State()) != 0 {
+		t.Errorf("after the cycles, the state file has entries: %v", p.State())
+	}
+	// Flat: at most 25% or 8 MiB more than after the first tenth, whichever is larger.
+	if slack := max(rssEarly/4, 8*1024); rssEnd-rssEarly > slack {
+		t.Errorf("plugin RSS grew from %d to %d KiB over %d cycles (slack %d KiB)", rssEarly, rssEnd, n, slack)
+	}
+	nt := vmtest.Tries(vmtest.Logs(t, neighbour))
+	t.Logf("neighbour: %d mkdirs, %d failed", len(nt), vmtest.Failed(nt))
+	if len(nt) == 0 || vmtest.Failed(nt) != 0 {
+		t.Errorf("neighbour: %d tries, %d failed: want some and none failed", len(nt), vmtest.Failed(nt))
+	}
+}
