@@ -81,6 +81,8 @@ type Pod struct {
 	Annotations          map[string]string
 	// CgroupParent defaults to a kubelet-like cgroupfs parent: /kubepods/besteffort/pod<uid>.
 	CgroupParent string
+	// Privileged: the sandbox may hold privileged containers.
+	Privileged bool
 }
 
 // RunPod starts a pod sandbox with host networking and returns its id. It is removed at cleanup.
@@ -103,6 +105,7 @@ func RunPod(t testing.TB, p Pod) string {
 			"cgroup_parent": p.CgroupParent,
 			"security_context": map[string]any{
 				"namespace_options": map[string]any{"network": 2},
+				"privileged":        p.Privileged,
 			},
 		},
 	}
@@ -172,7 +175,7 @@ func CreateContainerNoCleanup(t testing.TB, podID string, pod Pod, c Container) 
 		"log_directory": "/tmp/pod-logs/" + pod.UID,
 		"linux": map[string]any{
 			"cgroup_parent":    pod.CgroupParent,
-			"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}},
+			"security_context": map[string]any{"namespace_options": map[string]any{"network": 2}, "privileged": pod.Privileged},
 		},
 	}
 	if len(c.Mounts) > 0 {

@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kfault/kfault/test/e2e/vmtest"
+)
+
+// loopExt4 makes a small ext4 file system on a loop device and returns the device.
+func loopExt4(t *testing.T, name string) string {
+	t.Helper()
+	dir := filepath.Join(os.TempDir(), "kfault-e2e", "blk")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img := filepath.Join(dir, fmt.Sprintf("%s-%d.img", name, time.Now().UnixNano()))
+	if err := os.WriteFile(img, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	vmtest.Run(t, "mkfs.ext4", "-q", "-F", img)
+	dev := vmtest.Run(t, "losetup", "-f", "--show", img)
+	t.Cleanup(func() {
+		vmtest.Output("losetup", "-d", dev)
+		os.Remove(img)
+	})
+	return dev
+}
+
+// chainsUnsupported is the engine's refusal of call chains while they are not implemented
+// (bpf.ErrNotSupported: "callchain: not supported yet").
+func chainsUnsupported(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "callchain: not supported yet")
+}
+
+// The seed's example, KernelChaos's own: a privileged container mounts an ext4 block device
+// read-only once a second (busybox mount -t ext4 -o ro,nosuid: mount(2) with MS_RDONLY|MS_NOSUID),
+// with {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}: slab allocations fail only
+// inside mount(2), so the container runs and every mount fails with "Cannot allocate memory".
+// The unannotated container of the same pod and a bystander pod mount their devices.
+func TestPluginSeedMountCallchain(t *testing.T) {
+	p := withPlugin(t, "seed", vmtest.PluginOptions{})
+	devs := map[string]string{}
+	for _, c := range []string{"victim", "neighbour", "bystander"} {
+		devs[c] = loopExt4(t, c)
+	}
+	loop := func(dev string) []string {
+		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt && umount /mnt", dev), 1000, false, "1")
+	}
+	pod := newPod("seed", map[string]string{
+		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
+	})
+	pod.Privileged = true
+	podID := runPod(t, &pod)
+	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
+	if chainsUnsupported(err) {
+		t.Skipf("the engine does not support call chains yet: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := vmtest.Output("crictl", "start", victim); err != nil {
+		if strings.Contains(out, "callchain: not supported yet") {
+			t.Skipf("the engine does not support call chains yet: crictl start: %s", lastLineOf(out))
+		}
+		t.Fatalf("crictl start: %v: %s", err, out)
+	}
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
+	by := newPod("seed-bystander", nil)
+	by.Privileged = true
+	byID := runPod(t, &by)
+	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
+
+	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
+	nt := vmtest.WaitTries(t, neighbour, 3, 2*time.Minute)
+	bt := vmtest.WaitTries(t, bystander, 3, 2*time.Minute)
+	vlog := vmtest.Logs(t, victim)
+	t.Logf("victim log:\n%s", vlog)
+	t.Logf("neighbour %s; bystander %s", vmtest.Summary(nt), vmtest.Summary(bt))
+	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
+		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
+		// Say why when the arm was too slow for containerd.
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine("seed", "victim"))
+		secs, _ := armed.Num("armSeconds")
+		if p.Count("NRI connection lost") > 0 {
+			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
+				"dropped the plugin and started the container unarmed; it was armed only after the plugin "+
+				"reconnected (Synchronize)", secs)
+		}
+	}
+	for name, id := range map[string]string{"neighbour": neighbour, "bystander": bystander} {
+		log := vmtest.Logs(t, id)
+		if tr := vmtest.Tries(log); vmtest.Failed(tr) != 0 || strings.Contains(log, "Cannot allocate memory") {
+			t.Errorf("%s: mounts failed: %s\n%s", name, vmtest.Summary(tr), log)
+		}
+	}
+}
+
+func lastLineOf(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
