@@ -10,7 +10,8 @@ import (
 )
 
 // nerdctl containers get no NRI events; the plugin's containerd event watcher arms them on
-// /tasks/create, racing with the start. The container sleeps first, then tries mkdir 5 times:
+// /tasks/create, racing with the start. The container sleeps 6 s first (the window is about
+// 3 s under TCG, most of it the first BPF program load), then tries mkdir 5 times:
 // every try fails in the annotated container and none in a plain one run beside it. The arming
 // window (sinceEventSeconds of the armed line) is logged.
 func TestNerdctlAnnotatedRun(t *testing.T) {
@@ -18,7 +19,7 @@ func TestNerdctlAnnotatedRun(t *testing.T) {
 	suffix := time.Now().UnixNano() % 1000000
 	victim, plain := fmt.Sprintf("kf-victim-%d", suffix), fmt.Sprintf("kf-plain-%d", suffix)
 	script := vmtest.TryLoop(vmtest.MkdirOp, 5, false, "0.2")[2]
-	script = "sleep 3; " + strings.Replace(script, "exec sleep 3600", "exit 0", 1)
+	script = "sleep 6; " + strings.Replace(script, "exec sleep 3600", "exit 0", 1)
 	t.Cleanup(func() { vmtest.Output("nerdctl", "rm", "-f", victim, plain) })
 
 	start := time.Now()
