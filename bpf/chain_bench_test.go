@@ -1,0 +1,228 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf/predicate"
+)
+
+// benchChain is a three-frame chain with a predicate on every frame: stat(2) of a missing
+// "bananas" under the current directory.
+var benchChain = []annotations.Frame{
+	{FuncName: "__x64_sys_newfstatat", Parameters: "const struct pt_regs *regs", Predicate: "regs->si != 0"},
+	{FuncName: "filename_lookup", Parameters: "int dfd, struct filename *name", Predicate: "dfd == -100"},
+	{FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: bananas},
+}
+
+// The same fault in inject.py's syntax (STRCMP is inject.py's exact-match macro).
+const benchChainBCC = `__x64_sys_newfstatat(const struct pt_regs *regs)(regs->si != 0) => ` +
+	`filename_lookup(int dfd, struct filename *name)(dfd == -100) => ` +
+	`d_alloc_parallel(struct dentry *parent, const struct qstr *name)(STRCMP(name->name, 'bananas'))`
+
+// TestBenchChainArm prints how long arming a three-frame call chain with predicates takes:
+// predicate compilation, then the whole Arm (compile + load + attach of the should_failslab hook
+// and three fentry/fexit pairs), cold on a new engine and then the median of re-arms after a
+// full disarm. Beside it, the time bcc's inject-bpfcc takes until the same fault is in effect,
+// when bcc is installed. Not a test: KFAULT_BENCH=1, inside the test VM (make bench):
+//
+//	go test -c -o out/bpf.test ./bpf
+//	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchChainArm -test.v
+func TestBenchChainArm(t *testing.T) {
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	requireBPF(t)
+	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
+	dir := tmpfsDir(t)
+	path := filepath.Join(dir, "bananas")
+	fault := slabChain(benchChain...)
+
+	for _, m := range []Mechanism{MechanismFmodRet, MechanismKprobe} {
+		t.Run(m.String(), func(t *testing.T) {
+			e := newTestEngine(t, m)
+			cg := newCgroup(t, "", "bench-chain")
+			var compile, arm []time.Duration
+			for r := 0; r < rounds; r++ {
+				start := time.Now()
+				if _, err := e.planChain(fault, "should_failslab"); err != nil {
+					t.Fatal(err)
+				}
+				compile = append(compile, time.Since(start))
+				start = time.Now()
+				if err := e.Arm("bench", cg.target, []annotations.Fault{fault}, nil); err != nil {
+					t.Fatal(err)
+				}
+				arm = append(arm, time.Since(start))
+				if r == 0 {
+					expectAll(t, "stat bananas with the chain armed", runVictim(t, cg, "stat", 5, path), syscall.ENOMEM)
+				}
+				if err := e.Disarm("bench"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			requireNoKfaultPrograms(t)
+			fmt.Printf("bench chain %-8s 3 frames with predicates: compile %v (median of %d); compile+load+attach (Arm) %v cold, %v median of %d re-arms; goal <= 50ms\n",
+				m, median(compile).Round(time.Microsecond), rounds, arm[0].Round(time.Microsecond),
+				median(arm[1:]).Round(time.Microsecond), rounds-1)
+		})
+	}
+
+	bcc, err := exec.LookPath("inject-bpfcc")
+	if err != nil {
+		fmt.Println("bench chain bcc: inject-bpfcc not available (Debian bpfcc-tools not installed): no bcc figure")
+		return
+	}
+	// inject.py has no cgroup filter: the fault applies to everyone, so this process can watch
+	// for it: the time from the start of inject-bpfcc until stat(bananas) fails with ENOMEM.
+	cmd := exec.Command(bcc, "kmalloc", benchChainBCC)
+	out := &limitedBuffer{max: 8192}
+	cmd.Stdout, cmd.Stderr = out, out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		fmt.Printf("bench chain bcc: cannot start inject-bpfcc: %v\n", err)
+		return
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	deadline := time.After(5 * time.Minute)
+	for {
+		_, err := os.Stat(path)
+		if errors.Is(err, syscall.ENOMEM) {
+			fmt.Printf("bench chain bcc: inject-bpfcc (%s) armed the same fault in %v (start until stat fails with ENOMEM)\n",
+				bccVersion(), time.Since(start).Round(time.Millisecond))
+			return
+		}
+		select {
+		case err := <-exited:
+			exited <- err
+			fmt.Printf("bench chain bcc: inject-bpfcc exited before the fault took effect (%v) after %v: %s\n", err, time.Since(start).Round(time.Millisecond), out)
+			return
+		case <-deadline:
+			fmt.Printf("bench chain bcc: inject-bpfcc did not arm within 5 minutes: %s\n", out)
+			return
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+func bccVersion() string {
+	out, err := exec.Command("dpkg-query", "-W", "-f", "${Version}", "bpfcc-tools").Output()
+	if err != nil || len(out) == 0 {
+		return "bcc, version unknown"
+	}
+	return "bcc " + string(out)
+}
+
+// limitedBuffer keeps the first max bytes written to it.
+type limitedBuffer struct {
+	max int
+	b   []byte
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if n := l.max - len(l.b); n > 0 {
+		if len(p) < n {
+			n = len(p)
+		}
+		l.b = append(l.b, p[:n]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }
+
+// TestBenchFrameSteps times the steps of one frame's attach and detach (where Arm's time goes).
+func TestBenchFrameSteps(t *testing.T) {
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
+	}
+	requireBPF(t)
+	e := newTestEngine(t, MechanismFmodRet)
+	plan, err := e.planChain(slabChain(benchChain[2]), "should_failslab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		fp := &frameProg{key: plan.frames[0].key, id: 1, gen: 1}
+		step := time.Now()
+		lap := func(what string) {
+			fmt.Printf("bench frame step %-28s %v\n", what, time.Since(step).Round(time.Microsecond))
+			step = time.Now()
+		}
+		if err := e.writeFrame(fp); err != nil {
+			t.Fatal(err)
+		}
+		lap("write frame map")
+		spec := e.spec.Copy()
+		for n := range spec.Programs {
+			if n != "kfault_frame_entry" && n != "kfault_frame_exit" {
+				delete(spec.Programs, n)
+			}
+		}
+		for _, ps := range spec.Programs {
+			ps.AttachTo = fp.key.fn
+		}
+		insns, err := predicate.Splice(spec.Programs["kfault_frame_entry"].Instructions, plan.frames[0].prog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec.Programs["kfault_frame_entry"].Instructions = insns
+		spec.Variables["frame_id"].Set(fp.id)
+		lap("spec copy + splice")
+		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+			MapReplacements: e.mapReplacements(),
+			Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
+			Cache:           e.cache,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lap("load (verify) 2 programs")
+		lx, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["kfault_frame_exit"], AttachType: ebpf.AttachTraceFExit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lap("attach fexit (first on fn)")
+		ln, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["kfault_frame_entry"], AttachType: ebpf.AttachTraceFEntry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lap("attach fentry (second on fn)")
+		kp, err := link.Kprobe(fp.key.fn, coll.Programs["kfault_frame_exit"], nil)
+		if err == nil {
+			lap("attach kprobe (other prog type: expect error)")
+			kp.Close()
+		} else {
+			lap("kprobe attempt")
+		}
+		ln.Close()
+		lap("detach fentry")
+		lx.Close()
+		lap("detach fexit")
+		coll.Close()
+		lap("close programs")
+	}
+}
