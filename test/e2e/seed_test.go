@@ -78,6 +78,9 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
 
+	if armed, err := p.FindLog(vmtest.ArmedLine("seed", "victim")); err == nil {
+		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
+	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
 	nt := vmtest.WaitTries(t, neighbour, 3, 2*time.Minute)
 	bt := vmtest.WaitTries(t, bystander, 3, 2*time.Minute)
@@ -89,7 +92,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		// Say why when the arm was too slow for containerd.
 		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine("seed", "victim"))
 		secs, _ := armed.Num("armSeconds")
-		if p.Count("NRI connection lost") > 0 {
+		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
 				"dropped the plugin and started the container unarmed; it was armed only after the plugin "+
 				"reconnected (Synchronize)", secs)

@@ -407,3 +407,8 @@ func (p *Plugin) WaitCount(timeout time.Duration, msg string, n int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// FindLog returns the current instance's first line matching match, waiting up to 10 s.
+func (p *Plugin) FindLog(match func(LogEntry) bool) (LogEntry, error) {
+	return p.waitLog(10*time.Second, match)
+}
