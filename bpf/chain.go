@@ -43,8 +43,8 @@ const predSymbol = "kfault_frame_pred"
 type frameUserC struct{ Flags, PrevFrame, PrevSlot, PrevGen uint32 }
 
 type frameInfoC struct {
-	Gen, Pad uint32
-	Users    [maxFrameUsers]frameUserC
+	Gen, First uint32 // First: valid slots without a previous frame
+	Users      [maxFrameUsers]frameUserC
 }
 
 type chainFrameC struct{ Frame, Slot, Gen, Pad uint32 }
@@ -376,6 +376,11 @@ func (e *Engine) releaseFrame(fp *frameProg) {
 
 func (e *Engine) writeFrame(fp *frameProg) error {
 	v := frameInfoC{Gen: fp.gen, Users: fp.prevs}
+	for s, u := range fp.prevs {
+		if u.Flags&frameUserValid != 0 && u.Flags&frameUserHasPrev == 0 {
+			v.First |= 1 << s
+		}
+	}
 	if err := e.chains.frameMap.Put(fp.id, v); err != nil {
 		return fmt.Errorf("write frame %s: %w", fp.key, err)
 	}

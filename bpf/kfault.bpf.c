@@ -118,7 +118,7 @@ static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
 		if (!(flags & RULE_ACTIVE))
 			continue;
 		/* Call chain: every frame of the rule's chain is on this task's stack, in order. */
-		if (r->chain_id && !chain_active(r->chain_id))
+		if (r->chain_id && !kfault_chain_active(r->chain_id))
 			continue;
 
 		__u32 idx = r->counter;

@@ -21,6 +21,9 @@
  * answer, and an early or exceptional return clears exactly what its entry set. A (chain, i) is
  * active while mask[u] != 0. Levels >= 32 are counted but never matched.
  *
+ * Loops are unrolled (#pragma unroll): with a real loop the verifier tracks the counter and the
+ * slot bitmask precisely and explores every combination (seconds per load under emulation).
+ *
  * gen: each frame id allocation gets a new generation; state whose gen differs is stale (the
  * frame id was freed and reused while the task was inside the old function) and reads as
  * empty.
@@ -53,8 +56,8 @@ struct frame_user {
 };
 
 struct frame_info {
-	__u32 gen; /* this frame id's current generation (never 0 while in use) */
-	__u32 _pad;
+	__u32 gen;   /* this frame id's current generation (never 0 while in use) */
+	__u32 first; /* bitmap of the valid slots without HAS_PREV (chain position 0) */
 	struct frame_user users[MAX_FRAME_USERS];
 };
 
@@ -118,8 +121,11 @@ static __always_inline __u32 slot_idx(__u32 x)
 	return x;
 }
 
-/* chain_active: every frame of chain id is active for the current task. */
-static __always_inline int chain_active(__u32 id)
+/*
+ * chain_active: every frame of chain id is active for the current task. A global function: the
+ * verifier checks it once, not once per rule slot and cgroup level of the hot path's loops.
+ */
+__attribute__((noinline)) int kfault_chain_active(__u32 id)
 {
 	struct chain *c = bpf_map_lookup_elem(&kfault_chains, &id);
 	if (!c)
@@ -169,44 +175,52 @@ int kfault_frame_entry(__u64 *ctx)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct task_chains *st = bpf_task_storage_get(&kfault_task_chains, task, 0, 0);
 
-	__u32 want = 0;
-	for (int u = 0; u < MAX_FRAME_USERS; u++) {
-		struct frame_user *fu = &fi->users[u];
-		__u32 flags = fu->flags;
-		if (!(flags & FRAME_USER_VALID))
-			continue;
-		if (flags & FRAME_USER_HAS_PREV) {
-			if (!st)
-				continue;
-			struct frame_state *p = &st->f[frame_idx(fu->prev_frame)];
-			if (p->gen != fu->prev_gen || !p->mask[slot_idx(fu->prev_slot)])
-				continue;
-		}
-		want |= 1u << u;
-	}
-	if (want && !kfault_frame_pred(ctx))
-		want = 0;
+	/*
+	 * The verifier must not learn the slot bitmap as a constant and branch on it: it would then
+	 * track every combination of slots separately. So the bitmap is only combined
+	 * arithmetically, and the predicate runs whenever some slot could match.
+	 */
+	__u32 want;
 	if (!st) {
-		if (!want)
+		/* No state yet: only chain positions 0 can match; create the state when one does. */
+		if (!fi->first)
+			return 0;
+		if (!kfault_frame_pred(ctx))
 			return 0;
 		st = bpf_task_storage_get(&kfault_task_chains, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE_);
 		if (!st)
 			return 0;
+		want = fi->first;
+	} else {
+		want = fi->first;
+		#pragma unroll
+		for (int u = 0; u < MAX_FRAME_USERS; u++) {
+			struct frame_user *fu = &fi->users[u];
+			if ((fu->flags & (FRAME_USER_VALID | FRAME_USER_HAS_PREV)) != (FRAME_USER_VALID | FRAME_USER_HAS_PREV))
+				continue;
+			struct frame_state *p = &st->f[frame_idx(fu->prev_frame)];
+			if (p->gen == fu->prev_gen && p->mask[slot_idx(fu->prev_slot)])
+				want |= 1u << u;
+		}
+		if (!kfault_frame_pred(ctx))
+			want = 0;
 	}
+
 	struct frame_state *fs = &st->f[frame_idx(frame_id)];
 	if (fs->gen != gen) {
 		fs->gen = gen;
 		fs->calls = 0;
+		#pragma unroll
 		for (int u = 0; u < MAX_FRAME_USERS; u++)
 			fs->mask[u] = 0;
 	}
 	__u32 level = fs->calls;
 	fs->calls = level + 1;
-	if (want && level < MAX_FRAME_LEVELS) {
+	if (level < MAX_FRAME_LEVELS) {
 		__u32 bit = 1u << level;
+		#pragma unroll
 		for (int u = 0; u < MAX_FRAME_USERS; u++)
-			if (want & (1u << u))
-				fs->mask[u] |= bit;
+			fs->mask[u] |= bit & -((want >> u) & 1u);
 	}
 	return 0;
 }
@@ -230,6 +244,7 @@ int kfault_frame_exit(__u64 *ctx)
 	fs->calls = level;
 	if (level < MAX_FRAME_LEVELS) {
 		__u32 keep = ~(1u << level);
+		#pragma unroll
 		for (int u = 0; u < MAX_FRAME_USERS; u++)
 			fs->mask[u] &= keep;
 	}

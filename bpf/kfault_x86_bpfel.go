@@ -29,7 +29,7 @@ type kfaultChain struct {
 type kfaultFrameInfo struct {
 	_     structs.HostLayout
 	Gen   uint32
-	Pad   uint32
+	First uint32
 	Users [8]struct {
 		_         structs.HostLayout
 		Flags     uint32
