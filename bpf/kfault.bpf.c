@@ -141,6 +141,23 @@ static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
 	return 0;
 }
 
+/*
+ * runtime_setup_task tells whether the current task is the container runtime's own setup process.
+ * kfault arms at NRI StartContainer, when runc's init ("runc:[2:INIT]") already sits in the
+ * container's cgroup and still has its last setup steps (e.g. opening /proc/self/fd) to do before
+ * it execs the container's program. Faults are for the container's code, not for the runtime:
+ * failing those steps would kill the container before its first instruction. Only tasks that
+ * matched a rule pay for this check.
+ */
+static __always_inline int runtime_setup_task(void)
+{
+	char comm[16] = {};
+	if (bpf_get_current_comm(comm, sizeof(comm)))
+		return 0;
+	return comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' && comm[4] == ':' &&
+	       comm[5] == '[';
+}
+
 /* match_current looks the current task's cgroup subtree up. */
 static __always_inline int match_current(__s64 *ret)
 {
@@ -158,7 +175,7 @@ static __always_inline int match_current(__s64 *ret)
 		if (!key.cgroup)
 			break; /* the task's cgroup is shallower than this level, and than the next ones */
 		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
-		if (set && in_task() && eval_set(set, ret))
+		if (set && in_task() && !runtime_setup_task() && eval_set(set, ret))
 			return 1;
 	}
 	return 0;

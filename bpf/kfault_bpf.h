@@ -30,6 +30,7 @@ enum {
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static __u32 (*bpf_get_prandom_u32)(void) = (void *)7;
 static __u32 (*bpf_get_smp_processor_id)(void) = (void *)8;
+static long (*bpf_get_current_comm)(void *buf, __u32 size_of_buf) = (void *)16;
 static long (*bpf_override_return)(void *regs, __u64 rc) = (void *)58;
 static __u64 (*bpf_get_current_cgroup_id)(void) = (void *)80;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *unsafe_ptr) = (void *)113;
