@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -89,13 +90,27 @@ func TestBenchChainArm(t *testing.T) {
 	}
 	// inject.py has no cgroup filter: the fault applies to everyone, so this process can watch
 	// for it: the time from the start of inject-bpfcc until stat(bananas) fails with ENOMEM.
-	cmd := exec.Command(bcc, "kmalloc", benchChainBCC)
-	out := &limitedBuffer{max: 8192}
+	for _, c := range []struct{ what, spec string }{
+		{"the same three-frame chain", benchChainBCC},
+		{"the one-frame KernelChaos example", `d_alloc_parallel(struct dentry *parent, const struct qstr *name)(STRCMP(name->name, bananas))`},
+	} {
+		took, err := bccArm(bcc, c.spec, path)
+		if err != nil {
+			fmt.Printf("bench chain bcc: inject-bpfcc (%s), %s: failed after %v: %v\n", bccVersion(), c.what, took.Round(time.Millisecond), err)
+			continue
+		}
+		fmt.Printf("bench chain bcc: inject-bpfcc (%s), %s: armed in %v (start until stat fails with ENOMEM)\n", bccVersion(), c.what, took.Round(time.Millisecond))
+	}
+}
+
+// bccArm runs inject-bpfcc kmalloc SPEC until stat(path) fails with ENOMEM, then stops it.
+func bccArm(bcc, spec, path string) (time.Duration, error) {
+	cmd := exec.Command(bcc, "kmalloc", spec)
+	out := &limitedBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		fmt.Printf("bench chain bcc: cannot start inject-bpfcc: %v\n", err)
-		return
+		return 0, err
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -110,23 +125,33 @@ func TestBenchChainArm(t *testing.T) {
 	}()
 	deadline := time.After(5 * time.Minute)
 	for {
-		_, err := os.Stat(path)
-		if errors.Is(err, syscall.ENOMEM) {
-			fmt.Printf("bench chain bcc: inject-bpfcc (%s) armed the same fault in %v (start until stat fails with ENOMEM)\n",
-				bccVersion(), time.Since(start).Round(time.Millisecond))
-			return
+		if _, err := os.Stat(path); errors.Is(err, syscall.ENOMEM) {
+			return time.Since(start), nil
 		}
 		select {
 		case err := <-exited:
 			exited <- err
-			fmt.Printf("bench chain bcc: inject-bpfcc exited before the fault took effect (%v) after %v: %s\n", err, time.Since(start).Round(time.Millisecond), out)
-			return
+			return time.Since(start), fmt.Errorf("exited (%v) before the fault took effect: %s", err, bccReason(out.String()))
 		case <-deadline:
-			fmt.Printf("bench chain bcc: inject-bpfcc did not arm within 5 minutes: %s\n", out)
-			return
+			return time.Since(start), fmt.Errorf("not armed within 5 minutes")
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// bccReason picks the telling lines out of bcc's output (compiler errors, verifier verdict).
+func bccReason(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "error:") || strings.Contains(l, "not allowed") || strings.Contains(l, "Failed to") ||
+			strings.HasPrefix(l, "Exception") || strings.Contains(l, "invalid") {
+			keep = append(keep, strings.TrimSpace(l))
+		}
+	}
+	if len(keep) == 0 {
+		return out
+	}
+	return strings.Join(keep, " | ")
 }
 
 func bccVersion() string {
