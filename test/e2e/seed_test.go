@@ -43,7 +43,8 @@ func chainsUnsupported(err error) bool {
 // The seed's example, KernelChaos's own: a privileged container mounts an ext4 block device
 // read-only once a second (busybox mount -t ext4 -o ro,nosuid: mount(2) with MS_RDONLY|MS_NOSUID),
 // with {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}: slab allocations fail only
-// inside mount(2), so the container runs and every mount fails with "Cannot allocate memory".
+// inside mount(2), so the container runs and every mount fails with "Cannot allocate memory" and
+// the umount after it with "Invalid argument".
 // The unannotated container of the same pod and a bystander pod mount their devices.
 func TestPluginSeedMountCallchain(t *testing.T) {
 	p := withPlugin(t, "seed", vmtest.PluginOptions{})
@@ -52,7 +53,9 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		devs[c] = loopExt4(t, c)
 	}
 	loop := func(dev string) []string {
-		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt && umount /mnt", dev), 1000, false, "1")
+		// mount then umount, as the KernelChaos docs' program does: when the mount fails, the
+		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
+		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
 	}
 	pod := newPod("seed", map[string]string{
 		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
@@ -87,6 +90,9 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	vlog := vmtest.Logs(t, victim)
 	t.Logf("victim log:\n%s", vlog)
 	t.Logf("neighbour %s; bystander %s", vmtest.Summary(nt), vmtest.Summary(bt))
+	if !strings.Contains(vlog, "Invalid argument") {
+		t.Errorf("victim: want the umount after each failed mount to fail with Invalid argument, as in the KernelChaos docs")
+	}
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
