@@ -334,13 +334,7 @@ func (e *Engine) acquireFrame(pf plannedFrame) (*frameProg, error) {
 		fp.refs++
 		return fp, nil
 	}
-	id := -1
-	for i, used := range c.frameIDs {
-		if !used {
-			id = i
-			break
-		}
-	}
+	id := firstFree(c.frameIDs[:])
 	if id < 0 {
 		return nil, fmt.Errorf("%w: more than %d distinct call-chain frames", ErrLimit, maxFrameIDs)
 	}

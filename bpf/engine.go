@@ -593,13 +593,7 @@ func (e *Engine) acquireHook(fn string, kind hookKind) (*hook, error) {
 	if h := e.hooks[fn]; h != nil {
 		return h, nil
 	}
-	id := -1
-	for i, used := range e.hookIDs {
-		if !used {
-			id = i
-			break
-		}
-	}
+	id := firstFree(e.hookIDs[:])
 	if id < 0 {
 		return nil, fmt.Errorf("%w: more than %d hooked functions", ErrLimit, maxHooks)
 	}
@@ -691,4 +685,14 @@ func (e *Engine) detach(h *hook) error {
 		return fmt.Errorf("detach %s: %w", h.fn, err)
 	}
 	return nil
+}
+
+// firstFree returns the index of the first unused id, or -1 when all are in use.
+func firstFree(used []bool) int {
+	for i, u := range used {
+		if !u {
+			return i
+		}
+	}
+	return -1
 }
