@@ -13,6 +13,18 @@ NERDCTL_VERSION=${NERDCTL_VERSION:-v2.1.3}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# cache_lock NAME serialises builders of one cache entry: a second `build-tools` (say, from a
+# `test/vm/run` started while the first still builds) waits and then finds the result cached,
+# instead of both writing the same .tmp directory. The lock is held until the script exits.
+cache_lock() {
+	mkdir -p "$KFAULT_CACHE"
+	exec 8>"$KFAULT_CACHE/.lock-$1"
+	if ! flock -n 8; then
+		log "$1: another build of it is running; waiting for it"
+		flock 8
+	fi
+}
+
 # kernel_source_version prints the Debian package version of linux-source-6.1.
 kernel_source_version() {
 	dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown
