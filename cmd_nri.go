@@ -163,7 +163,7 @@ func runNRI(args []string, stderr io.Writer) int {
 	}()
 
 	p, err := plugin.New(plugin.Options{
-		Engine:        bpfEngine{engine},
+		Engine:        bpfEngine{engine, adaptInjections(engine.Injections())},
 		Resolver:      bpfResolver(),
 		CgroupRoot:    bpf.Cgroup2Mount(),
 		Logger:        log,
@@ -192,7 +192,28 @@ func runNRI(args []string, stderr io.Writer) int {
 }
 
 // bpfEngine adapts *bpf.Engine to plugin.Engine (plugin.Target mirrors bpf.Target).
-type bpfEngine struct{ e *bpf.Engine }
+type bpfEngine struct {
+	e   *bpf.Engine
+	inj <-chan plugin.Injection
+}
+
+// Injections are the engine's sampled injections (plugin.InjectionSource).
+func (b bpfEngine) Injections() <-chan plugin.Injection { return b.inj }
+
+// adaptInjections converts the engine's samples for the plugin until the engine closes.
+func adaptInjections(in <-chan bpf.Injection) <-chan plugin.Injection {
+	if in == nil {
+		return nil
+	}
+	out := make(chan plugin.Injection, cap(in))
+	go func() {
+		defer close(out)
+		for i := range in {
+			out <- plugin.Injection{Key: i.Key, Fault: i.Fault, Seq: i.Seq, PID: i.PID, TGID: i.TGID, Comm: i.Comm, Time: i.Time}
+		}
+	}()
+	return out
+}
 
 func (b bpfEngine) Arm(key string, t plugin.Target, faults []annotations.Fault, already []uint64) error {
 	return b.e.Arm(key, bpf.Target(t), faults, already)

@@ -97,8 +97,12 @@ func writeStatus(w io.Writer, st plugin.Status) {
 			if inj.Fault >= 0 && inj.Fault < len(c.FaultList) {
 				fault = c.FaultList[inj.Fault]
 			}
-			recent = append(recent, fmt.Sprintf("  %s  %s  %s  pid %d (%s)",
-				inj.Time.Local().Format("15:04:05.000"), short(c.Key), fault, inj.PID, inj.Comm))
+			nth := ""
+			if inj.Seq > 0 {
+				nth = fmt.Sprintf("  #%d", inj.Seq)
+			}
+			recent = append(recent, fmt.Sprintf("  %s  %s  %s%s  pid %d (%s)",
+				inj.Time.Local().Format("15:04:05.000"), short(c.Key), fault, nth, inj.PID, inj.Comm))
 		}
 	}
 	if len(recent) > 0 {

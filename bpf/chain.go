@@ -139,6 +139,7 @@ func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 		"kfault_rules":       e.rules,
 		"kfault_levels":      e.levels,
 		"kfault_counters":    e.counters,
+		"kfault_events":      e.eventMap,
 		"kfault_frames":      e.chains.frameMap,
 		"kfault_chains":      e.chains.chainMap,
 		"kfault_task_chains": e.chains.taskChains,

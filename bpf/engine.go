@@ -76,14 +76,19 @@ type Engine struct {
 	perCPUOffset, preemptCount uint64
 
 	rules, levels, counters *ebpf.Map
+	eventMap                *ebpf.Map // ring buffer of sampled injections (events.go)
+	events                  *events
 
-	hooks    map[string]*hook   // by function name
-	hookIDs  [maxHooks]bool     // ids in use
-	sets     map[setKey][]*rule // what kfault_rules holds, per {cgroup, hook}
-	armed    map[string]*armedKey
-	ruleIDs  [maxRules]bool // counter slots in use
-	nextRule int
-	closed   bool
+	hooks   map[string]*hook   // by function name
+	hookIDs [maxHooks]bool     // ids in use
+	sets    map[setKey][]*rule // what kfault_rules holds, per {cgroup, hook}
+	armed   map[string]*armedKey
+	ruleIDs [maxRules]bool // counter slots in use
+	// ruleByCounter is the last rule given each counter slot, kept after the rule is removed
+	// so that its samples still in the ring buffer are attributed.
+	ruleByCounter [maxRules]*rule
+	nextRule      int
+	closed        bool
 
 	chains chainSet // call chains: frame programs, chain ids (chain.go)
 }
@@ -140,6 +145,10 @@ func NewEngine(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load embedded BPF objects: %w", err)
 	}
+	// unused_event only exists to give bpf2go the event type; without this every program
+	// instance would get its own one-pointer .bss map.
+	delete(spec.Variables, "unused_event")
+	delete(spec.Maps, ".bss")
 
 	e := &Engine{
 		log:    log,
@@ -193,6 +202,10 @@ func NewEngine(opts Options) (*Engine, error) {
 		e.closeMaps()
 		return nil, err
 	}
+	if err := e.startEvents(); err != nil {
+		e.closeMaps()
+		return nil, err
+	}
 	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
 		"irq_filter", e.preemptCount != 0)
 	return e, nil
@@ -217,11 +230,14 @@ func (e *Engine) createMaps() error {
 	if e.counters, err = ebpf.NewMap(e.spec.Maps["kfault_counters"]); err != nil {
 		return fmt.Errorf("create map kfault_counters: %w", err)
 	}
+	if e.eventMap, err = ebpf.NewMap(e.spec.Maps["kfault_events"]); err != nil {
+		return fmt.Errorf("create ring buffer kfault_events (kernel 5.8+): %w", err)
+	}
 	return e.chains.createMaps(e.spec)
 }
 
 func (e *Engine) closeMaps() {
-	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters} {
+	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap} {
 		if m != nil {
 			m.Close()
 		}
@@ -425,13 +441,15 @@ func (e *Engine) Armed() []string {
 	return keys
 }
 
-// Close disarms everything, detaches every program and frees the maps.
+// Close disarms everything, detaches every program, stops the sample reader (closing
+// Injections) and frees the maps.
 func (e *Engine) Close() error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closed {
+		e.mu.Unlock()
 		return nil
 	}
+	e.closed = true
 	for _, ak := range e.armed {
 		e.disarmLocked(ak)
 	}
@@ -440,8 +458,9 @@ func (e *Engine) Close() error {
 		errs = append(errs, e.detach(h))
 	}
 	e.closeChains()
+	e.mu.Unlock()
+	e.stopEvents()
 	e.closeMaps()
-	e.closed = true
 	return errors.Join(errs...)
 }
 
@@ -473,6 +492,7 @@ func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
 		return fmt.Errorf("%w: more than %d armed faults", ErrLimit, maxRules)
 	}
 	r.enc.Counter = id
+	e.ruleByCounter[id] = r
 	if err := e.counters.Put(id, seed); err != nil {
 		e.ruleIDs[id] = false
 		undo()
@@ -636,6 +656,8 @@ func (e *Engine) attach(h *hook) error {
 		"gfp_nofail":          e.nofail,
 		"per_cpu_offset_addr": e.perCPUOffset,
 		"preempt_count_addr":  e.preemptCount,
+		"sample_first":        SampleFirst,
+		"sample_mask":         SampleEvery - 1,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)

@@ -5,4 +5,4 @@ package bpf
 //
 //	go generate ./bpf
 //
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64 -type rule_key -type rule_set -type rule -cflags "-O2 -g -Wall -Werror -mcpu=v3" kfault kfault.bpf.c
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -target amd64 -type rule_key -type rule_set -type rule -type event -cflags "-O2 -g -Wall -Werror -mcpu=v3" kfault kfault.bpf.c

@@ -9,6 +9,7 @@
  *   kfault_rules:    {cgroup id, hook id} -> the rules armed on that cgroup subtree for that hook
  *   kfault_levels:   hook id -> bitmap of the cgroup levels that have rules for that hook
  *   kfault_counters: rule id -> number of faults injected by that rule
+ *   kfault_events:   ring buffer of sampled injections (who was hit, when), for logs and status
  *
  * A call is in scope when, for some armed level L, the current task's ancestor cgroup at level L
  * (bpf_get_current_ancestor_cgroup_id, which is the task's own cgroup when L is its own level)
@@ -72,6 +73,29 @@ struct {
 	__type(value, __u64);
 } kfault_counters SEC(".maps");
 
+/*
+ * One sampled injection. Only the injecting path writes events, and only some of them (see
+ * sample_first, sample_mask), so a fault firing millions of times costs the ring buffer little.
+ */
+struct event {
+	__u64 time_ns;  /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 cgroup;   /* the armed cgroup whose rule matched (the rule key) */
+	__u64 pid_tgid; /* current task: tgid << 32 | pid */
+	__u64 seq;      /* this rule's injection number, from 1 (counts the seed of a re-arm) */
+	__s64 retval;   /* the value the hooked function returned */
+	__u32 counter;  /* the rule's index in kfault_counters */
+	__u32 hook;     /* hook_id of the program that injected */
+	char comm[16];
+};
+
+/* Never used: puts struct event into the object's BTF, so that bpf2go generates its Go type. */
+const struct event *unused_event __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} kfault_events SEC(".maps");
+
 /* Set per loaded instance by the engine. */
 volatile const __u32 hook_id = 0;
 /* __GFP_NOFAIL of the running kernel (from BTF when it has ___GFP_NOFAIL_BIT, else 0x8000). */
@@ -85,6 +109,10 @@ volatile const __u64 gfp_nofail = 0x8000;
  */
 volatile const __u64 per_cpu_offset_addr = 0; /* &__per_cpu_offset[0] */
 volatile const __u64 preempt_count_addr = 0;  /* per-cpu address of the preempt count */
+
+/* Sampling: a rule's first sample_first injections, then every (sample_mask+1)th. */
+volatile const __u64 sample_first = 8;
+volatile const __u64 sample_mask = 1023;
 
 #define NMI_MASK 0x00f00000u
 #define HARDIRQ_MASK 0x000f0000u
@@ -105,8 +133,26 @@ static __always_inline int in_task(void)
 	return !(pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET));
 }
 
+/* emit_sample reports injection number old+1 of rule r when it is one of the sampled ones. */
+static __always_inline void emit_sample(struct rule *r, __u64 old, __s64 retval, __u64 cgroup)
+{
+	if (old >= sample_first && (old & sample_mask) != sample_mask)
+		return;
+	struct event ev = {};
+	ev.time_ns = bpf_ktime_get_ns();
+	ev.cgroup = cgroup;
+	ev.pid_tgid = bpf_get_current_pid_tgid();
+	ev.seq = old + 1;
+	ev.retval = retval;
+	ev.counter = r->counter;
+	ev.hook = hook_id;
+	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
+	/* A full ring buffer drops the sample, never the fault. */
+	bpf_ringbuf_output(&kfault_events, &ev, sizeof(ev), 0);
+}
+
 /* eval_set decides whether one of the rules of a matched cgroup injects a fault now. */
-static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
+static __always_inline int eval_set(struct rule_set *set, __u64 cgroup, __s64 *ret)
 {
 	__u32 n = set->n;
 
@@ -136,6 +182,7 @@ static __always_inline int eval_set(struct rule_set *set, __s64 *ret)
 		if (limit && old >= limit)
 			continue;
 		*ret = r->retval;
+		emit_sample(r, old, r->retval, cgroup);
 		return 1;
 	}
 	return 0;
@@ -175,7 +222,7 @@ static __always_inline int match_current(__s64 *ret)
 		if (!key.cgroup)
 			break; /* the task's cgroup is shallower than this level, and than the next ones */
 		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
-		if (set && in_task() && !runtime_setup_task() && eval_set(set, ret))
+		if (set && in_task() && !runtime_setup_task() && eval_set(set, key.cgroup, ret))
 			return 1;
 	}
 	return 0;
@@ -255,7 +302,7 @@ static __always_inline int match_bio(struct bio *bio, __s64 *ret)
 		key.cgroup = 0;
 		CORE_READ_INTO(&key.cgroup, kn->id);
 		struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
-		if (set && eval_set(set, ret))
+		if (set && eval_set(set, key.cgroup, ret))
 			return 1;
 	}
 	return 0;
@@ -277,10 +324,15 @@ static __always_inline int decide_bio(struct bio *bio, __s64 *ret)
 	return match_current(ret) || match_bio(bio, ret);
 }
 
-/* --- fmod_ret (BPF_MODIFY_RETURN): a nonzero return value replaces the function's --- */
+/*
+ * --- fmod_ret (BPF_MODIFY_RETURN): a nonzero return value replaces the function's ---
+ * The trampoline hands the function's caller all 64 bits of the program's r0. The programs
+ * return __s64 so that clang moves all 64: declared int, it may copy only the low 32 bits
+ * (w0 = w6), and a syscall returning long then gets 4294967283 instead of -13.
+ */
 
 SEC("fmod_ret/should_failslab")
-int kfault_fm_slab(__u64 *ctx)
+__s64 kfault_fm_slab(__u64 *ctx)
 {
 	__s64 ret = 0;
 	/* should_failslab(struct kmem_cache *s, gfp_t gfpflags) */
@@ -290,7 +342,7 @@ int kfault_fm_slab(__u64 *ctx)
 }
 
 SEC("fmod_ret/should_fail_alloc_page")
-int kfault_fm_page(__u64 *ctx)
+__s64 kfault_fm_page(__u64 *ctx)
 {
 	__s64 ret = 0;
 	/* should_fail_alloc_page(gfp_t gfp_mask, unsigned int order) */
@@ -300,7 +352,7 @@ int kfault_fm_page(__u64 *ctx)
 }
 
 SEC("fmod_ret/should_fail_bio")
-int kfault_fm_bio(__u64 *ctx)
+__s64 kfault_fm_bio(__u64 *ctx)
 {
 	__s64 ret = 0;
 	/* should_fail_bio(struct bio *bio) */
@@ -311,7 +363,7 @@ int kfault_fm_bio(__u64 *ctx)
 
 /* Any function on the error-injection list; the engine sets the attach target at load time. */
 SEC("fmod_ret/should_failslab")
-int kfault_fm_func(__u64 *ctx)
+__s64 kfault_fm_func(__u64 *ctx)
 {
 	__s64 ret = 0;
 	if (match_current(&ret))

@@ -26,6 +26,18 @@ type kfaultChain struct {
 	}
 }
 
+type kfaultEvent struct {
+	_       structs.HostLayout
+	TimeNs  uint64
+	Cgroup  uint64
+	PidTgid uint64
+	Seq     uint64
+	Retval  int64
+	Counter uint32
+	Hook    uint32
+	Comm    [16]int8
+}
+
 type kfaultFrameInfo struct {
 	_     structs.HostLayout
 	Gen   uint32
@@ -80,6 +92,7 @@ type kfaultTaskChains struct {
 const (
 	kfaultMapKfaultChains      = "kfault_chains"
 	kfaultMapKfaultCounters    = "kfault_counters"
+	kfaultMapKfaultEvents      = "kfault_events"
 	kfaultMapKfaultFrames      = "kfault_frames"
 	kfaultMapKfaultLevels      = "kfault_levels"
 	kfaultMapKfaultRules       = "kfault_rules"
@@ -100,6 +113,9 @@ const (
 	kfaultVarHookId            = "hook_id"
 	kfaultVarPerCpuOffsetAddr  = "per_cpu_offset_addr"
 	kfaultVarPreemptCountAddr  = "preempt_count_addr"
+	kfaultVarSampleFirst       = "sample_first"
+	kfaultVarSampleMask        = "sample_mask"
+	kfaultVarUnusedEvent       = "unused_event"
 )
 
 // loadKfault returns the embedded CollectionSpec for kfault.
@@ -162,6 +178,7 @@ type kfaultProgramSpecs struct {
 type kfaultMapSpecs struct {
 	KfaultChains     *ebpf.MapSpec `ebpf:"kfault_chains"`
 	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
 	KfaultFrames     *ebpf.MapSpec `ebpf:"kfault_frames"`
 	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
 	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
@@ -178,6 +195,9 @@ type kfaultVariableSpecs struct {
 	HookId           *ebpf.VariableSpec `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.VariableSpec `ebpf:"per_cpu_offset_addr"`
 	PreemptCountAddr *ebpf.VariableSpec `ebpf:"preempt_count_addr"`
+	SampleFirst      *ebpf.VariableSpec `ebpf:"sample_first"`
+	SampleMask       *ebpf.VariableSpec `ebpf:"sample_mask"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // kfaultObjects contains all objects after they have been loaded into the kernel.
@@ -202,6 +222,7 @@ func (o *kfaultObjects) Close() error {
 type kfaultMaps struct {
 	KfaultChains     *ebpf.Map `ebpf:"kfault_chains"`
 	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
 	KfaultFrames     *ebpf.Map `ebpf:"kfault_frames"`
 	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
 	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
@@ -212,6 +233,7 @@ func (m *kfaultMaps) Close() error {
 	return _KfaultClose(
 		m.KfaultChains,
 		m.KfaultCounters,
+		m.KfaultEvents,
 		m.KfaultFrames,
 		m.KfaultLevels,
 		m.KfaultRules,
@@ -229,6 +251,9 @@ type kfaultVariables struct {
 	HookId           *ebpf.Variable `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.Variable `ebpf:"per_cpu_offset_addr"`
 	PreemptCountAddr *ebpf.Variable `ebpf:"preempt_count_addr"`
+	SampleFirst      *ebpf.Variable `ebpf:"sample_first"`
+	SampleMask       *ebpf.Variable `ebpf:"sample_mask"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // kfaultPrograms contains all programs after they have been loaded into the kernel.

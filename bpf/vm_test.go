@@ -11,6 +11,7 @@ import (
 	"errors"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -315,4 +316,92 @@ func TestVMPreflight(t *testing.T) {
 		}
 	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
+}
+
+// TestVMInjectionSamples checks the ring buffer of sampled injections: a rule's first
+// SampleFirst injections and then every SampleEvery-th reach Injections, each naming the key,
+// the fault, the hooked function and the task that was hit, and nothing comes from the
+// bystander running the same calls.
+func TestVMInjectionSamples(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		victimCg := newCgroup(t, "", "samples-victim")
+		byCg := newCgroup(t, "", "samples-bystander")
+		const n = 2*SampleEvery + 50
+		v := startVictim(t, victimCg, "open", n)
+		b := startVictim(t, byCg, "open", n)
+		start := time.Now()
+		armOne(t, e, "samples", victimCg, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100})
+		vr, br := v.run(), b.run()
+		expectAll(t, "victim", vr, syscall.EACCES)
+		expectAll(t, "bystander", br, 0)
+
+		var want []uint64
+		for i := uint64(1); i <= SampleFirst; i++ {
+			want = append(want, i)
+		}
+		want = append(want, SampleEvery, 2*SampleEvery)
+		var got []uint64
+		timeout := time.After(10 * time.Second)
+	collect:
+		for len(got) < len(want) {
+			select {
+			case inj, ok := <-e.Injections():
+				if !ok {
+					t.Fatal("Injections closed while the engine is open")
+				}
+				got = append(got, inj.Seq)
+				if inj.Key != "samples" || inj.Fault != 0 || inj.Function != "__x64_sys_openat" {
+					t.Errorf("sample attributed to key %q fault %d function %s", inj.Key, inj.Fault, inj.Function)
+				}
+				if inj.TGID != v.cmd.Process.Pid || inj.PID != inj.TGID || !strings.HasPrefix(inj.Comm, "kfault-victim") {
+					t.Errorf("sample names pid %d tgid %d comm %q, want the victim (pid %d); the bystander is pid %d",
+						inj.PID, inj.TGID, inj.Comm, v.cmd.Process.Pid, b.cmd.Process.Pid)
+				}
+				if inj.Retval != -int64(syscall.EACCES) {
+					t.Errorf("sample retval %d, want %d", inj.Retval, -int64(syscall.EACCES))
+				}
+				if inj.Time.Before(start.Add(-time.Second)) || inj.Time.After(time.Now().Add(time.Second)) {
+					t.Errorf("sample time %v is outside the test (%v .. now)", inj.Time, start)
+				}
+			case <-timeout:
+				break collect
+			}
+		}
+		// Nothing more: the other injections were counted, not sampled.
+		select {
+		case inj := <-e.Injections():
+			got = append(got, inj.Seq)
+		case <-time.After(500 * time.Millisecond):
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("sampled injection numbers %v, want %v", got, want)
+		}
+		if c, _ := e.Counts("samples"); len(c) != 1 || c[0] != n {
+			t.Errorf("Counts = %v, want [%d]", c, n)
+		}
+		if d := e.SamplesDropped(); d != 0 {
+			t.Errorf("%d samples dropped", d)
+		}
+	})
+}
+
+// TestVMInjectionsClosedByClose checks that closing the engine closes Injections.
+func TestVMInjectionsClosedByClose(t *testing.T) {
+	requireVM(t)
+	e := newTestEngine(t, MechanismAuto)
+	ch := e.Injections()
+	if ch == nil {
+		t.Fatal("engine has no Injections channel")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Error("a sample arrived from a closed engine")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("Injections still open after Close")
+	}
 }

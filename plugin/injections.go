@@ -11,6 +11,7 @@ import (
 type Injection struct {
 	Key   string    `json:"-"`     // engine key
 	Fault int       `json:"fault"` // index in the annotation (the plugin maps the engine's index)
+	Seq   uint64    `json:"seq"`   // the fault's injection number (1 = its first), 0 if unknown
 	PID   int       `json:"pid"`   // the task the fault hit (thread id)
 	TGID  int       `json:"tgid"`  // its process
 	Comm  string    `json:"comm"`
@@ -127,7 +128,7 @@ func (p *Plugin) recordInjection(inj Injection) {
 		return
 	}
 	attrs := append(ident{e.Source, e.Namespace, e.Pod, e.Container, e.ContainerID}.logAttrs(),
-		"fault", faultLabel(e.Faults, inj.Fault), "pid", inj.PID, "tgid", inj.TGID, "comm", inj.Comm)
+		"fault", faultLabel(e.Faults, inj.Fault), "seq", inj.Seq, "pid", inj.PID, "tgid", inj.TGID, "comm", inj.Comm)
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressedBefore", suppressed)
 	}

@@ -6,11 +6,13 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kfault/kfault/plugin"
 	"github.com/kfault/kfault/test/e2e/vmtest"
 )
 
@@ -124,10 +126,14 @@ func TestPluginMetricsStatusDisarmAll(t *testing.T) {
 	if !found {
 		t.Errorf("kfault status does not list the victim")
 	}
+	checkSampledInjections(t, p, status)
 	text := vmtest.Run(t, vmtest.KfaultBinary(), "status", "--socket", p.ControlSocket)
 	t.Logf("kfault status:\n%s", text)
 	if !regexp.MustCompile(`(?m)^` + victim[:12] + `\s+default\s+metrics\s+victim\s+armed\s+.*\s4$`).MatchString(text) {
 		t.Errorf("kfault status text has no line for the victim with 4 injected")
+	}
+	if !regexp.MustCompile(`(?m)^\s+\S+\s+\S*` + victim[:12] + `\s+.*__x64_sys_mkdir.*\s#4\s+pid \d+ \(`).MatchString(text) {
+		t.Errorf("kfault status text has no recent sampled injection #4 of the victim")
 	}
 
 	out := vmtest.Run(t, vmtest.KfaultBinary(), "disarm", "--socket", p.ControlSocket, "--all")
@@ -146,6 +152,42 @@ func TestPluginMetricsStatusDisarmAll(t *testing.T) {
 	}
 	if s := p.Status(); !s.Halted {
 		t.Errorf("kfault status after disarm --all: not halted")
+	}
+}
+
+// checkSampledInjections: every injection of the times-4 victim is sampled (a rule's first
+// 8 are), so status holds exactly 4 recent samples numbered 1..4 and the log has 4
+// "injected" lines for it; the neighbour has neither.
+func checkSampledInjections(t *testing.T, p *vmtest.Plugin, status plugin.Status) {
+	t.Helper()
+	for _, c := range status.Containers {
+		if c.Container != "victim" {
+			continue
+		}
+		var seqs []uint64
+		for _, inj := range c.Recent {
+			seqs = append(seqs, inj.Seq)
+			if inj.PID <= 0 || inj.Comm == "" || inj.Fault != 0 || inj.Time.IsZero() {
+				t.Errorf("victim's sample lacks its task, fault or time: %+v", inj)
+			}
+		}
+		if !slices.Equal(seqs, []uint64{1, 2, 3, 4}) {
+			t.Errorf("kfault status, victim's recent sampled injections: %+v, want #1..#4", c.Recent)
+		}
+	}
+	var lines []string
+	for _, e := range p.Log(false) {
+		if e.Msg() != "injected" {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("%s/%s fault=%s seq=%v pid=%v comm=%s", e.Str("pod"), e.Str("container"), e.Str("fault"), e["seq"], e["pid"], e.Str("comm")))
+		if e.Str("container") != "victim" && e.Str("container") != "stepped" {
+			t.Errorf("injected log line for container %q", e.Str("container"))
+		}
+	}
+	t.Logf("injected log lines:\n%s", strings.Join(lines, "\n"))
+	if n := len(slices.DeleteFunc(slices.Clone(lines), func(l string) bool { return !strings.HasPrefix(l, "metrics/victim ") })); n != 4 {
+		t.Errorf("%d injected log lines for the victim, want 4", n)
 	}
 }
 
