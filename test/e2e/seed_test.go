@@ -34,12 +34,6 @@ func loopExt4(t *testing.T, name string) string {
 	return dev
 }
 
-// chainsUnsupported is the engine's refusal of call chains while they are not implemented
-// (bpf.ErrNotSupported: "callchain: not supported yet").
-func chainsUnsupported(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "callchain: not supported yet")
-}
-
 // The seed's example, KernelChaos's own: a privileged container mounts an ext4 block device
 // read-only once a second (busybox mount -t ext4 -o ro,nosuid: mount(2) with MS_RDONLY|MS_NOSUID),
 // with {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}: slab allocations fail only
@@ -63,16 +57,10 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	pod.Privileged = true
 	podID := runPod(t, &pod)
 	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
-	if chainsUnsupported(err) {
-		t.Skipf("the engine does not support call chains yet: %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := vmtest.Output("crictl", "start", victim); err != nil {
-		if strings.Contains(out, "callchain: not supported yet") {
-			t.Skipf("the engine does not support call chains yet: crictl start: %s", lastLineOf(out))
-		}
 		t.Fatalf("crictl start: %v: %s", err, out)
 	}
 	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
@@ -110,9 +98,4 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 			t.Errorf("%s: mounts failed: %s\n%s", name, vmtest.Summary(tr), log)
 		}
 	}
-}
-
-func lastLineOf(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return lines[len(lines)-1]
 }
