@@ -51,18 +51,23 @@ func ProbeFmodRet(fn string) error {
 	if err != nil {
 		return err
 	}
-	prog, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
-		Name:         "kfault_probe",
-		Type:         ebpf.Tracing,
-		AttachType:   ebpf.AttachModifyReturn,
-		AttachTo:     fn,
-		License:      "GPL",
-		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-	}, ebpf.ProgramOptions{KernelTypes: kspec})
+	// A collection only for its Cache option: the attach target is looked up in the process's
+	// parse of the kernel's BTF, which NewProgram would parse anew.
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{
+		"kfault_probe": {
+			Name:         "kfault_probe",
+			Type:         ebpf.Tracing,
+			AttachType:   ebpf.AttachModifyReturn,
+			AttachTo:     fn,
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		},
+	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
 	if err != nil {
 		return explainLoad(MechanismFmodRet, fn, err)
 	}
-	defer prog.Close()
+	defer coll.Close()
+	prog := coll.Programs["kfault_probe"]
 	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
 	if err != nil {
 		return explainAttach(MechanismFmodRet, fn, err)

@@ -154,7 +154,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		log:    log,
 		spec:   spec,
 		kspec:  kspec,
-		cache:  btf.NewCache(),
+		cache:  kernelTypes,
 		nofail: gfpNoFail(kspec),
 		hooks:  map[string]*hook{},
 		sets:   map[setKey][]*rule{},

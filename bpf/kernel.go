@@ -137,6 +137,12 @@ var kernelSpec struct {
 	err  error
 }
 
+// kernelTypes is the process's one parse of the running kernel's BTF, shared by every program
+// load (as CollectionOptions.Cache: fmod_ret and fentry attach targets are looked up in it) and
+// by loadKernelBTF. Parsing vmlinux's types takes about 200 ms under emulation; with a cache per
+// engine, or none, the first Arm paid for a second parse.
+var kernelTypes = btf.NewCache()
+
 // loadKernelBTF loads (once) the running kernel's BTF.
 func loadKernelBTF() (*btf.Spec, error) {
 	kernelSpec.once.Do(func() {
@@ -144,7 +150,7 @@ func loadKernelBTF() (*btf.Spec, error) {
 			kernelSpec.err = fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
 			return
 		}
-		s, err := btf.LoadKernelSpec()
+		s, err := kernelTypes.Kernel()
 		if err != nil {
 			kernelSpec.err = fmt.Errorf("%w: %v", ErrNoBTF, err)
 			return

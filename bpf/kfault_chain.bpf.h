@@ -180,19 +180,23 @@ int kfault_frame_entry(__u64 *ctx)
 	 * track every combination of slots separately. So the bitmap is only combined
 	 * arithmetically, and the predicate runs whenever some slot could match.
 	 */
-	__u32 want;
+	/* No state yet: only chain positions 0 can match. */
+	if (!st && !fi->first)
+		return 0;
+	/*
+	 * One call site: a static subprogram is verified once per call site, and the spliced
+	 * predicate is most of this program's verification.
+	 */
+	int holds = kfault_frame_pred(ctx);
+	__u32 want = fi->first;
 	if (!st) {
-		/* No state yet: only chain positions 0 can match; create the state when one does. */
-		if (!fi->first)
-			return 0;
-		if (!kfault_frame_pred(ctx))
+		/* Create the state only when a chain's first frame matched. */
+		if (!holds)
 			return 0;
 		st = bpf_task_storage_get(&kfault_task_chains, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE_);
 		if (!st)
 			return 0;
-		want = fi->first;
 	} else {
-		want = fi->first;
 		#pragma unroll
 		for (int u = 0; u < MAX_FRAME_USERS; u++) {
 			struct frame_user *fu = &fi->users[u];
@@ -202,7 +206,7 @@ int kfault_frame_entry(__u64 *ctx)
 			if (p->gen == fu->prev_gen && p->mask[slot_idx(fu->prev_slot)])
 				want |= 1u << u;
 		}
-		if (!kfault_frame_pred(ctx))
+		if (!holds)
 			want = 0;
 	}
 

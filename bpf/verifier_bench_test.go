@@ -25,7 +25,8 @@ func TestBenchVerifierStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, names := range [][]string{{"kfault_frame_entry"}, {"kfault_frame_exit"}, {"kfault_fm_slab"}, {"kfault_kp_slab"}} {
+	// frame_entry twice: its first load also pays the engine's one-time costs (BTF, probes).
+	for _, names := range [][]string{{"kfault_frame_entry"}, {"kfault_frame_exit"}, {"kfault_fm_slab"}, {"kfault_kp_slab"}, {"kfault_frame_entry"}} {
 		spec := e.spec.Copy()
 		for n := range spec.Programs {
 			if n != names[0] {
@@ -50,7 +51,7 @@ func TestBenchVerifierStats(t *testing.T) {
 			t.Fatal(err)
 		}
 		log := coll.Programs[names[0]].VerifierLog
-		if i := strings.LastIndex(log, "processed"); i >= 0 {
+		if i := strings.LastIndex(log, "verification time"); i >= 0 {
 			log = log[i:]
 		}
 		fmt.Printf("bench verifier %-18s load %v: %s\n", names[0], took.Round(time.Microsecond), strings.TrimSpace(log))
