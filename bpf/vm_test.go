@@ -9,13 +9,18 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kfault/kfault/annotations"
 )
@@ -404,4 +409,119 @@ func TestVMInjectionsClosedByClose(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("Injections still open after Close")
 	}
+}
+
+// TestVMBioWritebackAttribution checks that a bio fault follows the data, not the submitter:
+// with cgroup writeback, pages a victim dirtied are written with the victim's blkcg even when
+// another task submits them. The victim and a bystander each write a buffered file on the same
+// ext4 and exit; the fault is armed on the victim's cgroup afterwards; then this test process
+// (in neither cgroup) fsyncs both files: the victim's fsync fails with EIO and the bystander's
+// succeeds. The samples name this process, proving the match came through bio->bi_blkg.
+func TestVMBioWritebackAttribution(t *testing.T) {
+	requireVM(t)
+	if kernelConfig("CONFIG_CGROUP_WRITEBACK") != "y" {
+		t.Skipf("CONFIG_CGROUP_WRITEBACK=%q: buffered writeback is not attributed to cgroups", kernelConfig("CONFIG_CGROUP_WRITEBACK"))
+	}
+	// Writeback is attributed to a cgroup only where the memory and io controllers are on.
+	enableControllers(t, Cgroup2Mount(), "+memory +io")
+	enableControllers(t, testCgroupRoot(t), "+memory +io")
+	mnt := loopExt4(t)
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		victimCg := newCgroup(t, "", "wb-victim")
+		byCg := newCgroup(t, "", "wb-bystander")
+		victimFile := filepath.Join(mnt, fmt.Sprintf("victim-%s", e.Mechanism()))
+		byFile := filepath.Join(mnt, fmt.Sprintf("bystander-%s", e.Mechanism()))
+		for _, w := range []struct {
+			cg   *cgroup
+			file string
+		}{{victimCg, victimFile}, {byCg, byFile}} {
+			// dd without conv=fsync: the data stays dirty in the page cache, charged to w.cg.
+			runInCgroup(t, w.cg, "dd", "if=/dev/urandom", "of="+w.file, "bs=64k", "count=16", "status=none")
+		}
+		armOne(t, e, "writeback", victimCg, annotations.Fault{FailType: annotations.Bio, Probability: 100})
+		if err := fsyncFile(byFile); err != nil {
+			t.Errorf("bystander's file: fsync: %v, want success", err)
+		}
+		if err := fsyncFile(victimFile); !errors.Is(err, syscall.EIO) {
+			t.Errorf("victim's file: fsync: %v, want EIO (its dirty pages carry the victim's blkcg)", err)
+		}
+		c, _ := e.Counts("writeback")
+		t.Logf("injected: %v", c)
+		if len(c) != 1 || c[0] == 0 {
+			t.Errorf("Counts = %v, want bios failed", c)
+		}
+		self := os.Getpid()
+		select {
+		case inj := <-e.Injections():
+			t.Logf("first sample: pid %d tgid %d comm %q", inj.PID, inj.TGID, inj.Comm)
+			if inj.TGID != self {
+				t.Errorf("sample names tgid %d (%s), want this test process (%d), which submitted the bio", inj.TGID, inj.Comm, self)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("no sampled injection")
+		}
+	})
+}
+
+// enableControllers writes to dir's cgroup.subtree_control.
+func enableControllers(t *testing.T, dir, controllers string) {
+	t.Helper()
+	for _, c := range strings.Fields(controllers) {
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(c), 0); err != nil {
+			t.Fatalf("enable %s in %s: %v", c, dir, err)
+		}
+	}
+}
+
+// loopExt4 mounts a fresh ext4 on a loop device backed by a tmpfs file, for the test's life.
+func loopExt4(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Fatalf("losetup: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	for _, argv := range [][]string{{"mkfs.ext4", "-q", dev}, {"mount", "-t", "ext4", dev, mnt}} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", argv, err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	return mnt
+}
+
+// runInCgroup runs a command inside cg (clone3 CLONE_INTO_CGROUP) and waits for it.
+func runInCgroup(t *testing.T, cg *cgroup, name string, args ...string) {
+	t.Helper()
+	fd, err := unix.Open(cg.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s %v in %s: %v: %s", name, args, cg.path, err, out)
+	}
+}
+
+func fsyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
