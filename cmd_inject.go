@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -95,12 +96,14 @@ func runInject(args []string) int {
 		return 1
 	}
 	for _, f := range faults {
-		fmt.Fprintf(os.Stderr, "kfault inject: armed on %s with %s: %s\n", target, engine.Mechanism(), f)
+		// The description is worded for annotations; here the end is the command's, not a container's.
+		desc := strings.Replace(f.String(), "until the container stops", "until interrupted", 1)
+		fmt.Fprintf(os.Stderr, "kfault inject: armed on %s with %s: %s\n", target, engine.Mechanism(), desc)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	why := waitInjectDone(ctx, engine, key, faults)
+	why := waitInjectDone(ctx, engine, key, faults, os.Stderr)
 
 	counts, cerr := engine.Counts(key)
 	if err := engine.Disarm(key); err != nil {
@@ -181,14 +184,23 @@ func injectFaults(failtype, function, errno, specFile string, probability float6
 }
 
 // waitInjectDone waits for a signal, for every fault to have used its times budget, or for
-// every fault's duration to have elapsed, and says which.
-func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []annotations.Fault) string {
+// every fault's duration to have elapsed, and says which. Meanwhile it prints the sampled
+// injections (each fault's first 8, then every 1024th) to w.
+func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []annotations.Fault, w io.Writer) string {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	samples := e.Injections()
 	for {
 		select {
 		case <-ctx.Done():
 			return "interrupted"
+		case inj, ok := <-samples:
+			if !ok {
+				samples = nil
+			} else if inj.Key == key {
+				printSample(w, inj)
+			}
+			continue
 		case <-tick.C:
 		}
 		counts, err := e.Counts(key)
@@ -211,10 +223,32 @@ func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []ann
 			}
 		}
 		if done {
+			// The last injections' samples may still be on their way from the ring buffer.
+			drain := time.After(200 * time.Millisecond)
+		drained:
+			for samples != nil {
+				select {
+				case inj, ok := <-samples:
+					if !ok {
+						break drained
+					}
+					if inj.Key == key {
+						printSample(w, inj)
+					}
+				case <-drain:
+					break drained
+				}
+			}
 			if byTimes {
 				return "times reached"
 			}
 			return "duration elapsed"
 		}
 	}
+}
+
+// printSample prints one sampled injection for kfault inject.
+func printSample(w io.Writer, inj bpf.Injection) {
+	fmt.Fprintf(w, "kfault inject: %s  fault %d (%s) #%d hit pid %d (%s) in process %d: returned %d\n",
+		inj.Time.Local().Format("15:04:05.000"), inj.Fault, inj.Function, inj.Seq, inj.PID, inj.Comm, inj.TGID, inj.Retval)
 }
