@@ -200,6 +200,9 @@ type bpfEngine struct {
 // Injections are the engine's sampled injections (plugin.InjectionSource).
 func (b bpfEngine) Injections() <-chan plugin.Injection { return b.inj }
 
+// SamplesDropped counts the samples the engine could not deliver (plugin.SampleDropper).
+func (b bpfEngine) SamplesDropped() uint64 { return b.e.SamplesDropped() }
+
 // adaptInjections converts the engine's samples for the plugin until the engine closes.
 func adaptInjections(in <-chan bpf.Injection) <-chan plugin.Injection {
 	if in == nil {

@@ -19,6 +19,7 @@ type fakeEngine struct {
 	calls  []string // "arm <key>", "disarm <key>"
 	armErr error
 	inj    chan Injection // sampled injections, when a test sets it
+	drops  uint64         // what SamplesDropped reports
 }
 
 type fakeRule struct {
@@ -67,6 +68,12 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 func (f *fakeEngine) Mechanism() string { return "fake" }
 
 func (f *fakeEngine) Injections() <-chan Injection { return f.inj }
+
+func (f *fakeEngine) SamplesDropped() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.drops
+}
 
 // Active: in the fake, faults with a duration of 10 minutes or less have expired.
 func (f *fakeEngine) Active(key string) ([]bool, error) {

@@ -25,6 +25,12 @@ type InjectionSource interface {
 	Injections() <-chan Injection
 }
 
+// SampleDropper is implemented by engines that count the sampled injections they could not
+// deliver (their reader fell behind); the plugin exports the count as a metric.
+type SampleDropper interface {
+	SamplesDropped() uint64
+}
+
 // recentPerKey is how many sampled injections status keeps per container.
 const recentPerKey = 8
 

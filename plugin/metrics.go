@@ -23,6 +23,8 @@ import (
 //	kfault_rules_armed                                           rules armed now
 //	kfault_arm_errors_total                                      failed arm attempts
 //	kfault_arm_duration_seconds                                  arm latency (engine.Arm)
+//	kfault_injection_samples_dropped_total                       sampled injections not delivered
+//	                                                             (engines with a ring buffer)
 //
 // The fault label is "<index>:<hooked function>", e.g. "0:should_failslab", the index
 // being the fault's position in the annotation (unique within a container).
@@ -102,6 +104,12 @@ func newMetrics(p *Plugin) *Metrics {
 		Help: "Containers with faults armed now.",
 	}, func() float64 { return float64(len(p.ArmedKeys())) })
 	m.Registry.MustRegister(m.armErrors, m.armDuration, armed, injectedCollector{p})
+	if d, ok := p.engine.(SampleDropper); ok {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "kfault_injection_samples_dropped_total",
+			Help: "Sampled injections the engine could not deliver to the logs and status (the faults themselves were injected and counted).",
+		}, func() float64 { return float64(d.SamplesDropped()) }))
+	}
 	return m
 }
 

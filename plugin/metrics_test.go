@@ -42,6 +42,9 @@ func TestMetrics(t *testing.T) {
 	eng.inject(t, "k1", 1, 2)
 	eng.inject(t, "k2", 0, 3)
 	eng.inject(t, "default/n1", 0, 1)
+	eng.mu.Lock()
+	eng.drops = 4
+	eng.mu.Unlock()
 	// A stopped container: its final count stays visible until it is removed.
 	p.disarm("default/n1", "task exit", false)
 
@@ -58,9 +61,12 @@ kfault_rules_armed 2
 # HELP kfault_arm_errors_total Attempts to arm a fault that failed (cgroup not found, engine error).
 # TYPE kfault_arm_errors_total counter
 kfault_arm_errors_total 0
+# HELP kfault_injection_samples_dropped_total Sampled injections the engine could not deliver to the logs and status (the faults themselves were injected and counted).
+# TYPE kfault_injection_samples_dropped_total counter
+kfault_injection_samples_dropped_total 4
 `
 	if err := testutil.GatherAndCompare(p.Metrics().Registry, strings.NewReader(want),
-		"kfault_faults_injected_total", "kfault_rules_armed", "kfault_arm_errors_total"); err != nil {
+		"kfault_faults_injected_total", "kfault_rules_armed", "kfault_arm_errors_total", "kfault_injection_samples_dropped_total"); err != nil {
 		t.Error(err)
 	}
 	if n, err := testutil.GatherAndCount(p.Metrics().Registry, "kfault_arm_duration_seconds"); err != nil || n != 1 {
