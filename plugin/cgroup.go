@@ -185,12 +185,15 @@ func expandSlice(slice string) (string, error) {
 
 // resolveTarget finds a container's cgroup: the init pid first, then the OCI
 // cgroupsPath. It never returns the root cgroup: arming there would fault the node.
-func resolveTarget(r Resolver, cgroupRoot string, pid int, cgroupsPath string) (Target, error) {
+// from says which one gave it ("pid" or "cgroupsPath"), for the armed log line: in a
+// cgroup namespace of its own (a DaemonSet pod on cgroup v2) the plugin sees other
+// containers' /proc/<pid>/cgroup as "0::/../..." and only cgroupsPath can work.
+func resolveTarget(r Resolver, cgroupRoot string, pid int, cgroupsPath string) (t Target, from string, err error) {
 	var errs []error
 	if pid > 0 {
 		t, err := r.FromPID(pid)
 		if err == nil && t.Level > 0 {
-			return t, nil
+			return t, "pid", nil
 		}
 		if err == nil {
 			err = fmt.Errorf("pid %d is in the root cgroup", pid)
@@ -203,7 +206,7 @@ func resolveTarget(r Resolver, cgroupRoot string, pid int, cgroupsPath string) (
 			var t Target
 			t, err = r.FromPath(dir)
 			if err == nil && t.Level > 0 {
-				return t, nil
+				return t, "cgroupsPath", nil
 			}
 			if err == nil {
 				err = fmt.Errorf("%s is the root cgroup", dir)
@@ -212,7 +215,7 @@ func resolveTarget(r Resolver, cgroupRoot string, pid int, cgroupsPath string) (
 		errs = append(errs, fmt.Errorf("from cgroupsPath: %w", err))
 	}
 	if len(errs) == 0 {
-		return Target{}, errors.New("cannot resolve the container's cgroup: no pid and no cgroupsPath")
+		return Target{}, "", errors.New("cannot resolve the container's cgroup: no pid and no cgroupsPath")
 	}
-	return Target{}, fmt.Errorf("cannot resolve the container's cgroup: %w", errors.Join(errs...))
+	return Target{}, "", fmt.Errorf("cannot resolve the container's cgroup: %w", errors.Join(errs...))
 }

@@ -134,13 +134,14 @@ func TestResolveTarget(t *testing.T) {
 		cgroupsPath string
 		want        string // path; "" = error
 		level       int
+		from        string // "pid" or "cgroupsPath"
 		err         string
 	}{
-		"from pid":                      {pid: 100, want: scope, level: 3},
-		"pid wins over cgroupsPath":     {pid: 100, cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: scope, level: 3},
-		"fallback when pid is gone":     {pid: 999, cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: other, level: 3},
-		"fallback on cgroup v1 pid":     {pid: 101, cgroupsPath: "/kubepods.slice/kubepods-podB.slice/cri-containerd-B.scope", want: other, level: 3},
-		"no pid":                        {cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: other, level: 3},
+		"from pid":                      {pid: 100, want: scope, level: 3, from: "pid"},
+		"pid wins over cgroupsPath":     {pid: 100, cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: scope, level: 3, from: "pid"},
+		"fallback when pid is gone":     {pid: 999, cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: other, level: 3, from: "cgroupsPath"},
+		"fallback on cgroup v1 pid":     {pid: 101, cgroupsPath: "/kubepods.slice/kubepods-podB.slice/cri-containerd-B.scope", want: other, level: 3, from: "cgroupsPath"},
+		"no pid":                        {cgroupsPath: "kubepods-podB.slice:cri-containerd:B", want: other, level: 3, from: "cgroupsPath"},
 		"root cgroup never armed":       {pid: 102, err: "root cgroup"},
 		"missing directory":             {cgroupsPath: "/nope", err: "no such file"},
 		"nothing to go on":              {err: "no pid and no cgroupsPath"},
@@ -148,7 +149,7 @@ func TestResolveTarget(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, err := resolveTarget(h.resolver(), h.cg, tc.pid, tc.cgroupsPath)
+			got, from, err := resolveTarget(h.resolver(), h.cg, tc.pid, tc.cgroupsPath)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %+v, %v; want error %q", got, err, tc.err)
@@ -157,6 +158,9 @@ func TestResolveTarget(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if from != tc.from {
+				t.Errorf("resolved from %q, want %q", from, tc.from)
 			}
 			if got.Path != tc.want || got.Level != tc.level || got.ID != inode(t, tc.want) {
 				t.Fatalf("got %+v, want %s at level %d with id %d", got, tc.want, tc.level, inode(t, tc.want))

@@ -318,7 +318,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
 		return nil
 	}
-	target, err := resolveTarget(p.opts.Resolver, p.opts.CgroupRoot, r.pid, r.cgroupsPath)
+	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, p.opts.CgroupRoot, r.pid, r.cgroupsPath)
 	if err != nil {
 		p.metrics.armErrors.Inc()
 		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation, "error", err.Error())...)
@@ -382,7 +382,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	for i, f := range faults {
 		described[i] = f.String()
 	}
-	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path,
+	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
 		"faults", described, "alreadyInjected", engineAlready, "armSeconds", elapsed.Seconds())
 	if active != nil {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +66,9 @@ func TestPluginArmedBeforeFirstInstruction(t *testing.T) {
 	}
 	armed := p.WaitLog(10*time.Second, "armed (victim)", vmtest.ArmedLine("first", "victim"))
 	t.Logf("armed line: cgroup %s, mechanism %s, armSeconds %v", armed.Str("cgroup"), armed.Str("mechanism"), armed["armSeconds"])
+	if from := armed.Str("cgroupFrom"); from != "pid" {
+		t.Errorf("the cgroup was resolved from %q, want the container's init pid", from)
+	}
 	for _, e := range p.Log(false) {
 		if e.Msg() == "armed" && e.Str("container") == "neighbour" {
 			t.Errorf("the neighbour was armed: %v", e)
@@ -71,13 +76,52 @@ func TestPluginArmedBeforeFirstInstruction(t *testing.T) {
 	}
 }
 
+// kfault in its own cgroup namespace, as a DaemonSet pod on cgroup v2 is: the container's
+// /proc/<pid>/cgroup is relative ("0::/../kubepods/..."), the plugin falls back to the OCI
+// cgroupsPath, and the fault still hits exactly the annotated container.
+func TestPluginInCgroupNamespace(t *testing.T) {
+	p := withPlugin(t, "cgns", vmtest.PluginOptions{CgroupNamespace: true})
+	// The plugin sits in /kfault-e2e-cgns (as this test sees it) and in a cgroup namespace of
+	// its own, rooted there: to it, a container's cgroup is "/../kubepods/...".
+	pluginNS, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/cgroup", p.Pid()))
+	ourNS, err2 := os.Readlink("/proc/self/ns/cgroup")
+	if err1 != nil || err2 != nil || pluginNS == ourNS {
+		t.Fatalf("the plugin is not in a cgroup namespace of its own: %s %v, ours %s %v", pluginNS, err1, ourNS, err2)
+	}
+	if got := vmtest.CgroupOf(t, p.Pid()); got != "/sys/fs/cgroup/kfault-e2e-cgns" {
+		t.Fatalf("the plugin runs in %s, want /sys/fs/cgroup/kfault-e2e-cgns", got)
+	}
+	pod := newPod("cgns", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	podID := runPod(t, &pod)
+	cmd := []string{"mkdir", "/tmp/first"}
+	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
+	vcode := vmtest.WaitExited(t, victim, time.Minute)
+	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
+	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
+	if vcode == 0 || !strings.Contains(vlog, "Permission denied") {
+		t.Errorf("victim: exit %d, log %q: want its mkdir to fail with Permission denied", vcode, vlog)
+	}
+	if ncode != 0 || nlog != "" {
+		t.Errorf("neighbour: exit %d, log %q: want success", ncode, nlog)
+	}
+	armed := p.WaitLog(10*time.Second, "armed (victim)", vmtest.ArmedLine("cgns", "victim"))
+	cg := armed.Str("cgroup")
+	t.Logf("armed line: cgroup %s", cg)
+	if filepath.Base(cg) != victim || !strings.HasPrefix(cg, "/sys/fs/cgroup/kubepods/") {
+		t.Errorf("armed cgroup %s is not the victim's (/sys/fs/cgroup/kubepods/.../%s)", cg, victim)
+	}
+	if from := armed.Str("cgroupFrom"); from != "cgroupsPath" {
+		t.Errorf("the cgroup was resolved from %q, want cgroupsPath: the container's /proc/<pid>/cgroup is outside the plugin's namespace", from)
+	}
+}
+
 // An openat fault is the container's, not its runtime's: the container's own first open
-// fails with the fault's errno, and the container's process does run. (It fails today: the
-// fault is armed at NRI StartContainer while runc init is still in the container's cgroup, and
-// runc init opens /proc/self/fd (to close inherited fds) before it execs the container's
-// process, so the container dies with runc's "open /proc/self/fd: permission denied" and no
-// user code runs. The same goes for any fault runc init's last steps meet, e.g. a slab fault
-// without a call chain fails its execve.)
+// fails with the fault's errno, and the container's process does run. The fault is armed at
+// NRI StartContainer while runc init is still in the container's cgroup, and runc init opens
+// /proc/self/fd (to close inherited fds) before it execs the container's process; without the
+// hot path's exemption of tasks named "runc:[" the container would die with runc's
+// "open /proc/self/fd: permission denied" before any user code ran.
 func TestPluginOpenatFaultSparesRuntimeInit(t *testing.T) {
 	withPlugin(t, "openat", vmtest.PluginOptions{})
 	pod := newPod("openat", map[string]string{"faults.kfault.dev/container.victim": openatEACCES})

@@ -38,6 +38,8 @@ type Plugin struct {
 	MetricsAddress string
 	// Args are extra flags.
 	Args []string
+	// CgroupNamespace runs the plugin in its own cgroup namespace (see PluginOptions).
+	CgroupNamespace bool
 
 	cmd      *exec.Cmd
 	done     chan struct{}
@@ -48,6 +50,11 @@ type Plugin struct {
 type PluginOptions struct {
 	MetricsAddress string
 	Args           []string
+	// CgroupNamespace runs kfault nri in a cgroup of its own and in a cgroup namespace rooted
+	// there, as a Kubernetes DaemonSet pod on cgroup v2 runs (with the host's /sys/fs/cgroup
+	// still mounted, as the DaemonSet's hostPath gives it): /proc/<pid>/cgroup of a container
+	// then reads "0::/../..." and only the OCI cgroupsPath can locate its cgroup.
+	CgroupNamespace bool
 }
 
 // StartPlugin starts `kfault nri` and waits until it has registered with containerd.
@@ -60,11 +67,12 @@ func StartPlugin(t testing.TB, name string, o PluginOptions) *Plugin {
 	}
 	p := &Plugin{
 		t: t, Name: name, Dir: dir,
-		StateDir:       filepath.Join(dir, "state"),
-		ControlSocket:  filepath.Join(dir, "control.sock"),
-		LogFile:        filepath.Join(dir, "kfault.log"),
-		MetricsAddress: o.MetricsAddress,
-		Args:           o.Args,
+		StateDir:        filepath.Join(dir, "state"),
+		ControlSocket:   filepath.Join(dir, "control.sock"),
+		LogFile:         filepath.Join(dir, "kfault.log"),
+		MetricsAddress:  o.MetricsAddress,
+		Args:            o.Args,
+		CgroupNamespace: o.CgroupNamespace,
 	}
 	t.Cleanup(func() {
 		p.Stop()
@@ -98,6 +106,24 @@ func (p *Plugin) Start() {
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if p.CgroupNamespace {
+		// unshare(1) starts in the plugin's cgroup, creates the namespace there and execs
+		// kfault (same pid). CLONE_NEWCGROUP on the clone itself would root the namespace at
+		// this test's cgroup instead.
+		cg := filepath.Join("/sys/fs/cgroup", "kfault-e2e-"+p.Name)
+		if err := os.Mkdir(cg, 0o755); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove(cg) })
+		fd, err := syscall.Open(cg, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(fd)
+		cmd = exec.Command("unshare", append([]string{"--cgroup", KfaultBinary()}, args...)...)
+		cmd.Stdout, cmd.Stderr = &stderr, &stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, UseCgroupFD: true, CgroupFD: fd}
+	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting kfault nri: %v", err)
