@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -170,8 +171,9 @@ type Check struct {
 // Report is the result of Preflight.
 type Report struct {
 	Checks []Check
-	// CanInject: at least one mechanism works and at least one fault point (a failtype, or a
-	// function on the error-injection list) can be overridden with it.
+	// CanInject: the engine's maps can be created, at least one mechanism works and at least
+	// one fault point (a failtype, or a function on the error-injection list) can be
+	// overridden with it.
 	CanInject bool
 	// Mechanisms that work, in preference order.
 	Mechanisms []Mechanism
@@ -233,6 +235,23 @@ func Preflight(mountDebugfs bool) Report {
 		add(Check{Name: "mechanism kprobe", Detail: "no: " + kpErr.Error()})
 	}
 	anyMech := len(rep.Mechanisms) > 0
+
+	// Maps the engine creates when it starts, whatever the faults: without one it cannot run.
+	engineOK := true
+	for _, need := range []struct {
+		name, kernel string
+		typ          ebpf.MapType
+	}{
+		{"ring buffer (sampled injections)", "5.8", ebpf.RingBuf},
+		{"task storage (call chains)", "5.11", ebpf.TaskStorage},
+	} {
+		if err := features.HaveMapType(need.typ); err != nil {
+			engineOK = false
+			add(Check{Name: need.name, Detail: fmt.Sprintf("no: %v (kernel %s+): kfault's engine creates this map at start and does not run without it", err, need.kernel)})
+		} else {
+			add(Check{Name: need.name, OK: true, Detail: "yes: kernel " + need.kernel + "+"})
+		}
+	}
 
 	// fault points
 	names := make([]string, len(failPoints))
@@ -305,7 +324,7 @@ func Preflight(mountDebugfs bool) Report {
 		add(Check{Name: "NRI socket", Detail: "no: " + nriSock + " missing: containerd is not running, or NRI is disabled (containerd 1.7: [plugins.\"io.containerd.nri.v1.nri\"] disable = false). `kfault inject` still works"})
 	}
 
-	rep.CanInject = anyMech && anyPoint
+	rep.CanInject = anyMech && anyPoint && engineOK
 	return rep
 }
 

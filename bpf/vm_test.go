@@ -315,10 +315,20 @@ func TestVMPreflight(t *testing.T) {
 	default:
 		t.Logf("kernel config unreadable; mechanisms: %v", rep.Mechanisms)
 	}
+	engineMaps := 0
 	for _, c := range rep.Checks {
 		if strings.HasPrefix(c.Name, "failtype") && !c.OK {
 			t.Errorf("%s: %s", c.Name, c.Detail)
 		}
+		if strings.HasPrefix(c.Name, "ring buffer") || strings.HasPrefix(c.Name, "task storage") {
+			engineMaps++
+			if !c.OK {
+				t.Errorf("%s: %s (6.1 has both)", c.Name, c.Detail)
+			}
+		}
+	}
+	if engineMaps != 2 {
+		t.Errorf("%d lines about the engine's maps (ring buffer, task storage), want 2", engineMaps)
 	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
