@@ -114,7 +114,7 @@ func waitFor(t *testing.T, cond func() bool) {
 	t.Fatal("condition not met")
 }
 
-// TestWriteStatusRecent checks the sampled-injection lines: the fault's label, its
+// TestWriteStatusRecent checks the sampled-injection lines: the fault's index, its
 // injection number and the task it hit.
 func TestWriteStatusRecent(t *testing.T) {
 	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.Local)
@@ -125,16 +125,16 @@ func TestWriteStatusRecent(t *testing.T) {
 		Recent: []plugin.Injection{
 			{Fault: 0, Seq: 8, PID: 41, TGID: 40, Comm: "mkdir-loop", Time: at},
 			{Fault: 0, Seq: 1024, PID: 42, TGID: 40, Comm: "mkdir-loop", Time: at.Add(time.Second)},
-			{Fault: 3, PID: 43, Comm: "sh", Time: at}, // an index the list lacks: shown as #3, no seq
+			{Fault: 3, PID: 43, Comm: "sh", Time: at}, // no seq: none shown
 		},
 	}}}
 	var out bytes.Buffer
 	writeStatus(&out, st)
 	for _, want := range []string{
 		"recent sampled injections:",
-		"10:00:00.000  default/victim  should_failslab  #8  pid 41 (mkdir-loop)",
-		"10:00:01.000  default/victim  should_failslab  #1024  pid 42 (mkdir-loop)",
-		"10:00:00.000  default/victim  #3  pid 43 (sh)",
+		"10:00:00.000  default/victim  fault 0  #8  pid 41 (mkdir-loop)",
+		"10:00:01.000  default/victim  fault 0  #1024  pid 42 (mkdir-loop)",
+		"10:00:00.000  default/victim  fault 3  pid 43 (sh)",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())

@@ -132,7 +132,7 @@ func TestPluginMetricsStatusDisarmAll(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^` + victim[:12] + `\s+default\s+metrics\s+victim\s+armed\s+.*\s4$`).MatchString(text) {
 		t.Errorf("kfault status text has no line for the victim with 4 injected")
 	}
-	if !regexp.MustCompile(`(?m)^\s+\S+\s+\S*` + victim[:12] + `\s+.*__x64_sys_mkdir.*\s#4\s+pid \d+ \(`).MatchString(text) {
+	if !regexp.MustCompile(`(?m)^\s+\S+\s+\S*` + victim[:12] + `\s+fault 0\s+#4\s+pid \d+ \(`).MatchString(text) {
 		t.Errorf("kfault status text has no recent sampled injection #4 of the victim")
 	}
 
