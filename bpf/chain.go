@@ -135,15 +135,18 @@ func (c *chainSet) closeMaps() {
 
 // mapReplacements are the engine's shared maps, for every program instance it loads.
 func (e *Engine) mapReplacements() map[string]*ebpf.Map {
-	return map[string]*ebpf.Map{
-		"kfault_rules":       e.rules,
-		"kfault_levels":      e.levels,
-		"kfault_counters":    e.counters,
-		"kfault_events":      e.eventMap,
-		"kfault_frames":      e.chains.frameMap,
-		"kfault_chains":      e.chains.chainMap,
-		"kfault_task_chains": e.chains.taskChains,
+	m := map[string]*ebpf.Map{
+		"kfault_rules":    e.rules,
+		"kfault_levels":   e.levels,
+		"kfault_counters": e.counters,
+		"kfault_events":   e.eventMap,
 	}
+	if e.chainsOn {
+		m["kfault_frames"] = e.chains.frameMap
+		m["kfault_chains"] = e.chains.chainMap
+		m["kfault_task_chains"] = e.chains.taskChains
+	}
+	return m
 }
 
 // planChain resolves and compiles the call chain of fault f hooking fn (nil when it has none).
@@ -152,6 +155,9 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	frames := f.CallChain
 	if len(frames) == 0 {
 		return nil, nil
+	}
+	if !e.chainsOn {
+		return nil, fmt.Errorf("callchain: %w: call chains need task storage maps (kernel 5.11+), which this kernel lacks", ErrNotSupported)
 	}
 	last := len(frames) - 1
 	if frames[last].FuncName == fn {

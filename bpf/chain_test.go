@@ -21,7 +21,20 @@ func validateEngine(t *testing.T, m Mechanism) *Engine {
 	if _, err := spec.AnyTypeByName("d_alloc_parallel"); err != nil {
 		t.Skip("d_alloc_parallel not in this kernel's BTF")
 	}
-	return &Engine{kspec: spec, mech: m, log: slog.New(slog.DiscardHandler)}
+	return &Engine{kspec: spec, mech: m, log: slog.New(slog.DiscardHandler), chainsOn: true}
+}
+
+// An engine on a kernel without task storage refuses call chains before looking at them, and
+// says which kernel they need; faults without one plan nothing.
+func TestPlanChainWithoutTaskStorage(t *testing.T) {
+	e := &Engine{log: slog.New(slog.DiscardHandler)}
+	_, err := e.planChain(slabChain(annotations.Frame{FuncName: "vfs_statx"}), "should_failslab")
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "kernel 5.11+") {
+		t.Errorf("planChain: %v, want ErrNotSupported naming kernel 5.11+", err)
+	}
+	if p, err := e.planChain(annotations.Fault{FailType: annotations.Slab, Probability: 100}, "should_failslab"); p != nil || err != nil {
+		t.Errorf("planChain of a fault without a chain: %v, %v", p, err)
+	}
 }
 
 func TestPlanChain(t *testing.T) {

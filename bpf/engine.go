@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
@@ -59,6 +60,9 @@ func ParseMechanism(s string) (Mechanism, error) {
 type Options struct {
 	Mechanism Mechanism    // MechanismAuto unless a test or the user forces one
 	Logger    *slog.Logger // nil: no logs
+	// NoCallChains loads the hot path built without call chains, as the engine does by itself
+	// on kernels without task storage (before 5.11); faults with a callchain are refused.
+	NoCallChains bool
 }
 
 // Engine arms and disarms fault rules. It owns the shared maps and, per hooked function, one
@@ -90,7 +94,8 @@ type Engine struct {
 	nextRule      int
 	closed        bool
 
-	chains chainSet // call chains: frame programs, chain ids (chain.go)
+	chains   chainSet // call chains: frame programs, chain ids (chain.go)
+	chainsOn bool     // the loaded hot path has call chains (task storage is available)
 }
 
 type setKey struct {
@@ -141,7 +146,20 @@ func NewEngine(opts Options) (*Engine, error) {
 		// fmod_ret cannot work without BTF; kprobe could, but the bio program needs CO-RE.
 		log.Warn("kernel BTF unavailable", "err", err)
 	}
-	spec, err := loadKfault()
+	// Call chains keep per-task state in task storage (5.11+). Without it, the hot path built
+	// without chains still serves every other fault.
+	chains := !opts.NoCallChains
+	if chains {
+		if err := features.HaveMapType(ebpf.TaskStorage); err != nil {
+			chains = false
+			log.Warn("no task storage maps (kernel 5.11+): call chains are refused, other faults work", "err", err)
+		}
+	}
+	load := loadKfault
+	if !chains {
+		load = loadKfaultNoChains
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded BPF objects: %w", err)
 	}
@@ -151,14 +169,15 @@ func NewEngine(opts Options) (*Engine, error) {
 	delete(spec.Maps, ".bss")
 
 	e := &Engine{
-		log:    log,
-		spec:   spec,
-		kspec:  kspec,
-		cache:  kernelTypes,
-		nofail: gfpNoFail(kspec),
-		hooks:  map[string]*hook{},
-		sets:   map[setKey][]*rule{},
-		armed:  map[string]*armedKey{},
+		log:      log,
+		chainsOn: chains,
+		spec:     spec,
+		kspec:    kspec,
+		cache:    kernelTypes,
+		nofail:   gfpNoFail(kspec),
+		hooks:    map[string]*hook{},
+		sets:     map[setKey][]*rule{},
+		armed:    map[string]*armedKey{},
 	}
 
 	if e.perCPUOffset, e.preemptCount, err = preemptCountAddrs(kspec); err != nil {
@@ -207,7 +226,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
-		"irq_filter", e.preemptCount != 0)
+		"irq_filter", e.preemptCount != 0, "call_chains", e.chainsOn)
 	return e, nil
 }
 
@@ -232,6 +251,9 @@ func (e *Engine) createMaps() error {
 	}
 	if e.eventMap, err = ebpf.NewMap(e.spec.Maps["kfault_events"]); err != nil {
 		return fmt.Errorf("create ring buffer kfault_events (kernel 5.8+): %w", err)
+	}
+	if !e.chainsOn {
+		return nil
 	}
 	return e.chains.createMaps(e.spec)
 }

@@ -12,7 +12,8 @@ var (
 	ErrMechanismUnavailable = errors.New("override mechanism unavailable")
 	// ErrNoBTF: the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF).
 	ErrNoBTF = errors.New("kernel BTF unavailable")
-	// ErrNotSupported: the fault asks for something this engine does not do yet.
+	// ErrNotSupported: the fault asks for something this engine, or this kernel, does not do
+	// (e.g. a callchain on a kernel without task storage).
 	ErrNotSupported = errors.New("not supported")
 	// ErrInvalidTarget: the cgroup target cannot be used.
 	ErrInvalidTarget = errors.New("invalid cgroup target")

@@ -17,7 +17,9 @@
  * cgroups. Checks run cheapest first: cgroup -> rule state -> call chain -> probability -> times.
  */
 #include "kfault_bpf.h"
+#ifndef KFAULT_NO_CHAINS
 #include "kfault_chain.bpf.h" /* call chains: frame programs, per-task state, chain_active */
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -41,7 +43,7 @@ struct rule {
 	__u64 limit;     /* times: maximum number of injections, 0 = unlimited */
 	__s64 retval;    /* value the hooked function returns instead */
 	__u32 counter;   /* index in kfault_counters */
-	__u32 chain_id;  /* 0 = no call chain; else the chain state to consult (not yet) */
+	__u32 chain_id;  /* 0 = no call chain; else the chain whose state to consult */
 	__u32 flags;
 	__u32 _pad;
 };
@@ -197,8 +199,13 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 		if (!(flags & RULE_ACTIVE))
 			continue;
 		/* Call chain: every frame of the rule's chain is on this task's stack, in order. */
+#ifndef KFAULT_NO_CHAINS
 		if (r->chain_id && !kfault_chain_active(r->chain_id))
 			continue;
+#else
+		if (r->chain_id) /* never armed: the engine refuses call chains with this object */
+			continue;
+#endif
 
 		__u32 idx = r->counter;
 		__u64 *count = bpf_map_lookup_elem(&kfault_counters, &idx);

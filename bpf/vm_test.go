@@ -535,3 +535,34 @@ func fsyncFile(path string) error {
 	defer f.Close()
 	return f.Sync()
 }
+
+// TestVMNoCallChainsVariant runs the hot path built without call chains, which the engine loads
+// by itself on kernels without task storage (before 5.11): plain faults hit the victim and not
+// its bystander, and a fault with a callchain is refused, at arm and at validation, saying why.
+func TestVMNoCallChainsVariant(t *testing.T) {
+	requireVM(t)
+	for _, m := range []Mechanism{MechanismFmodRet, MechanismKprobe} {
+		t.Run(m.String(), func(t *testing.T) {
+			e := newTestEngineWith(t, Options{Mechanism: m, NoCallChains: true})
+			if _, ok := e.spec.Maps["kfault_task_chains"]; ok || e.spec.Programs["kfault_frame_entry"] != nil {
+				t.Fatal("the engine loaded the hot path with call chains")
+			}
+			failtypeCase(t, e, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}, "open", 50, syscall.EACCES)
+
+			chained := []annotations.Fault{{FailType: annotations.Slab, Probability: 100,
+				CallChain: []annotations.Frame{{FuncName: "__x64_sys_mount"}}}}
+			cg := newCgroup(t, "", "nochains")
+			err := e.Arm("chained", cg.target, chained, nil)
+			if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "5.11") {
+				t.Errorf("Arm with a callchain: %v, want ErrNotSupported naming kernel 5.11", err)
+			}
+			if err := e.Validate(chained); !errors.Is(err, ErrNotSupported) {
+				t.Errorf("Validate with a callchain: %v, want ErrNotSupported", err)
+			}
+			if len(e.Armed()) != 0 {
+				t.Errorf("Armed() = %v after the refused arm", e.Armed())
+			}
+			requireNoKfaultPrograms(t)
+		})
+	}
+}

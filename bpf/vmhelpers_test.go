@@ -82,7 +82,14 @@ func kernelConfig(name string) string {
 // built into this kernel variant (e.g. no CONFIG_BPF_KPROBE_OVERRIDE), fails otherwise.
 func newTestEngine(t testing.TB, m Mechanism) *Engine {
 	t.Helper()
-	e, err := NewEngine(Options{Mechanism: m})
+	return newTestEngineWith(t, Options{Mechanism: m})
+}
+
+// newTestEngineWith is newTestEngine with other options.
+func newTestEngineWith(t testing.TB, o Options) *Engine {
+	t.Helper()
+	m := o.Mechanism
+	e, err := NewEngine(o)
 	if err != nil {
 		if m == MechanismKprobe && errors.Is(err, ErrMechanismUnavailable) && kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") != "y" {
 			t.Skipf("kprobe override not in this kernel (CONFIG_BPF_KPROBE_OVERRIDE=%q): %v", kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), err)
