@@ -81,6 +81,7 @@ type Engine struct {
 
 	rules, levels, counters *ebpf.Map
 	eventMap                *ebpf.Map // ring buffer of sampled injections (events.go)
+	eventDrops              *ebpf.Map // samples the hot path could not write (ring buffer full)
 	events                  *events
 
 	hooks   map[string]*hook   // by function name
@@ -96,6 +97,8 @@ type Engine struct {
 
 	chains   chainSet // call chains: frame programs, chain ids (chain.go)
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
+	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
+	sampleEvery uint64
 }
 
 type setKey struct {
@@ -169,15 +172,16 @@ func NewEngine(opts Options) (*Engine, error) {
 	delete(spec.Maps, ".bss")
 
 	e := &Engine{
-		log:      log,
-		chainsOn: chains,
-		spec:     spec,
-		kspec:    kspec,
-		cache:    kernelTypes,
-		nofail:   gfpNoFail(kspec),
-		hooks:    map[string]*hook{},
-		sets:     map[setKey][]*rule{},
-		armed:    map[string]*armedKey{},
+		log:         log,
+		chainsOn:    chains,
+		sampleEvery: SampleEvery,
+		spec:        spec,
+		kspec:       kspec,
+		cache:       kernelTypes,
+		nofail:      gfpNoFail(kspec),
+		hooks:       map[string]*hook{},
+		sets:        map[setKey][]*rule{},
+		armed:       map[string]*armedKey{},
 	}
 
 	if e.perCPUOffset, e.preemptCount, err = preemptCountAddrs(kspec); err != nil {
@@ -252,6 +256,9 @@ func (e *Engine) createMaps() error {
 	if e.eventMap, err = ebpf.NewMap(e.spec.Maps["kfault_events"]); err != nil {
 		return fmt.Errorf("create ring buffer kfault_events (kernel 5.8+): %w", err)
 	}
+	if e.eventDrops, err = ebpf.NewMap(e.spec.Maps["kfault_event_drops"]); err != nil {
+		return fmt.Errorf("create map kfault_event_drops: %w", err)
+	}
 	if !e.chainsOn {
 		return nil
 	}
@@ -259,7 +266,7 @@ func (e *Engine) createMaps() error {
 }
 
 func (e *Engine) closeMaps() {
-	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap} {
+	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap, e.eventDrops} {
 		if m != nil {
 			m.Close()
 		}
@@ -679,7 +686,7 @@ func (e *Engine) attach(h *hook) error {
 		"per_cpu_offset_addr": e.perCPUOffset,
 		"preempt_count_addr":  e.preemptCount,
 		"sample_first":        SampleFirst,
-		"sample_mask":         SampleEvery - 1,
+		"sample_mask":         e.sampleEvery - 1,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)

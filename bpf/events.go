@@ -76,12 +76,17 @@ func (e *Engine) Injections() <-chan Injection {
 	return e.events.out
 }
 
-// SamplesDropped is how many sampled injections were not delivered on Injections.
+// SamplesDropped is how many sampled injections were not delivered on Injections: lost to a
+// full ring buffer (counted by the hot path), unattributable, or refused by a full channel.
 func (e *Engine) SamplesDropped() uint64 {
 	if e.events == nil {
 		return 0
 	}
-	return e.events.dropped.Load()
+	var inKernel uint64
+	if e.eventDrops != nil {
+		_ = e.eventDrops.Lookup(uint32(0), &inKernel) // after Close: the Go-side count only
+	}
+	return inKernel + e.events.dropped.Load()
 }
 
 func (e *Engine) readEvents(ev *events) {

@@ -10,6 +10,7 @@
  *   kfault_levels:   hook id -> bitmap of the cgroup levels that have rules for that hook
  *   kfault_counters: rule id -> number of faults injected by that rule
  *   kfault_events:   ring buffer of sampled injections (who was hit, when), for logs and status
+ *   kfault_event_drops: samples lost to a full ring buffer
  *
  * A call is in scope when, for some armed level L, the current task's ancestor cgroup at level L
  * (bpf_get_current_ancestor_cgroup_id, which is the task's own cgroup when L is its own level)
@@ -98,6 +99,14 @@ struct {
 	__uint(max_entries, 256 * 1024);
 } kfault_events SEC(".maps");
 
+/* Samples lost because kfault_events was full (the reader fell behind). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} kfault_event_drops SEC(".maps");
+
 /* Set per loaded instance by the engine. */
 volatile const __u32 hook_id = 0;
 /* __GFP_NOFAIL of the running kernel (from BTF when it has ___GFP_NOFAIL_BIT, else 0x8000). */
@@ -166,8 +175,13 @@ static __always_inline void emit_sample(struct rule *r, __u64 old, __s64 retval,
 	ev.counter = r->counter;
 	ev.hook = hook_id;
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
-	/* A full ring buffer drops the sample, never the fault. */
-	bpf_ringbuf_output(&kfault_events, &ev, sizeof(ev), 0);
+	/* A full ring buffer drops the sample, never the fault; the drop is counted. */
+	if (bpf_ringbuf_output(&kfault_events, &ev, sizeof(ev), 0)) {
+		__u32 zero = 0;
+		__u64 *drops = bpf_map_lookup_elem(&kfault_event_drops, &zero);
+		if (drops)
+			__sync_fetch_and_add(drops, 1);
+	}
 }
 
 /*

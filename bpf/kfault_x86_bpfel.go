@@ -92,6 +92,7 @@ type kfaultTaskChains struct {
 const (
 	kfaultMapKfaultChains      = "kfault_chains"
 	kfaultMapKfaultCounters    = "kfault_counters"
+	kfaultMapKfaultEventDrops  = "kfault_event_drops"
 	kfaultMapKfaultEvents      = "kfault_events"
 	kfaultMapKfaultFrames      = "kfault_frames"
 	kfaultMapKfaultLevels      = "kfault_levels"
@@ -178,6 +179,7 @@ type kfaultProgramSpecs struct {
 type kfaultMapSpecs struct {
 	KfaultChains     *ebpf.MapSpec `ebpf:"kfault_chains"`
 	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEventDrops *ebpf.MapSpec `ebpf:"kfault_event_drops"`
 	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
 	KfaultFrames     *ebpf.MapSpec `ebpf:"kfault_frames"`
 	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
@@ -222,6 +224,7 @@ func (o *kfaultObjects) Close() error {
 type kfaultMaps struct {
 	KfaultChains     *ebpf.Map `ebpf:"kfault_chains"`
 	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEventDrops *ebpf.Map `ebpf:"kfault_event_drops"`
 	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
 	KfaultFrames     *ebpf.Map `ebpf:"kfault_frames"`
 	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
@@ -233,6 +236,7 @@ func (m *kfaultMaps) Close() error {
 	return _KfaultClose(
 		m.KfaultChains,
 		m.KfaultCounters,
+		m.KfaultEventDrops,
 		m.KfaultEvents,
 		m.KfaultFrames,
 		m.KfaultLevels,

@@ -41,6 +41,7 @@ type kfaultNoChainsRuleSet struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	kfaultNoChainsMapKfaultCounters   = "kfault_counters"
+	kfaultNoChainsMapKfaultEventDrops = "kfault_event_drops"
 	kfaultNoChainsMapKfaultEvents     = "kfault_events"
 	kfaultNoChainsMapKfaultLevels     = "kfault_levels"
 	kfaultNoChainsMapKfaultRules      = "kfault_rules"
@@ -117,10 +118,11 @@ type kfaultNoChainsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultNoChainsMapSpecs struct {
-	KfaultCounters *ebpf.MapSpec `ebpf:"kfault_counters"`
-	KfaultEvents   *ebpf.MapSpec `ebpf:"kfault_events"`
-	KfaultLevels   *ebpf.MapSpec `ebpf:"kfault_levels"`
-	KfaultRules    *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEventDrops *ebpf.MapSpec `ebpf:"kfault_event_drops"`
+	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
 }
 
 // kfaultNoChainsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -156,15 +158,17 @@ func (o *kfaultNoChainsObjects) Close() error {
 //
 // It can be passed to loadKfaultNoChainsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultNoChainsMaps struct {
-	KfaultCounters *ebpf.Map `ebpf:"kfault_counters"`
-	KfaultEvents   *ebpf.Map `ebpf:"kfault_events"`
-	KfaultLevels   *ebpf.Map `ebpf:"kfault_levels"`
-	KfaultRules    *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEventDrops *ebpf.Map `ebpf:"kfault_event_drops"`
+	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
+	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
 }
 
 func (m *kfaultNoChainsMaps) Close() error {
 	return _KfaultNoChainsClose(
 		m.KfaultCounters,
+		m.KfaultEventDrops,
 		m.KfaultEvents,
 		m.KfaultLevels,
 		m.KfaultRules,

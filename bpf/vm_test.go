@@ -566,3 +566,38 @@ func TestVMNoCallChainsVariant(t *testing.T) {
 		})
 	}
 }
+
+// TestVMSamplesDroppedWhenReaderStalls: when the ring buffer is full the hot path drops samples,
+// counts them, and still injects every fault. Here every injection is sampled and the reader
+// is stalled (it needs the engine lock to attribute a sample) while the victim fails 8000
+// opens, about twice what the ring buffer holds.
+func TestVMSamplesDroppedWhenReaderStalls(t *testing.T) {
+	requireVM(t)
+	e := newTestEngine(t, MechanismAuto)
+	e.sampleEvery = 1 // sample every injection
+	victimCg := newCgroup(t, "", "drops-victim")
+	const n = 8000
+	v := startVictim(t, victimCg, "open", n)
+	armOne(t, e, "drops", victimCg, annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100})
+	e.mu.Lock()
+	vr := v.run()
+	e.mu.Unlock()
+	expectAll(t, "victim", vr, syscall.EACCES)
+	if c, _ := e.Counts("drops"); len(c) != 1 || c[0] != n {
+		t.Errorf("Counts = %v, want [%d]: a full ring buffer must not cost a fault", c, n)
+	}
+	received := 0
+	for done := false; !done; {
+		select {
+		case <-e.Injections():
+			received++
+		case <-time.After(time.Second):
+			done = true
+		}
+	}
+	dropped := e.SamplesDropped()
+	t.Logf("%d injections: %d samples received, %d dropped", n, received, dropped)
+	if dropped == 0 || uint64(received)+dropped != n {
+		t.Errorf("received %d + dropped %d samples, want %d in all with some dropped", received, dropped, n)
+	}
+}
