@@ -601,3 +601,33 @@ func TestVMSamplesDroppedWhenReaderStalls(t *testing.T) {
 		t.Errorf("received %d + dropped %d samples, want %d in all with some dropped", received, dropped, n)
 	}
 }
+
+// TestVMNoFailAllocationsSpared: an allocation made with __GFP_NOFAIL is never failed, as the
+// kernel's own failslab never fails one. jbd2's journal_alloc_journal_head (6.1) first asks
+// with GFP_NOFS and, when that fails, asks again with __GFP_NOFAIL, whose caller cannot handle
+// NULL. With slab faults armed under jbd2_journal_add_journal_head, the first attempts fail
+// (counted), the __GFP_NOFAIL retries succeed, and every mkdir on the ext4 succeeds. Were the
+// retries failed too, jbd2 would loop forever and the test would time out.
+func TestVMNoFailAllocationsSpared(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		mnt := loopExt4(t)
+		victimCg := newCgroup(t, "", "nofail-victim")
+		byCg := newCgroup(t, "", "nofail-bystander")
+		armOne(t, e, "nofail", victimCg, slabChain(annotations.Frame{FuncName: "jbd2_journal_add_journal_head"}))
+		for _, w := range []struct {
+			cg  *cgroup
+			dir string
+		}{{victimCg, "v"}, {byCg, "b"}} {
+			script := fmt.Sprintf("for i in 1 2 3 4 5 6 7 8; do mkdir %s/%s$i || exit 1; sync -f %s; done", mnt, w.dir, mnt)
+			runInCgroup(t, w.cg, "sh", "-c", script)
+		}
+		c, err := e.Counts("nofail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("journal-head allocations failed (each retried with __GFP_NOFAIL): %v", c)
+		if c[0] == 0 {
+			t.Error("no allocation under jbd2_journal_add_journal_head was failed: the test proves nothing")
+		}
+	})
+}
