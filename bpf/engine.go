@@ -89,11 +89,12 @@ type Engine struct {
 	sets    map[setKey][]*rule // what kfault_rules holds, per {cgroup, hook}
 	armed   map[string]*armedKey
 	ruleIDs [maxRules]bool // counter slots in use
-	// ruleByCounter is the last rule given each counter slot, kept after the rule is removed
-	// so that its samples still in the ring buffer are attributed.
-	ruleByCounter [maxRules]*rule
-	nextRule      int
-	closed        bool
+	// sampleOwners says, per counter slot, whose samples it carries: kept after the rule is
+	// removed, so that its samples still in the ring buffer are attributed. A small record,
+	// not the rule, so that thousands of container lifetimes retain next to nothing.
+	sampleOwners [maxRules]*sampleOwner
+	nextRule     int
+	closed       bool
 
 	chains   chainSet // call chains: frame programs, chain ids (chain.go)
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
@@ -521,7 +522,7 @@ func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
 		return fmt.Errorf("%w: more than %d armed faults", ErrLimit, maxRules)
 	}
 	r.enc.Counter = id
-	e.ruleByCounter[id] = r
+	e.sampleOwners[id] = &sampleOwner{key: r.owner.key, fault: r.index, function: h.fn, cgroup: t.ID, hook: h.id}
 	if err := e.counters.Put(id, seed); err != nil {
 		e.ruleIDs[id] = false
 		undo()

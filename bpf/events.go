@@ -119,6 +119,15 @@ func (e *Engine) readEvents(ev *events) {
 	}
 }
 
+// sampleOwner is what attributing a sample needs of the rule that injected it.
+type sampleOwner struct {
+	key      string
+	fault    int
+	function string
+	cgroup   uint64
+	hook     uint32
+}
+
 // attribute finds the rule a sample came from. The counter index alone could name a newer rule
 // that reused the slot, so the cgroup and hook must match too.
 func (e *Engine) attribute(raw kfaultEvent, monoToWall time.Duration) (Injection, bool) {
@@ -127,8 +136,8 @@ func (e *Engine) attribute(raw kfaultEvent, monoToWall time.Duration) (Injection
 	if raw.Counter >= maxRules {
 		return Injection{}, false
 	}
-	r := e.ruleByCounter[raw.Counter]
-	if r == nil || r.hook == nil || r.owner.target.ID != raw.Cgroup || r.hook.id != raw.Hook {
+	o := e.sampleOwners[raw.Counter]
+	if o == nil || o.cgroup != raw.Cgroup || o.hook != raw.Hook {
 		return Injection{}, false
 	}
 	comm := make([]byte, 0, len(raw.Comm))
@@ -139,9 +148,9 @@ func (e *Engine) attribute(raw kfaultEvent, monoToWall time.Duration) (Injection
 		comm = append(comm, byte(c))
 	}
 	return Injection{
-		Key:      r.owner.key,
-		Fault:    r.index,
-		Function: r.hook.fn,
+		Key:      o.key,
+		Fault:    o.fault,
+		Function: o.function,
 		Seq:      raw.Seq,
 		PID:      int(uint32(raw.PidTgid)),
 		TGID:     int(raw.PidTgid >> 32),

@@ -10,9 +10,7 @@ import (
 // been reused by a newer rule by the time an old sample is read.
 func TestAttribute(t *testing.T) {
 	e := &Engine{}
-	h := &hook{fn: "should_failslab", id: 3}
-	owner := &armedKey{key: "k8s.io/abc", target: Target{ID: 4242}}
-	e.ruleByCounter[17] = &rule{owner: owner, index: 1, hook: h}
+	e.sampleOwners[17] = &sampleOwner{key: "k8s.io/abc", fault: 1, function: "should_failslab", cgroup: 4242, hook: 3}
 	comm := [16]int8{}
 	for i, c := range "mount-loop" {
 		comm[i] = int8(c)
