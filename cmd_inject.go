@@ -190,6 +190,10 @@ func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []ann
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	samples := e.Injections()
+	// Once done, samples of the last injections may still be on their way from the ring
+	// buffer: keep printing them for a moment (drain) before saying why.
+	var finished string
+	var drain <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -197,11 +201,19 @@ func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []ann
 		case inj, ok := <-samples:
 			if !ok {
 				samples = nil
+				if finished != "" {
+					return finished
+				}
 			} else if inj.Key == key {
 				printSample(w, inj)
 			}
 			continue
+		case <-drain:
+			return finished
 		case <-tick.C:
+		}
+		if finished != "" {
+			continue
 		}
 		counts, err := e.Counts(key)
 		if err != nil {
@@ -223,26 +235,11 @@ func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []ann
 			}
 		}
 		if done {
-			// The last injections' samples may still be on their way from the ring buffer.
-			drain := time.After(200 * time.Millisecond)
-		drained:
-			for samples != nil {
-				select {
-				case inj, ok := <-samples:
-					if !ok {
-						break drained
-					}
-					if inj.Key == key {
-						printSample(w, inj)
-					}
-				case <-drain:
-					break drained
-				}
-			}
+			finished = "duration elapsed"
 			if byTimes {
-				return "times reached"
+				finished = "times reached"
 			}
-			return "duration elapsed"
+			drain = time.After(200 * time.Millisecond)
 		}
 	}
 }

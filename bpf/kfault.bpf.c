@@ -162,7 +162,7 @@ static __always_inline int runtime_setup_task(void)
 }
 
 /* emit_sample reports injection number old+1 of rule r when it is one of the sampled ones. */
-static __always_inline void emit_sample(struct rule *r, __u64 old, __s64 retval, __u64 cgroup)
+static __always_inline void emit_sample(struct rule *r, __u64 old, __u64 cgroup)
 {
 	if (old >= sample_first && (old & sample_mask) != sample_mask)
 		return;
@@ -171,7 +171,7 @@ static __always_inline void emit_sample(struct rule *r, __u64 old, __s64 retval,
 	ev.cgroup = cgroup;
 	ev.pid_tgid = bpf_get_current_pid_tgid();
 	ev.seq = old + 1;
-	ev.retval = retval;
+	ev.retval = r->retval;
 	ev.counter = r->counter;
 	ev.hook = hook_id;
 	bpf_get_current_comm(ev.comm, sizeof(ev.comm));
@@ -235,7 +235,7 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 		__u64 old = __sync_fetch_and_add(count, 1);
 		if (limit && old >= limit)
 			continue;
-		emit_sample(r, old, r->retval, cgroup);
+		emit_sample(r, old, cgroup);
 		return r->retval;
 	}
 	return 0;

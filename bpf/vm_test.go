@@ -20,8 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/kfault/kfault/annotations"
 )
 
@@ -512,18 +510,18 @@ func loopExt4(t *testing.T) string {
 	return mnt
 }
 
-// runInCgroup runs a command inside cg (clone3 CLONE_INTO_CGROUP) and waits for it.
+// runInCgroup runs a command inside cg and waits for it.
 func runInCgroup(t *testing.T, cg *cgroup, name string, args ...string) {
 	t.Helper()
-	fd, err := unix.Open(cg.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	var out strings.Builder
 	cmd := exec.Command(name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s %v in %s: %v: %s", name, args, cg.path, err, out)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := startInCgroup(cg, cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		t.Fatalf("%s %v in %s: %v: %s", name, args, cg.path, err, out.String())
 	}
 }
 

@@ -232,15 +232,21 @@ func (r victimResult) String() string {
 	return fmt.Sprintf("%d ops: %d ok, %d failed (first: %v), %v", r.n, r.ok, r.fail, r.firstErrno, r.elapsed)
 }
 
-// startVictim starts kfault-victim OP N [args] directly in cg (clone3 CLONE_INTO_CGROUP) and
-// waits until it is set up.
+// startInCgroup starts cmd directly in cg (clone3 CLONE_INTO_CGROUP), so that it never runs
+// a single instruction anywhere else.
+func startInCgroup(cg *cgroup, cmd *exec.Cmd) error {
+	fd, err := unix.Open(cg.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	return cmd.Start()
+}
+
+// startVictim starts kfault-victim OP N [args] directly in cg and waits until it is set up.
 func startVictim(t testing.TB, cg *cgroup, op string, n int, args ...string) *victim {
 	t.Helper()
-	cgfd, err := unix.Open(cg.path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(cgfd)
 	memfd, err := unix.MemfdCreate("kfault-victim", unix.MFD_CLOEXEC)
 	if err != nil {
 		t.Fatal(err)
@@ -261,8 +267,7 @@ func startVictim(t testing.TB, cg *cgroup, op string, n int, args ...string) *vi
 	v.cmd = exec.Command(victimPath(t), append([]string{op, fmt.Sprint(n)}, args...)...)
 	v.cmd.ExtraFiles = []*os.File{goR, mem, readyW} // fds 3, 4, 5
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.out
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: cgfd}
-	if err := v.cmd.Start(); err != nil {
+	if err := startInCgroup(cg, v.cmd); err != nil {
 		t.Fatalf("start victim in %s: %v", cg.path, err)
 	}
 	goR.Close()

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -128,18 +127,12 @@ armed:
 // shellIn starts a busybox shell in the cgroup dir that runs n mkdirs, one try each.
 func shellIn(t *testing.T, dir string, n int) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
-	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
 	tmp := t.TempDir()
 	script := fmt.Sprintf(`i=1; while [ $i -le %d ]; do if mkdir %s/try$i 2>/dev/null; then echo "try $i ok"; else echo "try $i FAILED"; fi; i=$((i+1)); done`, n, tmp)
 	out := &strings.Builder{}
 	c := exec.Command("busybox", "sh", "-c", script)
 	c.Stdout, c.Stderr = out, out
-	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-	if err := c.Start(); err != nil {
+	if err := vmtest.StartInCgroup(c, dir); err != nil {
 		t.Fatal(err)
 	}
 	return c, out

@@ -42,20 +42,35 @@ func runPod(t *testing.T, p *vmtest.Pod) string {
 	return vmtest.RunPod(t, *p)
 }
 
+// firstMkdirResult is what firstMkdir saw: the victim's container id, both exit codes and logs.
+type firstMkdirResult struct {
+	victim       string
+	vcode, ncode int
+	vlog, nlog   string
+}
+
+// firstMkdir runs a pod whose container "victim" has the mkdir fault and whose "neighbour" has
+// none, both running `mkdir /tmp/first` as their own first and only action, until both exit.
+func firstMkdir(t *testing.T, podName string) firstMkdirResult {
+	t.Helper()
+	pod := newPod(podName, map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	podID := runPod(t, &pod)
+	cmd := []string{"mkdir", "/tmp/first"}
+	r := firstMkdirResult{victim: vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})}
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
+	r.vcode = vmtest.WaitExited(t, r.victim, time.Minute)
+	r.ncode = vmtest.WaitExited(t, neighbour, time.Minute)
+	r.vlog, r.nlog = vmtest.Logs(t, r.victim), vmtest.Logs(t, neighbour)
+	return r
+}
+
 // The annotated container's very first action, mkdir as the container's own process (no
 // shell first), fails: the fault was armed before any user code ran. Its neighbour in the same
 // pod runs the same command and succeeds.
 func TestPluginArmedBeforeFirstInstruction(t *testing.T) {
 	p := withPlugin(t, "first", vmtest.PluginOptions{})
-	pod := newPod("first", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
-	podID := runPod(t, &pod)
-	cmd := []string{"mkdir", "/tmp/first"}
-	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
-
-	vcode := vmtest.WaitExited(t, victim, time.Minute)
-	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
-	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
+	r := firstMkdir(t, "first")
+	vcode, ncode, vlog, nlog := r.vcode, r.ncode, r.vlog, r.nlog
 	t.Logf("victim: exit %d, log %q", vcode, vlog)
 	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
 	if vcode == 0 || !strings.Contains(vlog, "mkdir: can't create directory '/tmp/first': Permission denied") {
@@ -91,14 +106,8 @@ func TestPluginInCgroupNamespace(t *testing.T) {
 	if got := vmtest.CgroupOf(t, p.Pid()); got != "/sys/fs/cgroup/kfault-e2e-cgns" {
 		t.Fatalf("the plugin runs in %s, want /sys/fs/cgroup/kfault-e2e-cgns", got)
 	}
-	pod := newPod("cgns", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
-	podID := runPod(t, &pod)
-	cmd := []string{"mkdir", "/tmp/first"}
-	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
-	vcode := vmtest.WaitExited(t, victim, time.Minute)
-	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
-	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
+	r := firstMkdir(t, "cgns")
+	victim, vcode, ncode, vlog, nlog := r.victim, r.vcode, r.ncode, r.vlog, r.nlog
 	if vcode == 0 || !strings.Contains(vlog, "Permission denied") {
 		t.Errorf("victim: exit %d, log %q: want its mkdir to fail with Permission denied", vcode, vlog)
 	}

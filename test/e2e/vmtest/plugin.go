@@ -102,37 +102,37 @@ func (p *Plugin) Start() {
 		args = append(args, "--metrics-address", p.MetricsAddress)
 	}
 	args = append(args, p.Args...)
-	cmd := exec.Command(KfaultBinary(), args...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	argv := append([]string{KfaultBinary()}, args...)
 	if p.CgroupNamespace {
 		// unshare(1) starts in the plugin's cgroup, creates the namespace there and execs
 		// kfault (same pid). CLONE_NEWCGROUP on the clone itself would root the namespace at
 		// this test's cgroup instead.
+		argv = append([]string{"unshare", "--cgroup"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	start := time.Now()
+	var err error
+	if p.CgroupNamespace {
 		cg := filepath.Join("/sys/fs/cgroup", "kfault-e2e-"+p.Name)
 		if err := os.Mkdir(cg, 0o755); err != nil && !os.IsExist(err) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.Remove(cg) })
-		fd, err := syscall.Open(cg, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer syscall.Close(fd)
-		cmd = exec.Command("unshare", append([]string{"--cgroup", KfaultBinary()}, args...)...)
-		cmd.Stdout, cmd.Stderr = &stderr, &stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, UseCgroupFD: true, CgroupFD: fd}
+		err = StartInCgroup(cmd, cg)
+	} else {
+		err = cmd.Start()
 	}
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
+	if err != nil {
 		t.Fatalf("starting kfault nri: %v", err)
 	}
 	p.cmd = cmd
 	done := make(chan struct{})
 	p.done = done
 	go func() { cmd.Wait(); close(done) }()
-	_, err := p.waitLog(60*time.Second, func(e LogEntry) bool { return e.Msg() == "registered" })
+	_, err = p.waitLog(60*time.Second, func(e LogEntry) bool { return e.Msg() == "registered" })
 	if err != nil {
 		data, _ := os.ReadFile(p.LogFile)
 		t.Fatalf("kfault nri did not register: %v\nstderr: %s\nlog:\n%s", err, stderr.String(), tail(string(data), 40))
