@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
+.PHONY: all build test test-cold unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
 
 all: build
 
@@ -14,6 +14,10 @@ build:
 ## test: host unit tests + fuzz smoke, then every suite inside the test VM. One summary line.
 test:
 	test/run-tests all
+
+## test-cold: make test from an empty cache, checking every build script's output contract.
+test-cold:
+	test/cold
 
 unit:
 	test/run-tests unit

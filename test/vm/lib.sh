@@ -13,6 +13,22 @@ NERDCTL_VERSION=${NERDCTL_VERSION:-v2.1.3}
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# The build scripts' output contract: standard output carries the result path and nothing else,
+# because callers read it with $(...). result_only sends everything else, including what sub-tools
+# such as merge_config.sh print, to standard error; result prints the one line.
+result_only() { exec 3>&1 1>&2; }
+result() { printf '%s\n' "$1" >&3; }
+
+# build_result SCRIPT [ARGS...] runs a build script and checks its contract: exactly one line on
+# standard output, naming a path that exists. It prints that path.
+build_result() {
+	local out
+	out=$("$VM_DIR/$1" "${@:2}") || die "$1 ${*:2} failed"
+	[[ $out != *$'\n'* ]] || die "$1 ${*:2} printed more than one line on stdout (the contract is one path): $(printf %q "$out")"
+	[[ -e $out ]] || die "$1 ${*:2} printed '$out', which does not exist"
+	printf '%s\n' "$out"
+}
+
 # cache_lock NAME serialises builders of one cache entry: a second `build-tools` (say, from a
 # `test/vm/run` started while the first still builds) waits and then finds the result cached,
 # instead of both writing the same .tmp directory. The lock is held until the script exits.
