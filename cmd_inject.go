@@ -91,7 +91,11 @@ func runInject(args []string) int {
 	defer engine.Close()
 
 	const key = "inject"
-	if err := engine.Arm(key, target, faults, nil); err != nil {
+	plan, err := engine.Prepare(faults)
+	if err == nil {
+		err = engine.Arm(key, target, plan, bpf.ArmOptions{})
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "kfault inject:", err)
 		return 1
 	}

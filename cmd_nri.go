@@ -13,7 +13,6 @@ import (
 
 	nriapi "github.com/containerd/nri/pkg/api"
 
-	"github.com/kfault/kfault/annotations"
 	"github.com/kfault/kfault/bpf"
 	"github.com/kfault/kfault/plugin"
 )
@@ -163,9 +162,7 @@ func runNRI(args []string, stderr io.Writer) int {
 	}()
 
 	p, err := plugin.New(plugin.Options{
-		Engine:        bpfEngine{engine, adaptInjections(engine.Injections())},
-		Resolver:      bpfResolver(),
-		CgroupRoot:    bpf.Cgroup2Mount(),
+		Engine:        engine,
 		Logger:        log,
 		File:          file,
 		Flags:         flags,
@@ -189,65 +186,4 @@ func runNRI(args []string, stderr io.Writer) int {
 	}
 	log.Info("kfault nri stopped")
 	return 0
-}
-
-// bpfEngine adapts *bpf.Engine to plugin.Engine (plugin.Target mirrors bpf.Target).
-type bpfEngine struct {
-	e   *bpf.Engine
-	inj <-chan plugin.Injection
-}
-
-// Injections are the engine's sampled injections (plugin.InjectionSource).
-func (b bpfEngine) Injections() <-chan plugin.Injection { return b.inj }
-
-// SamplesDropped counts the samples the engine could not deliver (plugin.SampleDropper).
-func (b bpfEngine) SamplesDropped() uint64 { return b.e.SamplesDropped() }
-
-// adaptInjections converts the engine's samples for the plugin until the engine closes.
-func adaptInjections(in <-chan bpf.Injection) <-chan plugin.Injection {
-	if in == nil {
-		return nil
-	}
-	out := make(chan plugin.Injection, cap(in))
-	go func() {
-		defer close(out)
-		for i := range in {
-			out <- plugin.Injection{Key: i.Key, Fault: i.Fault, Seq: i.Seq, PID: i.PID, TGID: i.TGID, Comm: i.Comm, Time: i.Time}
-		}
-	}()
-	return out
-}
-
-func (b bpfEngine) Arm(key string, t plugin.Target, faults []annotations.Fault, already []uint64) error {
-	return b.e.Arm(key, bpf.Target(t), faults, already)
-}
-func (b bpfEngine) Disarm(key string) error             { return b.e.Disarm(key) }
-func (b bpfEngine) Counts(key string) ([]uint64, error) { return b.e.Counts(key) }
-func (b bpfEngine) Mechanism() string                   { return b.e.Mechanism().String() }
-
-// Active reports which of key's faults are still armed (durations).
-func (b bpfEngine) Active(key string) ([]bool, error) { return b.e.Active(key) }
-
-// Validate runs the engine's own check (kernel error-injection list, BTF) when the bpf
-// package provides one, so that strict mode refuses such specs at creation.
-func (b bpfEngine) Validate(faults []annotations.Fault) error {
-	if v, ok := any(b.e).(plugin.Validator); ok {
-		return v.Validate(faults)
-	}
-	return nil
-}
-
-// bpfResolver resolves cgroups with bpf's resolver (cgroup2 mount found from
-// mountinfo).
-func bpfResolver() plugin.Resolver {
-	return plugin.ResolverFuncs{
-		PID: func(pid int) (plugin.Target, error) {
-			t, err := bpf.TargetFromPID(pid)
-			return plugin.Target(t), err
-		},
-		Path: func(dir string) (plugin.Target, error) {
-			t, err := bpf.TargetFromPath(dir)
-			return plugin.Target(t), err
-		},
-	}
 }

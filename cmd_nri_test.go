@@ -6,10 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/kfault/kfault/bpf"
-	"github.com/kfault/kfault/plugin"
 )
 
 // TestNRICommandRefusesBadConfig checks what kfault nri rejects before it touches BPF
@@ -46,26 +42,5 @@ func TestNRICommandRefusesBadConfig(t *testing.T) {
 				t.Fatalf("exit %d (want %d), output lacks %q:\n%s", code, tc.code, tc.want, stderr.String())
 			}
 		})
-	}
-}
-
-// TestAdaptInjections checks that every field the plugin shows survives the conversion and
-// that the plugin's channel closes when the engine's does.
-func TestAdaptInjections(t *testing.T) {
-	in := make(chan bpf.Injection, 2)
-	at := time.Unix(1700000000, 5).UTC()
-	in <- bpf.Injection{Key: "k8s.io/abc", Fault: 2, Function: "should_failslab", Seq: 1024, PID: 7, TGID: 6, Comm: "app", Retval: -12, Time: at}
-	close(in)
-	out := adaptInjections(in)
-	got, ok := <-out
-	want := plugin.Injection{Key: "k8s.io/abc", Fault: 2, Seq: 1024, PID: 7, TGID: 6, Comm: "app", Time: at}
-	if !ok || got != want {
-		t.Errorf("got %+v (ok %v), want %+v", got, ok, want)
-	}
-	if _, ok := <-out; ok {
-		t.Error("the plugin's channel stays open after the engine's closed")
-	}
-	if adaptInjections(nil) != nil {
-		t.Error("an engine without samples must give the plugin no channel")
 	}
 }

@@ -12,17 +12,29 @@ import (
 	"time"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 	"github.com/kfault/kfault/plugin"
 )
 
 // nopEngine arms nothing real and counts 3 per fault.
 type nopEngine struct{ armed map[string]int }
 
-func (e *nopEngine) Arm(key string, _ plugin.Target, f []annotations.Fault, _ []uint64) error {
-	e.armed[key] = len(f)
+func (e *nopEngine) Prepare(f []annotations.Fault) (bpf.Plan, error) { return bpf.Plan{Faults: f}, nil }
+func (e *nopEngine) Arm(key string, _ bpf.Target, p bpf.Plan, _ bpf.ArmOptions) error {
+	e.armed[key] = len(p.Faults)
 	return nil
 }
-func (e *nopEngine) Disarm(key string) error { delete(e.armed, key); return nil }
+func (e *nopEngine) Active(key string) ([]bool, error) {
+	out := make([]bool, e.armed[key])
+	for i := range out {
+		out[i] = true
+	}
+	return out, nil
+}
+func (e *nopEngine) Mechanism() bpf.Mechanism         { return bpf.MechanismFmodRet }
+func (e *nopEngine) Injections() <-chan bpf.Injection { return nil }
+func (e *nopEngine) SamplesDropped() uint64           { return 0 }
+func (e *nopEngine) Disarm(key string) error          { delete(e.armed, key); return nil }
 func (e *nopEngine) Counts(key string) ([]uint64, error) {
 	n, ok := e.armed[key]
 	if !ok {
@@ -122,7 +134,7 @@ func TestWriteStatusRecent(t *testing.T) {
 		Key:       "default/victim",
 		Entry:     plugin.Entry{Faults: "[{failtype: 0}]", Injected: []uint64{1025}},
 		FaultList: []string{"should_failslab"},
-		Recent: []plugin.Injection{
+		Recent: []bpf.Injection{
 			{Fault: 0, Seq: 8, PID: 41, TGID: 40, Comm: "mkdir-loop", Time: at},
 			{Fault: 0, Seq: 1024, PID: 42, TGID: 40, Comm: "mkdir-loop", Time: at.Add(time.Second)},
 			{Fault: 3, PID: 43, Comm: "sh", Time: at}, // no seq: none shown

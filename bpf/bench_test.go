@@ -50,7 +50,7 @@ func TestBenchArmedCgroups(t *testing.T) {
 			for _, n := range []int{1, 100, 1000} {
 				for ; armed < n; armed++ {
 					cg := newCgroup(t, parent.path, "c")
-					if err := e.Arm(fmt.Sprintf("bench-%d", armed), cg.target,
+					if err := e.armFaults(fmt.Sprintf("bench-%d", armed), cg.target,
 						[]annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
 						t.Fatal(err)
 					}
@@ -71,7 +71,7 @@ func TestBenchArmedCgroups(t *testing.T) {
 					}
 					base = append(base, loop())
 					for i, k := range keys {
-						if err := e.Arm(k, saved[i], []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
+						if err := e.armFaults(k, saved[i], []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
 							t.Fatal(err)
 						}
 					}

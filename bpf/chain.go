@@ -198,30 +198,6 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	return p, nil
 }
 
-// Validate checks faults against the running kernel without loading anything: the hooked
-// function is known and on the error-injection list, the values are in range, and every
-// call-chain frame resolves in BTF with its predicate compiling. The plugin calls it at
-// container creation, so that strict mode refuses a bad spec before the container exists.
-func (e *Engine) Validate(faults []annotations.Fault) error {
-	var errs []error
-	for i, f := range faults {
-		fn, _, err := hookOf(f)
-		if err == nil {
-			err = checkInjectable(fn)
-		}
-		if err == nil {
-			_, err = encodeRule(f, 0)
-		}
-		if err == nil {
-			_, err = e.planChain(f, fn)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("fault %d: %w", i, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // acquireChain gives r the chain of plan (nil: none), loading and attaching the programs of
 // frames that no armed rule used yet, and sets r.enc.ChainId.
 func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {

@@ -65,7 +65,7 @@ func TestBenchChainArm(t *testing.T) {
 				}
 				compile = append(compile, time.Since(start))
 				start = time.Now()
-				if err := e.Arm("bench", cg.target, []annotations.Fault{fault}, nil); err != nil {
+				if err := e.armFaults("bench", cg.target, []annotations.Fault{fault}, nil); err != nil {
 					t.Fatal(err)
 				}
 				arm = append(arm, time.Since(start))

@@ -134,7 +134,7 @@ func TestVMChainHookPredicate(t *testing.T) {
 		}
 		cg := newCgroup(t, "", "hookpred")
 		other := newCgroup(t, "", "hookpred-other")
-		err := e.Arm("dentry", cg.target, []annotations.Fault{slabChain(dalloc, cache("dentry"))}, nil)
+		err := e.armFaults("dentry", cg.target, []annotations.Fault{slabChain(dalloc, cache("dentry"))}, nil)
 		if e.Mechanism() == MechanismKprobe {
 			if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "callchain[1]") {
 				t.Fatalf("kprobe: got %v, want ErrNotSupported naming callchain[1]", err)
@@ -165,7 +165,7 @@ func TestVMChainErrors(t *testing.T) {
 			{[]annotations.Frame{{FuncName: "d_alloc_parallel", Parameters: "struct inode *parent"}}, "callchain[0].parameters"},
 		} {
 			f := []annotations.Fault{slabChain(tc.frames...)}
-			err := e.Arm("x", cg.target, f, nil)
+			err := e.armFaults("x", cg.target, f, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Arm: got %v, want an error containing %q", err, tc.want)
 			}

@@ -278,12 +278,12 @@ func (e *Engine) closeMaps() {
 // Mechanism is the mechanism in use: MechanismFmodRet or MechanismKprobe.
 func (e *Engine) Mechanism() Mechanism { return e.mech }
 
-// Arm arms faults on the cgroup subtree of t under key. Arming a key that is armed replaces its
-// rules. alreadyInjected, when not nil, seeds each fault's counter (same order as faults), so
-// that a restarted plugin continues a times budget. On error nothing of this call stays armed.
-func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyInjected []uint64) error {
-	if len(faults) == 0 {
-		return fmt.Errorf("arm %s: no faults", key)
+// Arm arms a prepared plan on the cgroup subtree of t under key. Arming a key that is armed
+// replaces its rules. opts continue an earlier arm (counts, durations). On error nothing of this
+// call stays armed.
+func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
+	if len(plan.rules) == 0 || len(plan.rules) != len(plan.Faults) {
+		return fmt.Errorf("arm %s: the plan was not made by Prepare", key)
 	}
 	if t.ID == 0 {
 		return fmt.Errorf("arm %s: %w: cgroup id 0 (%q)", key, ErrInvalidTarget, t.Path)
@@ -291,33 +291,12 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 	if t.Level < 0 || t.Level > maxLevel {
 		return fmt.Errorf("arm %s: %w: level %d outside 0..%d", key, ErrInvalidTarget, t.Level, maxLevel)
 	}
-	if alreadyInjected != nil && len(alreadyInjected) != len(faults) {
-		return fmt.Errorf("arm %s: %d counters for %d faults", key, len(alreadyInjected), len(faults))
+	if opts.Injected != nil && len(opts.Injected) != len(plan.rules) {
+		return fmt.Errorf("arm %s: %d counters for %d faults", key, len(opts.Injected), len(plan.rules))
 	}
-	type plan struct {
-		fn    string
-		kind  hookKind
-		enc   kfaultRule
-		chain *chainPlan
-	}
-	plans := make([]plan, len(faults))
-	for i, f := range faults {
-		fn, kind, err := hookOf(f)
-		if err != nil {
-			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
-		}
-		if err := checkInjectable(fn); err != nil {
-			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
-		}
-		enc, err := encodeRule(f, 0)
-		if err != nil {
-			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
-		}
-		chain, err := e.planChain(f, fn)
-		if err != nil {
-			return fmt.Errorf("arm %s: fault %d: %w", key, i, err)
-		}
-		plans[i] = plan{fn, kind, enc, chain}
+	since := opts.Since
+	if since.IsZero() {
+		since = time.Now()
 	}
 
 	e.mu.Lock()
@@ -330,12 +309,21 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 		e.disarmLocked(old)
 	}
 	ak := &armedKey{key: key, target: t}
-	for i, p := range plans {
+	remaining := make([]time.Duration, len(plan.rules))
+	for i, p := range plan.rules {
 		var seed uint64
-		if alreadyInjected != nil {
-			seed = alreadyInjected[i]
+		if opts.Injected != nil {
+			seed = opts.Injected[i]
 		}
-		r := &rule{owner: ak, index: i, fault: faults[i], enc: p.enc}
+		r := &rule{owner: ak, index: i, fault: plan.Faults[i], enc: p.enc}
+		ak.rules = append(ak.rules, r)
+		if d := r.fault.Duration; d > 0 {
+			remaining[i] = d - time.Since(since)
+			if remaining[i] <= 0 {
+				r.final = seed // elapsed before this arm: stays off, its count as it was
+				continue
+			}
+		}
 		if err := e.acquireChain(r, p.chain); err != nil {
 			e.disarmLocked(ak)
 			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
@@ -345,17 +333,15 @@ func (e *Engine) Arm(key string, t Target, faults []annotations.Fault, alreadyIn
 			e.disarmLocked(ak)
 			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
 		}
-		ak.rules = append(ak.rules, r)
 	}
 	e.armed[key] = ak
-	for _, r := range ak.rules {
-		if d := r.fault.Duration; d > 0 {
-			r := r
-			r.timer = time.AfterFunc(d, func() { e.expire(r) })
+	for i, r := range ak.rules {
+		if r.active && remaining[i] > 0 {
+			r.timer = time.AfterFunc(remaining[i], func() { e.expire(r) })
 		}
 	}
 	e.log.Info("armed", "key", key, "cgroup", t.Path, "cgroup_id", t.ID, "level", t.Level,
-		"faults", len(faults), "mechanism", e.mech.String(), "took", time.Since(start).Round(time.Microsecond).String())
+		"faults", len(plan.rules), "mechanism", e.mech.String(), "took", time.Since(start).Round(time.Microsecond).String())
 	return nil
 }
 

@@ -21,15 +21,15 @@ const (
 
 // Injection is one sampled injected fault, read from the kfault_events ring buffer.
 type Injection struct {
-	Key      string    // the key the fault was armed under
-	Fault    int       // index among the faults passed to Arm
-	Function string    // the hooked function
-	Seq      uint64    // the rule's injection number: 1 for its first (a re-arm's seed counts)
-	PID      int       // the task the fault hit (thread id)
-	TGID     int       // its process
-	Comm     string    // its name
-	Retval   int64     // what the hooked function returned instead
-	Time     time.Time // when it happened
+	Key      string    `json:"-"`        // the key the fault was armed under
+	Fault    int       `json:"fault"`    // index among the plan's faults (annotation order)
+	Function string    `json:"function"` // the hooked function
+	Seq      uint64    `json:"seq"`      // the rule's injection number: 1 for its first (a re-arm's seed counts)
+	PID      int       `json:"pid"`      // the task the fault hit (thread id)
+	TGID     int       `json:"tgid"`     // its process
+	Comm     string    `json:"comm"`     // its name
+	Retval   int64     `json:"retval"`   // what the hooked function returned instead
+	Time     time.Time `json:"time"`     // when it happened
 }
 
 // injectionBuffer is how many sampled injections wait for a slow reader before new ones are

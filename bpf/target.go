@@ -3,6 +3,7 @@ package bpf
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -139,8 +140,34 @@ func unescapeMountinfo(s string) string {
 }
 
 // TargetFromPID resolves the cgroup v2 cgroup of a process from /proc/<pid>/cgroup.
-func TargetFromPID(pid int) (Target, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+func TargetFromPID(pid int) (Target, error) { return Cgroups{}.FromPID(pid) }
+
+// Cgroups resolves a container's cgroup on a cgroup v2 host, from its init pid or from its OCI
+// linux.cgroupsPath. The zero value reads /proc and this mount namespace's cgroup2 mount; tests
+// point both at a fake tree.
+type Cgroups struct {
+	Proc string // default /proc
+	Root string // the cgroup2 mount; default Cgroup2Mount()
+}
+
+func (c Cgroups) roots() (proc, root string) {
+	proc, root = c.Proc, c.Root
+	if proc == "" {
+		proc = "/proc"
+	}
+	if root == "" {
+		root = Cgroup2Mount()
+	}
+	return proc, root
+}
+
+// FromPID resolves the cgroup of a process from the "0::" line of /proc/<pid>/cgroup.
+func (c Cgroups) FromPID(pid int) (Target, error) {
+	proc, root := c.roots()
+	if pid <= 0 {
+		return Target{}, fmt.Errorf("pid %d: %w: no such process", pid, ErrInvalidTarget)
+	}
+	data, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "cgroup"))
 	if err != nil {
 		return Target{}, fmt.Errorf("pid %d: %w: %v", pid, ErrInvalidTarget, err)
 	}
@@ -148,8 +175,23 @@ func TargetFromPID(pid int) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	root := Cgroup2Mount()
 	return targetFromPath(filepath.Join(root, rel), root)
+}
+
+// FromPath resolves a cgroup directory below the cgroup2 mount.
+func (c Cgroups) FromPath(dir string) (Target, error) {
+	_, root := c.roots()
+	return targetFromPath(dir, root)
+}
+
+// FromCgroupsPath resolves an OCI linux.cgroupsPath (see ExpandCgroupsPath).
+func (c Cgroups) FromCgroupsPath(cgroupsPath string) (Target, error) {
+	_, root := c.roots()
+	dir, err := ExpandCgroupsPath(root, cgroupsPath)
+	if err != nil {
+		return Target{}, fmt.Errorf("%w: %v", ErrInvalidTarget, err)
+	}
+	return targetFromPath(dir, root)
 }
 
 // cgroupV2Path returns the path of the "0::" line of a /proc/<pid>/cgroup file.
@@ -163,4 +205,74 @@ func cgroupV2Path(data []byte) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("%w: no cgroup v2 (\"0::/...\") line in /proc/<pid>/cgroup (cgroup v1 hosts are not supported yet)", ErrInvalidTarget)
+}
+
+// ExpandCgroupsPath turns an OCI linux.cgroupsPath into a directory below cgroupRoot.
+// Two forms exist:
+//   - systemd, "slice:prefix:name" (runc's systemd driver): the slice is expanded to
+//     its parents (a-b-c.slice → a.slice/a-b.slice/a-b-c.slice; empty → system.slice)
+//     and the unit is "prefix-name.scope", or name itself when it ends in ".slice";
+//   - cgroupfs: a path, taken relative to cgroupRoot.
+func ExpandCgroupsPath(cgroupRoot, cgroupsPath string) (string, error) {
+	if cgroupRoot == "" {
+		cgroupRoot = "/sys/fs/cgroup"
+	}
+	if cgroupsPath == "" {
+		return "", errors.New("empty cgroupsPath")
+	}
+	if !strings.HasPrefix(cgroupsPath, "/") && strings.Count(cgroupsPath, ":") == 2 {
+		parts := strings.SplitN(cgroupsPath, ":", 3)
+		slice, prefix, name := parts[0], parts[1], parts[2]
+		if slice == "" {
+			slice = "system.slice"
+		}
+		dir, err := expandSlice(slice)
+		if err != nil {
+			return "", fmt.Errorf("cgroupsPath %q: %w", cgroupsPath, err)
+		}
+		if name == "" {
+			return "", fmt.Errorf("cgroupsPath %q: empty unit name", cgroupsPath)
+		}
+		unit := name
+		if !strings.HasSuffix(name, ".slice") {
+			unit = prefix + "-" + name + ".scope" // as runc: even with an empty prefix
+		}
+		if strings.Contains(unit, "/") {
+			return "", fmt.Errorf("cgroupsPath %q: unit name contains /", cgroupsPath)
+		}
+		return filepath.Join(cgroupRoot, dir, unit), nil
+	}
+	p := filepath.Clean("/" + cgroupsPath)
+	if p == "/" {
+		return "", fmt.Errorf("cgroupsPath %q is the root cgroup", cgroupsPath)
+	}
+	return filepath.Join(cgroupRoot, p), nil
+}
+
+// expandSlice is systemd's slice naming: "a-b-c.slice" lives at
+// /a.slice/a-b.slice/a-b-c.slice; "-.slice" is the root.
+func expandSlice(slice string) (string, error) {
+	const suffix = ".slice"
+	if !strings.HasSuffix(slice, suffix) || len(slice) == len(suffix) {
+		return "", fmt.Errorf("invalid slice name %q: must end in %s", slice, suffix)
+	}
+	if strings.Contains(slice, "/") {
+		return "", fmt.Errorf("invalid slice name %q: contains /", slice)
+	}
+	if slice == "-.slice" {
+		return "/", nil
+	}
+	name := strings.TrimSuffix(slice, suffix)
+	var path, prefix strings.Builder
+	for i, comp := range strings.Split(name, "-") {
+		if comp == "" {
+			return "", fmt.Errorf("invalid slice name %q: empty component", slice)
+		}
+		if i > 0 {
+			prefix.WriteByte('-')
+		}
+		prefix.WriteString(comp)
+		path.WriteString("/" + prefix.String() + suffix)
+	}
+	return path.String(), nil
 }

@@ -47,7 +47,7 @@ func forEachMechanism(t *testing.T, f func(t *testing.T, e *Engine)) {
 func armOne(t *testing.T, e *Engine, key string, cg *cgroup, faults ...annotations.Fault) {
 	t.Helper()
 	start := time.Now()
-	if err := e.Arm(key, cg.target, faults, nil); err != nil {
+	if err := e.armFaults(key, cg.target, faults, nil); err != nil {
 		t.Fatalf("Arm(%s): %v", key, err)
 	}
 	t.Logf("Arm(%s) took %v", key, time.Since(start).Round(time.Millisecond))
@@ -163,7 +163,7 @@ func TestVMTimes(t *testing.T) {
 		}
 
 		// A restarted plugin continues the budget: 3 already injected leaves 2.
-		if err := e.Arm("times", victimCg.target, []annotations.Fault{f}, []uint64{3}); err != nil {
+		if err := e.armFaults("times", victimCg.target, []annotations.Fault{f}, []uint64{3}); err != nil {
 			t.Fatal(err)
 		}
 		vr = runVictim(t, victimCg, "open", 10)
@@ -244,6 +244,35 @@ func TestVMDuration(t *testing.T) {
 	})
 }
 
+// TestVMArmSince: a re-arm after a restart (ArmOptions.Since in the past) leaves a fault whose
+// duration has elapsed off, with its seeded count, and arms the others for what is left.
+func TestVMArmSince(t *testing.T) {
+	forEachMechanism(t, func(t *testing.T, e *Engine) {
+		cg := newCgroup(t, "", "since-victim")
+		by := newCgroup(t, "", "since-bystander")
+		faults := []annotations.Fault{
+			{Function: "__x64_sys_openat", Errno: int(syscall.EPERM), Probability: 100, Duration: 5 * time.Minute},
+			{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100, Duration: time.Hour},
+		}
+		plan, err := e.Prepare(faults)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Arm("since", cg.target, plan, ArmOptions{Injected: []uint64{7, 3}, Since: time.Now().Add(-10 * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Disarm("since") })
+		if active, err := e.Active("since"); err != nil || active[0] || !active[1] {
+			t.Fatalf("Active = %v, %v; want [false true]", active, err)
+		}
+		expectAll(t, "victim", runVictim(t, cg, "open", 5), syscall.EACCES)
+		expectAll(t, "bystander", runVictim(t, by, "open", 5), 0)
+		if c, err := e.Counts("since"); err != nil || c[0] != 7 || c[1] != 3+5 {
+			t.Errorf("Counts = %v, %v; want [7 8]", c, err)
+		}
+	})
+}
+
 func TestVMSharedHook(t *testing.T) {
 	forEachMechanism(t, func(t *testing.T, e *Engine) {
 		requireNoKfaultPrograms(t) // a new engine attaches nothing
@@ -276,7 +305,7 @@ func TestVMSharedHook(t *testing.T) {
 func TestVMArmErrors(t *testing.T) {
 	forEachMechanism(t, func(t *testing.T, e *Engine) {
 		cg := newCgroup(t, "", "errors")
-		err := e.Arm("x", cg.target, []annotations.Fault{{Function: "vfs_read", Errno: 5, Probability: 100}}, nil)
+		err := e.armFaults("x", cg.target, []annotations.Fault{{Function: "vfs_read", Errno: 5, Probability: 100}}, nil)
 		if !errors.Is(err, ErrNotInjectable) {
 			t.Errorf("vfs_read: got %v, want ErrNotInjectable", err)
 		}
@@ -550,7 +579,7 @@ func TestVMNoCallChainsVariant(t *testing.T) {
 			chained := []annotations.Fault{{FailType: annotations.Slab, Probability: 100,
 				CallChain: []annotations.Frame{{FuncName: "__x64_sys_mount"}}}}
 			cg := newCgroup(t, "", "nochains")
-			err := e.Arm("chained", cg.target, chained, nil)
+			err := e.armFaults("chained", cg.target, chained, nil)
 			if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "5.11") {
 				t.Errorf("Arm with a callchain: %v, want ErrNotSupported naming kernel 5.11", err)
 			}

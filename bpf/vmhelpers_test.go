@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/kfault/kfault/annotations"
 	"io"
 	"os"
 	"os/exec"
@@ -391,4 +392,13 @@ func errorInjectable(fn string) bool {
 		}
 	}
 	return false
+}
+
+// armFaults prepares and arms faults in one step, as most tests want.
+func (e *Engine) armFaults(key string, t Target, faults []annotations.Fault, injected []uint64) error {
+	plan, err := e.Prepare(faults)
+	if err != nil {
+		return fmt.Errorf("arm %s: %w", key, err)
+	}
+	return e.Arm(key, t, plan, ArmOptions{Injected: injected})
 }

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 )
 
 // DefaultControlSocket is where `kfault status` and `kfault disarm` reach the plugin.
@@ -45,7 +45,7 @@ type StatusEntry struct {
 	// duration has elapsed). Only for armed containers of engines that report it.
 	Live []bool `json:"live,omitempty"`
 	// Recent are the last sampled injections (engines with a ring buffer), oldest first.
-	Recent []Injection `json:"recent,omitempty"`
+	Recent []bpf.Injection `json:"recent,omitempty"`
 }
 
 // DisarmRequest is the body of POST /v1/disarm.
@@ -79,39 +79,22 @@ func (p *Plugin) Status() Status {
 	for _, k := range keys {
 		e := snap[k]
 		if p.isArmed(k) {
-			if c, err := p.liveCounts(k); err == nil {
+			if c, err := p.engine.Counts(k); err == nil {
 				e.Injected = c
 			}
 		}
 		se := StatusEntry{Key: k, Entry: e, Recent: p.inj.get(k)}
-		if a, ok := p.engine.(Activer); ok && p.isArmed(k) {
-			if live, err := a.Active(k); err == nil {
-				se.Live = make([]bool, len(e.Injected))
-				for j, on := range live {
-					i := j
-					if e.Active != nil && j < len(e.Active) {
-						i = e.Active[j]
-					}
-					if i < len(se.Live) {
-						se.Live[i] = on
-					}
-				}
+		if p.isArmed(k) {
+			if live, err := p.engine.Active(k); err == nil {
+				se.Live = live
 			}
 		}
-		if faults, err := annotations.Parse(e.Faults); err == nil {
-			for _, f := range faults {
-				se.FaultList = append(se.FaultList, f.String())
-			}
+		for _, f := range p.faultsOf(k, e) {
+			se.FaultList = append(se.FaultList, f.String())
 		}
 		st.Containers = append(st.Containers, se)
 	}
 	return st
-}
-
-// Activer is implemented by engines that say, per armed fault of a key, whether it is
-// still armed (false once its duration has elapsed).
-type Activer interface {
-	Active(key string) ([]bool, error)
 }
 
 // ControlHandler serves the control API.

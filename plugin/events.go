@@ -6,8 +6,6 @@ import (
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
-
-	"github.com/kfault/kfault/annotations"
 )
 
 // Non-CRI containers (nerdctl, ctr) get no NRI events: containerd registers only the CRI
@@ -101,7 +99,7 @@ func (h *EventHandler) HandleAt(ctx context.Context, namespace string, event any
 	}
 	switch ev := event.(type) {
 	case *apievents.TaskCreate:
-		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), "task create", at)
+		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), phaseTaskCreate, at)
 	case *apievents.TaskExit:
 		if ev.GetID() == ev.GetContainerID() {
 			h.p.disarm(eventKey(namespace, ev.GetContainerID()), "task exit", false)
@@ -116,7 +114,7 @@ func (h *EventHandler) HandleAt(ctx context.Context, namespace string, event any
 }
 
 // armTask arms a task's container if its OCI spec carries a kfault annotation.
-func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid uint32, phase string, at time.Time) {
+func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid uint32, ph phase, at time.Time) {
 	p := h.p
 	info, err := h.src.Container(ctx, namespace, id)
 	if err != nil {
@@ -128,24 +126,11 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 		// here too would double every fault.
 		return
 	}
-	cid := ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id}
-	if err := keyErrors(info.Annotations); err != nil {
-		p.reject(cid, "", phase, &RejectError{Err: err}, false)
-	}
-	value, key, ok := annotations.Effective(info.Name(), nil, info.Annotations)
-	if !ok {
-		return
-	}
-	faults, err := p.admit(cid, key, value)
-	if err != nil {
-		p.reject(cid, key, phase, err, false)
-		return
-	}
-	// Arming errors are logged and counted by arm; nothing can be refused here.
-	_ = p.arm(armRequest{
-		key: eventKey(namespace, id), id: cid, annotation: key, value: value, faults: faults,
-		pid: int(pid), cgroupsPath: info.CgroupsPath, carryCounts: true, eventTime: at,
-	})
+	_ = p.admitContainer(container{
+		key:         eventKey(namespace, id),
+		id:          ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id},
+		annotations: info.Annotations, pid: int(pid), cgroupsPath: info.CgroupsPath, eventTime: at,
+	}, ph)
 }
 
 // Sync arms every live annotated task not armed yet and forgets non-CRI containers
@@ -165,7 +150,7 @@ func (h *EventHandler) Sync(ctx context.Context) error {
 		key := eventKey(t.Namespace, t.ContainerID)
 		live[key] = true
 		if !p.isArmed(key) {
-			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, "sync", time.Time{})
+			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, phaseSync, time.Time{})
 		}
 	}
 	p.mu.Lock()

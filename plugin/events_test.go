@@ -318,34 +318,33 @@ func TestEventSync(t *testing.T) {
 
 // TestRearmKeepsDurations: after a restart, a fault with a duration gets what is left
 // of it, counted from the first arm; one whose duration has elapsed is not armed again.
+// The engine gets every fault with the first arm's time and keeps the elapsed ones off.
 func TestRearmKeepsDurations(t *testing.T) {
 	const value = `[{failtype: 0, duration: 5m}, {failtype: 1, duration: 1h}, {failtype: 2}]`
 	tests := map[string]struct {
-		value       string
-		armedAgo    time.Duration
-		injected    []uint64
-		wantFaults  []string // hooked functions armed in the engine
-		wantAlready []uint64
+		value      string
+		armedAgo   time.Duration
+		injected   []uint64
+		wantActive []bool // per fault, in the engine after the re-arm; nil: not armed
 	}{
-		"some elapsed": {value: value, armedAgo: 10 * time.Minute, injected: []uint64{1, 2, 3},
-			wantFaults: []string{"should_fail_alloc_page", "should_fail_bio"}, wantAlready: []uint64{2, 3}},
-		"none elapsed": {value: value, armedAgo: time.Minute, injected: []uint64{1, 2, 3},
-			wantFaults: []string{"should_failslab", "should_fail_alloc_page", "should_fail_bio"}, wantAlready: []uint64{1, 2, 3}},
-		"all elapsed": {value: `{failtype: 0, duration: 5m}`, armedAgo: time.Hour, injected: []uint64{9}},
+		"some elapsed": {value: value, armedAgo: 10 * time.Minute, injected: []uint64{1, 2, 3}, wantActive: []bool{false, true, true}},
+		"none elapsed": {value: value, armedAgo: time.Minute, injected: []uint64{1, 2, 3}, wantActive: []bool{true, true, true}},
+		"all elapsed":  {value: `{failtype: 0, duration: 5m}`, armedAgo: time.Hour, injected: []uint64{9}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			u := newTestPlugin(t, "")
 			src := &fakeSource{}
 			pid := src.add(t, u, "default", "n1", "", tc.value)
+			armedAt := time.Now().Add(-tc.armedAgo)
 			u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "n1",
-				Faults: tc.value, Injected: tc.injected, ArmedAt: time.Now().Add(-tc.armedAgo)})
+				Faults: tc.value, Injected: tc.injected, ArmedAt: armedAt})
 			src.tasks = []TaskInfo{{Namespace: "default", ContainerID: "n1", Pid: pid}}
 			if err := NewEventHandler(u.Plugin, src).Sync(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			r, armed := u.eng.rule("default/n1")
-			if tc.wantFaults == nil {
+			if tc.wantActive == nil {
 				if armed {
 					t.Fatalf("armed %+v", r.faults)
 				}
@@ -354,26 +353,20 @@ func TestRearmKeepsDurations(t *testing.T) {
 				}
 				return
 			}
-			var got []string
-			for _, f := range r.faults {
-				got = append(got, f.HookFunction())
+			active, _ := u.eng.Active("default/n1")
+			if !slices.Equal(active, tc.wantActive) || !slices.Equal(r.already, tc.injected) || !r.since.Equal(armedAt) {
+				t.Fatalf("armed with active %v, counts %v, since %v; want %v, %v, %v", active, r.already, r.since, tc.wantActive, tc.injected, armedAt)
 			}
-			if !slices.Equal(got, tc.wantFaults) || !slices.Equal(r.already, tc.wantAlready) {
-				t.Fatalf("armed %v with %v, want %v with %v", got, r.already, tc.wantFaults, tc.wantAlready)
+			st := u.Status()
+			if len(st.Containers) != 1 || !slices.Equal(st.Containers[0].Live, tc.wantActive) {
+				t.Errorf("status live %+v, want %v", st.Containers, tc.wantActive)
 			}
-			if d := r.faults[0].Duration; tc.armedAgo == 10*time.Minute && (d > 50*time.Minute || d < 49*time.Minute) {
-				t.Errorf("remaining duration %v, want about 50m", d)
-			}
-			// Counts map back onto the annotation's faults.
-			u.eng.inject(t, "default/n1", 0, 5)
+			// Counts are the annotation's faults'.
+			u.eng.inject(t, "default/n1", 1, 5)
 			u.RefreshCounts()
 			e, _ := u.Store().Get("default/n1")
 			want := slices.Clone(tc.injected)
-			if tc.armedAgo == 10*time.Minute {
-				want[1] += 5
-			} else {
-				want[0] += 5
-			}
+			want[1] += 5
 			if !slices.Equal(e.Injected, want) {
 				t.Errorf("counts %v, want %v", e.Injected, want)
 			}

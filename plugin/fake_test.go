@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 )
 
 // fakeEngine records Arm/Disarm calls and keeps per-rule counters that tests bump.
@@ -18,20 +19,44 @@ type fakeEngine struct {
 	rules  map[string]*fakeRule
 	calls  []string // "arm <key>", "disarm <key>"
 	armErr error
-	inj    chan Injection // sampled injections, when a test sets it
-	drops  uint64         // what SamplesDropped reports
+	inj    chan bpf.Injection // sampled injections, when a test sets it
+	drops  uint64             // what SamplesDropped reports
+	// prepared counts Prepare calls per first fault's function, so tests can tell that a
+	// container's faults are compiled once.
+	prepared int
 }
 
 type fakeRule struct {
-	target  Target
+	target  bpf.Target
 	faults  []annotations.Fault
 	already []uint64
+	since   time.Time
 	counts  []uint64
 }
 
 func newFakeEngine() *fakeEngine { return &fakeEngine{rules: map[string]*fakeRule{}} }
 
-func (f *fakeEngine) Arm(key string, t Target, faults []annotations.Fault, already []uint64) error {
+// Prepare refuses functions named "not_injectable", as a kernel without them on the
+// error-injection list would.
+func (f *fakeEngine) Prepare(faults []annotations.Fault) (bpf.Plan, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.prepared++
+	for i, fl := range faults {
+		if fl.Function == "not_injectable" {
+			return bpf.Plan{}, fmt.Errorf("[%d].function: not_injectable is not on the error-injection list", i)
+		}
+	}
+	return bpf.Plan{Faults: faults}, nil
+}
+
+func (f *fakeEngine) prepareCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.prepared
+}
+
+func (f *fakeEngine) Arm(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOptions) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, "arm "+key)
@@ -41,9 +66,13 @@ func (f *fakeEngine) Arm(key string, t Target, faults []annotations.Fault, alrea
 	if _, dup := f.rules[key]; dup {
 		return fmt.Errorf("fake engine: %s already armed", key)
 	}
-	counts := make([]uint64, len(faults))
-	copy(counts, already)
-	f.rules[key] = &fakeRule{target: t, faults: faults, already: slices.Clone(already), counts: counts}
+	since := opts.Since
+	if since.IsZero() {
+		since = time.Now()
+	}
+	counts := make([]uint64, len(plan.Faults))
+	copy(counts, opts.Injected)
+	f.rules[key] = &fakeRule{target: t, faults: plan.Faults, already: slices.Clone(opts.Injected), since: since, counts: counts}
 	return nil
 }
 
@@ -65,9 +94,9 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 	return slices.Clone(r.counts), nil
 }
 
-func (f *fakeEngine) Mechanism() string { return "fake" }
+func (f *fakeEngine) Mechanism() bpf.Mechanism { return bpf.MechanismFmodRet }
 
-func (f *fakeEngine) Injections() <-chan Injection { return f.inj }
+func (f *fakeEngine) Injections() <-chan bpf.Injection { return f.inj }
 
 func (f *fakeEngine) SamplesDropped() uint64 {
 	f.mu.Lock()
@@ -75,7 +104,7 @@ func (f *fakeEngine) SamplesDropped() uint64 {
 	return f.drops
 }
 
-// Active: in the fake, faults with a duration of 10 minutes or less have expired.
+// Active: as the engine, a fault is off once its duration has elapsed since the first arm.
 func (f *fakeEngine) Active(key string) ([]bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -85,20 +114,9 @@ func (f *fakeEngine) Active(key string) ([]bool, error) {
 	}
 	out := make([]bool, len(r.faults))
 	for i, fl := range r.faults {
-		out[i] = fl.Duration == 0 || fl.Duration > 10*time.Minute
+		out[i] = fl.Duration == 0 || fl.Duration > time.Since(r.since)
 	}
 	return out, nil
-}
-
-// Validate refuses functions named "not_injectable", as a kernel without them on the
-// error-injection list would.
-func (f *fakeEngine) Validate(faults []annotations.Fault) error {
-	for i, fl := range faults {
-		if fl.Function == "not_injectable" {
-			return fmt.Errorf("[%d].function: not_injectable is not on the error-injection list", i)
-		}
-	}
-	return nil
 }
 
 // inject pretends the kernel hit fault i of key n times.
@@ -181,7 +199,7 @@ func newTestPlugin(t *testing.T, config string) *unitPlugin {
 		file.StateDir = t.TempDir()
 	}
 	u := &unitPlugin{eng: newFakeEngine(), logs: &logBuffer{}, host: newFakeHost(t)}
-	u.Plugin, err = New(Options{Engine: u.eng, Resolver: u.host.resolver(), CgroupRoot: u.host.cg,
+	u.Plugin, err = New(Options{Engine: u.eng, Resolver: u.host.resolver(),
 		Logger: testLogger(u.logs), File: file})
 	if err != nil {
 		t.Fatal(err)
@@ -205,7 +223,11 @@ func (u *unitPlugin) armForTest(t *testing.T, key string, id ident, value string
 	rel := fmt.Sprintf("test.slice/c%d", testPid)
 	u.host.cgroup(t, rel)
 	u.host.process(t, testPid, "0::/"+rel+"\n")
-	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, value: value, faults: faults, pid: testPid}); err != nil {
+	plan, err := u.eng.Prepare(faults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, value: value, plan: plan, pid: testPid}); err != nil {
 		t.Fatal(err)
 	}
 }

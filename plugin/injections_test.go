@@ -6,14 +6,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kfault/kfault/bpf"
 )
 
 func TestInjections(t *testing.T) {
 	u := newTestPlugin(t, "")
-	u.eng.inj = make(chan Injection)
+	u.eng.inj = make(chan bpf.Injection)
 	u.armForTest(t, "c1", ident{SourceNRI, "default", "web", "app", "c1"}, `[{failtype: 0}, {failtype: 2}]`)
 	// "n1" was re-armed after a restart with only its second fault still due: the
-	// engine holds that one fault, the state maps it back to index 1.
+	// engine keeps the first off, and samples name the annotation's index.
 	const n1 = `[{failtype: 0, duration: 1m}, {failtype: 1, duration: 1h}]`
 	u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", Container: "n1", ContainerID: "n1",
 		Faults: n1, Injected: []uint64{0, 0}, Armed: true, ArmedAt: time.Now().Add(-2 * time.Minute)})
@@ -23,18 +25,18 @@ func TestInjections(t *testing.T) {
 	if err := NewEventHandler(u.Plugin, src).Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if e, _ := u.Store().Get("default/n1"); len(e.Active) != 1 || e.Active[0] != 1 {
-		t.Fatalf("n1 active %v", e.Active)
+	if active, err := u.eng.Active("default/n1"); err != nil || len(active) != 2 || active[0] || !active[1] {
+		t.Fatalf("n1 active %v, %v", active, err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { u.consumeInjections(ctx); close(done) }()
 	for i := range 10 {
-		u.eng.inj <- Injection{Key: "c1", Fault: 1, PID: 100 + i, TGID: 100, Comm: "mount-loop"}
+		u.eng.inj <- bpf.Injection{Key: "c1", Fault: 1, PID: 100 + i, TGID: 100, Comm: "mount-loop"}
 	}
-	u.eng.inj <- Injection{Key: "default/n1", Fault: 0, PID: 7, TGID: 7, Comm: "sh"}
-	u.eng.inj <- Injection{Key: "gone", Fault: 0, PID: 8} // not ours any more: ignored
+	u.eng.inj <- bpf.Injection{Key: "default/n1", Fault: 1, PID: 7, TGID: 7, Comm: "sh"}
+	u.eng.inj <- bpf.Injection{Key: "gone", Fault: 0, PID: 8} // not ours any more: ignored
 	cancel()
 	<-done
 
@@ -54,7 +56,7 @@ func TestInjections(t *testing.T) {
 		t.Errorf("first line %v", first)
 	}
 	if last["container"] != "n1" || last["fault"] != "1:should_fail_alloc_page" {
-		t.Errorf("engine index not mapped back to the annotation's: %v", last)
+		t.Errorf("sample not labelled with the annotation's fault: %v", last)
 	}
 
 	st := u.Status()
@@ -71,7 +73,7 @@ func TestInjections(t *testing.T) {
 			if len(c.Recent) != 1 || c.Recent[0].Fault != 1 {
 				t.Errorf("n1 recent %+v", c.Recent)
 			}
-			// Fault 0 is not in the engine (elapsed before the restart); fault 1 is.
+			// Fault 0 elapsed before the restart; fault 1 is armed.
 			if len(c.Live) != 2 || c.Live[0] || !c.Live[1] {
 				t.Errorf("n1 live %v, want [false true]", c.Live)
 			}

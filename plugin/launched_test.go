@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
+
+	"github.com/kfault/kfault/bpf"
 )
 
 // TestMain doubles as a pre-registered NRI plugin: when the runtime launches this test
@@ -22,16 +24,13 @@ func TestMain(m *testing.M) {
 }
 
 // launchedTarget is the cgroup every container gets in the launched plugin.
-var launchedTarget = Target{Path: "/sys/fs/cgroup/launched", ID: 4242, Level: 1}
+var launchedTarget = bpf.Target{Path: "/sys/fs/cgroup/launched", ID: 4242, Level: 1}
 
 func launchedPluginMain() int {
 	p, err := New(Options{
-		Engine: newFakeEngine(),
-		Resolver: ResolverFuncs{
-			PID:  func(int) (Target, error) { return launchedTarget, nil },
-			Path: func(string) (Target, error) { return launchedTarget, nil },
-		},
-		Logger: testLogger(os.Stderr), // the runtime discards it
+		Engine:   newFakeEngine(),
+		Resolver: fixedResolver{launchedTarget},
+		Logger:   testLogger(os.Stderr), // the runtime discards it
 	})
 	if err != nil {
 		return 1
@@ -88,7 +87,7 @@ func TestNRILaunchedByRuntime(t *testing.T) {
 	}
 	h := &harness{t: t, stateDir: stateDir}
 	e, ok := h.readState()["c2"]
-	if !ok || !e.Armed || e.CgroupID != launchedTarget.ID || e.Mechanism != "fake" || e.Namespace != "default" {
+	if !ok || !e.Armed || e.CgroupID != launchedTarget.ID || e.Mechanism != "fmod_ret" || e.Namespace != "default" {
 		t.Fatalf("state entry %+v", e)
 	}
 
@@ -109,3 +108,9 @@ func TestNRILaunchedByRuntime(t *testing.T) {
 		t.Fatal("runtime stop hung")
 	}
 }
+
+// fixedResolver puts every container in one cgroup.
+type fixedResolver struct{ t bpf.Target }
+
+func (r fixedResolver) FromPID(int) (bpf.Target, error)            { return r.t, nil }
+func (r fixedResolver) FromCgroupsPath(string) (bpf.Target, error) { return r.t, nil }

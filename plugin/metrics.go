@@ -60,11 +60,11 @@ func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 		e := snap[key]
 		counts := e.Injected
 		if p.isArmed(key) {
-			if live, err := p.liveCounts(key); err == nil {
+			if live, err := p.engine.Counts(key); err == nil {
 				counts = live
 			}
 		}
-		labels := faultLabels(e.Faults, len(counts))
+		labels := faultLabels(p.faultsOf(key, e), len(counts))
 		for i, n := range counts {
 			ch <- prometheus.MustNewConstMetric(injectedDesc, prometheus.CounterValue, float64(n),
 				e.Namespace, e.Pod, e.Container, labels[i])
@@ -72,12 +72,11 @@ func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// faultLabels names each fault of an annotation value for the fault label.
-func faultLabels(value string, n int) []string {
+// faultLabels names each of n faults for the fault label: "0:should_failslab".
+func faultLabels(faults []annotations.Fault, n int) []string {
 	out := make([]string, n)
-	faults, err := annotations.Parse(value)
 	for i := range out {
-		if err == nil && i < len(faults) {
+		if i < len(faults) {
 			out[i] = strconv.Itoa(i) + ":" + faults[i].HookFunction()
 		} else {
 			out[i] = strconv.Itoa(i)
@@ -104,12 +103,10 @@ func newMetrics(p *Plugin) *Metrics {
 		Help: "Containers with faults armed now.",
 	}, func() float64 { return float64(len(p.ArmedKeys())) })
 	m.Registry.MustRegister(m.armErrors, m.armDuration, armed, injectedCollector{p})
-	if d, ok := p.engine.(SampleDropper); ok {
-		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "kfault_injection_samples_dropped_total",
-			Help: "Sampled injections the engine could not deliver to the logs and status (the faults themselves were injected and counted).",
-		}, func() float64 { return float64(d.SamplesDropped()) }))
-	}
+	m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "kfault_injection_samples_dropped_total",
+		Help: "Sampled injections the engine could not deliver to the logs and status (the faults themselves were injected and counted).",
+	}, func() float64 { return float64(p.engine.SamplesDropped()) }))
 	return m
 }
 

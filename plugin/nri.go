@@ -11,8 +11,6 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
-
-	"github.com/kfault/kfault/annotations"
 )
 
 // NRI registration defaults.
@@ -178,21 +176,9 @@ func (h nriHandlers) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs
 			continue
 		}
 		running[c.GetId()] = true
-		pod := byID[c.GetPodSandboxId()]
-		value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
-		if !ok || p.isArmed(c.GetId()) {
-			continue
+		if !p.isArmed(c.GetId()) {
+			_ = p.admitContainer(nriContainer(byID[c.GetPodSandboxId()], c), phaseSynchronize)
 		}
-		id := nriIdent(pod, c)
-		faults, err := p.admit(id, key, value)
-		if err != nil {
-			p.reject(id, key, "synchronize", err, false)
-			continue
-		}
-		_ = p.arm(armRequest{
-			key: c.GetId(), id: id, annotation: key, value: value, faults: faults,
-			pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(), carryCounts: true,
-		})
 	}
 	// Forget what is gone: containers that stopped while kfault was away, and state
 	// left by an earlier run.
@@ -221,47 +207,17 @@ func (h nriHandlers) Shutdown(context.Context) {
 	h.p.Shutdown()
 }
 
-// CreateContainer validates the fault. Strict mode fails the creation of a container
-// with a bad spec or in a disallowed namespace; the message names the field.
+// CreateContainer validates the fault and prepares it for StartContainer. Strict mode fails
+// the creation of a container with a bad spec or in a disallowed namespace; the message names
+// the field.
 func (h nriHandlers) CreateContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
-	// A misspelt kfault key would otherwise be ignored without a word.
-	if err := keyErrors(pod.GetAnnotations(), c.GetAnnotations()); err != nil {
-		if rerr := h.p.reject(nriIdent(pod, c), "", "create", &RejectError{Err: err}, true); rerr != nil {
-			return nil, nil, rerr
-		}
-	}
-	value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
-	if !ok {
-		return nil, nil, nil
-	}
-	id := nriIdent(pod, c)
-	if _, err := h.p.admit(id, key, value); err != nil {
-		return nil, nil, h.p.reject(id, key, "create", err, true)
-	}
-	return nil, nil, nil
+	return nil, nil, h.p.admitContainer(nriContainer(pod, c), phaseCreate)
 }
 
 // StartContainer arms: the init process and its cgroup exist, no user code has run.
 // In strict mode a failure aborts the start.
 func (h nriHandlers) StartContainer(_ context.Context, pod *api.PodSandbox, c *api.Container) error {
-	p := h.p
-	value, key, ok := annotations.Effective(c.GetName(), pod.GetAnnotations(), c.GetAnnotations())
-	if !ok {
-		return nil
-	}
-	id := nriIdent(pod, c)
-	faults, err := p.admit(id, key, value)
-	if err != nil {
-		return p.reject(id, key, "start", err, true)
-	}
-	err = p.arm(armRequest{
-		key: c.GetId(), id: id, annotation: key, value: value, faults: faults,
-		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(),
-	})
-	if err != nil && p.Config().Mode == Strict {
-		return err
-	}
-	return nil
+	return h.p.admitContainer(nriContainer(pod, c), phaseStart)
 }
 
 // StopContainer disarms (also sent when the container exits by itself) and keeps the
@@ -273,14 +229,19 @@ func (h nriHandlers) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.
 
 // RemoveContainer disarms (idempotent) and forgets the container.
 func (h nriHandlers) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	h.p.forgetPrepared(c.GetId())
 	h.p.disarm(c.GetId(), "remove", true)
 	return nil
 }
 
-func nriIdent(pod *api.PodSandbox, c *api.Container) ident {
-	return ident{
-		Source: SourceNRI, Namespace: pod.GetNamespace(), Pod: pod.GetName(),
-		Container: c.GetName(), ContainerID: c.GetId(),
+// nriContainer is what NRI tells of a container.
+func nriContainer(pod *api.PodSandbox, c *api.Container) container {
+	return container{
+		key: c.GetId(),
+		id: ident{Source: SourceNRI, Namespace: pod.GetNamespace(), Pod: pod.GetName(),
+			Container: c.GetName(), ContainerID: c.GetId()},
+		podAnnotations: pod.GetAnnotations(), annotations: c.GetAnnotations(),
+		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(),
 	}
 }
 

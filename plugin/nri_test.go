@@ -18,6 +18,8 @@ import (
 	nri "github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 	"github.com/sirupsen/logrus"
 )
 
@@ -247,7 +249,7 @@ func (h *harness) startPlugin(config string) *testPlugin {
 	file.Events.Enabled = &disabled
 	tp := &testPlugin{eng: newFakeEngine(), logs: &logBuffer{}, done: make(chan error, 1)}
 	tp.p, err = New(Options{
-		Engine: tp.eng, Resolver: h.host.resolver(), CgroupRoot: h.host.cg,
+		Engine: tp.eng, Resolver: h.host.resolver(),
 		Logger: testLogger(tp.logs), File: file, CountsInterval: time.Hour,
 	})
 	if err != nil {
@@ -385,7 +387,7 @@ func TestNRILifecycle(t *testing.T) {
 	}
 	armed := tp.logLines("armed")
 	if len(armed) != 1 || armed[0]["namespace"] != "default" || armed[0]["pod"] != "web" ||
-		armed[0]["container"] != "app" || armed[0]["cgroup"] != appDir || armed[0]["mechanism"] != "fake" {
+		armed[0]["container"] != "app" || armed[0]["cgroup"] != appDir || armed[0]["mechanism"] != "fmod_ret" {
 		t.Errorf("armed log lines: %v", armed)
 	}
 
@@ -419,6 +421,43 @@ func TestNRILifecycle(t *testing.T) {
 	dl := tp.logLines("disarmed")
 	if len(dl) != 1 || dl[0]["reason"] != "stop" || dl[0]["container"] != "app" {
 		t.Errorf("disarmed log lines: %v", dl)
+	}
+}
+
+// TestNRIPreparesOnce: a container's faults (and so its call-chain predicates) are compiled
+// once from create to start: the plan made at CreateContainer is the one StartContainer arms.
+// A start whose create this plugin did not see (another plugin process) prepares by itself.
+func TestNRIPreparesOnce(t *testing.T) {
+	h := newHarness(t)
+	tp := h.startPlugin("")
+	web := pod("default", "web", map[string]string{"faults.kfault.dev/container.app": slabFault})
+	app, _ := h.container(web, "app")
+	if err := h.rt.create(web, app); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.eng.prepareCalls(); n != 1 {
+		t.Fatalf("%d Prepare calls at create, want 1", n)
+	}
+	if err := h.rt.startCtr(web, app); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.eng.prepareCalls(); n != 1 {
+		t.Errorf("%d Prepare calls after create and start, want 1", n)
+	}
+	if got := tp.eng.armedKeys(); !slices.Equal(got, []string{app.Id}) {
+		t.Fatalf("armed %v", got)
+	}
+	tp.p.forgetPrepared(app.Id) // as if created by an earlier plugin process
+	other, _ := h.container(web, "app")
+	tp.p.keepPrepared(other.Id, "{failtype: 1}", bpf.Plan{}) // made from another text
+	if err := h.rt.startCtr(web, other); err != nil {
+		t.Fatal(err)
+	}
+	if n := tp.eng.prepareCalls(); n != 2 {
+		t.Errorf("%d Prepare calls, want 2: a plan from another annotation text must not be armed", n)
+	}
+	if r, _ := tp.eng.rule(other.Id); len(r.faults) != 1 || r.faults[0].FailType != annotations.Slab {
+		t.Errorf("armed %+v, want the slab fault of the annotation", r.faults)
 	}
 }
 

@@ -12,31 +12,28 @@ import (
 	"time"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 )
 
-// Engine arms and disarms fault rules. *bpf.Engine satisfies it through a thin adapter
-// in the kfault command (bpf.Target → Target); tests use a fake.
-//
-// Counts returns, per fault, the number injected so far including alreadyInjected,
-// so that a budget (`times`) continues across a plugin restart.
+// Engine is everything the plugin asks of the BPF engine: *bpf.Engine in the kfault command, a
+// fake in tests.
 type Engine interface {
-	Arm(key string, t Target, faults []annotations.Fault, alreadyInjected []uint64) error
+	// Prepare checks faults against the running kernel and compiles them, loading nothing.
+	Prepare(faults []annotations.Fault) (bpf.Plan, error)
+	// Arm arms a plan on the cgroup subtree of t under key, replacing what key had; opts
+	// continue an earlier arm's counts and durations.
+	Arm(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOptions) error
+	// Disarm removes key's rules; unknown keys are not an error.
 	Disarm(key string) error
+	// Counts and Active report, per fault of the plan, the injected count (seed included) and
+	// whether it is still armed (false once its duration has elapsed).
 	Counts(key string) ([]uint64, error)
-}
-
-// Validator is implemented by engines that can check faults against the running
-// kernel (error-injection list, BTF, predicates) without arming them. When the engine
-// has it, CreateContainer runs it, so that strict mode refuses such a spec at creation
-// rather than at start.
-type Validator interface {
-	Validate(faults []annotations.Fault) error
-}
-
-// mechanismer is implemented by engines that can say which attach mechanism they use
-// (fmod_ret or kprobe); it only decorates the log lines.
-type mechanismer interface {
-	Mechanism() string
+	Active(key string) ([]bool, error)
+	Mechanism() bpf.Mechanism
+	// Injections are sampled injections, closed when the engine closes; SamplesDropped counts
+	// those it could not deliver.
+	Injections() <-chan bpf.Injection
+	SamplesDropped() uint64
 }
 
 // DefaultCountsInterval is how often injected counts are copied from the engine to the
@@ -46,10 +43,8 @@ const DefaultCountsInterval = 5 * time.Second
 // Options configure a Plugin.
 type Options struct {
 	Engine Engine
-	// Resolver finds cgroups. Default: CgroupFS{} (cgroup v2).
+	// Resolver finds cgroups. Default: bpf.Cgroups{} (/proc and the cgroup2 mount).
 	Resolver Resolver
-	// CgroupRoot is where cgroupsPath values are expanded. Default /sys/fs/cgroup.
-	CgroupRoot string
 	// Logger gets one JSON line per arm, disarm and rejection. Default: slog.Default().
 	Logger *slog.Logger
 	// File is the --config file's content (parsed); Flags are explicitly set flags.
@@ -80,7 +75,10 @@ type Plugin struct {
 	svcCtx     context.Context
 
 	mu    sync.Mutex          // serializes arm/disarm/sync
-	armed map[string]struct{} // keys armed in the engine by this process
+	armed map[string]bpf.Plan // keys armed in the engine by this process, and what
+	// prepared holds plans made at CreateContainer for StartContainer to arm, so that a
+	// container's faults are compiled once (guarded by mu).
+	prepared map[string]preparedPlan
 
 	inj injections // recent sampled injections, for status
 
@@ -94,10 +92,7 @@ func New(o Options) (*Plugin, error) {
 		return nil, errors.New("plugin: no engine")
 	}
 	if o.Resolver == nil {
-		o.Resolver = CgroupFS{ProcRoot: "/proc", CgroupRoot: o.CgroupRoot}
-	}
-	if o.CgroupRoot == "" {
-		o.CgroupRoot = "/sys/fs/cgroup"
+		o.Resolver = bpf.Cgroups{}
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -109,11 +104,12 @@ func New(o Options) (*Plugin, error) {
 		o.LockTimeout = 3 * time.Second
 	}
 	p := &Plugin{
-		opts:   o,
-		log:    o.Logger,
-		engine: o.Engine,
-		armed:  map[string]struct{}{},
-		svcCtx: context.Background(),
+		opts:     o,
+		log:      o.Logger,
+		engine:   o.Engine,
+		armed:    map[string]bpf.Plan{},
+		prepared: map[string]preparedPlan{},
+		svcCtx:   context.Background(),
 	}
 	p.metrics = newMetrics(p)
 	return p, nil
@@ -222,14 +218,15 @@ func (e *RejectError) Error() string {
 
 func (e *RejectError) Unwrap() error { return e.Err }
 
-// admit checks the namespace and parses the annotation value.
-func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error) {
+// admit checks the namespace, parses the annotation value and prepares its faults for the
+// kernel. Every way a container reaches arming goes through it.
+func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
 	if err := p.Config().NamespaceAllowed(id.Namespace); err != nil {
-		return nil, &RejectError{Err: err}
+		return bpf.Plan{}, &RejectError{Err: err}
 	}
 	faults, err := annotations.Parse(value)
 	if err != nil {
-		return nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
 	}
 	for _, f := range faults {
 		if len(f.Headers) > 0 {
@@ -240,12 +237,40 @@ func (p *Plugin) admit(id ident, key, value string) ([]annotations.Fault, error)
 			break
 		}
 	}
-	if v, ok := p.engine.(Validator); ok {
-		if err := v.Validate(faults); err != nil {
-			return nil, &RejectError{Annotation: key, Err: err}
-		}
+	plan, err := p.engine.Prepare(faults)
+	if err != nil {
+		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
 	}
-	return faults, nil
+	return plan, nil
+}
+
+// maxPrepared bounds the plans kept between CreateContainer and StartContainer (containers
+// created and never started would otherwise pile up).
+const maxPrepared = 1024
+
+// preparedPlan is a plan made at CreateContainer, with the annotation text it came from.
+type preparedPlan struct {
+	value string
+	plan  bpf.Plan
+}
+
+// keepPrepared keeps the plan of a created container for its start.
+func (p *Plugin) keepPrepared(containerID, value string, plan bpf.Plan) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.prepared) >= maxPrepared {
+		clear(p.prepared) // StartContainer prepares again: slower, not wrong
+	}
+	p.prepared[containerID] = preparedPlan{value, plan}
+}
+
+// takePrepared returns (and forgets) the plan kept for a container, if it was made from value.
+func (p *Plugin) takePrepared(containerID, value string) (bpf.Plan, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pp, ok := p.prepared[containerID]
+	delete(p.prepared, containerID)
+	return pp.plan, ok && pp.value == value
 }
 
 // keyErrors reports annotation keys in kfault's domain that kfault does not understand
@@ -286,7 +311,7 @@ type armRequest struct {
 	id          ident
 	annotation  string // key of the annotation
 	value       string // its text
-	faults      []annotations.Fault
+	plan        bpf.Plan
 	pid         int
 	cgroupsPath string
 	// carryCounts: continue from the counts in the state entry (same annotation text).
@@ -318,7 +343,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
 		return nil
 	}
-	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, p.opts.CgroupRoot, r.pid, r.cgroupsPath)
+	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, r.pid, r.cgroupsPath)
 	if err != nil {
 		p.metrics.armErrors.Inc()
 		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation, "error", err.Error())...)
@@ -326,36 +351,20 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 
 	// Continue from the state: the counts (times budgets) and, for faults with a
-	// duration, what is left of it since the first arm. Faults whose duration has
-	// elapsed are not armed again.
-	var already []uint64
+	// duration, what is left of it since the first arm (the engine leaves off the faults
+	// whose duration has elapsed).
+	var opts bpf.ArmOptions
 	armedAt := time.Now().UTC()
-	faults, active := r.faults, []int(nil)
-	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.faults) {
-		already = slices.Clone(prev.Injected)
+	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.plan.Faults) {
+		opts.Injected = slices.Clone(prev.Injected)
 		if !prev.ArmedAt.IsZero() {
 			armedAt = prev.ArmedAt
-			faults, active = remainingFaults(r.faults, time.Since(armedAt))
-			if len(faults) == 0 {
-				prev.Armed, prev.Active = false, nil
-				store.Put(r.key, prev)
-				p.save()
-				p.log.Info("not arming: every fault's duration has elapsed",
-					append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
-				return nil
-			}
 		}
-	}
-	engineAlready := already
-	if active != nil {
-		engineAlready = make([]uint64, len(active))
-		for j, i := range active {
-			engineAlready[j] = already[i]
-		}
+		opts.Since = armedAt
 	}
 
 	start := time.Now()
-	err = p.engine.Arm(r.key, target, faults, engineAlready)
+	err = p.engine.Arm(r.key, target, r.plan, opts)
 	elapsed := time.Since(start)
 	p.metrics.armDuration.Observe(elapsed.Seconds())
 	if err != nil {
@@ -364,28 +373,38 @@ func (p *Plugin) armLocked(r armRequest) error {
 			"cgroup", target.Path, "cgroupID", target.ID, "mechanism", p.mechanism(), "error", err.Error())...)
 		return fmt.Errorf("kfault: arming annotation %s: %w", r.annotation, err)
 	}
-	p.armed[r.key] = struct{}{}
+	active, _ := p.engine.Active(r.key)
+	if !slices.Contains(active, true) {
+		_ = p.engine.Disarm(r.key)
+		prev.Armed = false
+		store.Put(r.key, prev)
+		p.save()
+		p.log.Info("not arming: every fault's duration has elapsed",
+			append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
+		return nil
+	}
+	p.armed[r.key] = r.plan
 
-	injected := already
+	injected := opts.Injected
 	if injected == nil {
-		injected = make([]uint64, len(r.faults))
+		injected = make([]uint64, len(r.plan.Faults))
 	}
 	store.Put(r.key, Entry{
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
 		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
 		Annotation: r.annotation, Faults: r.value, Injected: injected, Armed: true,
-		ArmedAt: armedAt, Mechanism: p.mechanism(), Active: active,
+		ArmedAt: armedAt, Mechanism: p.mechanism(),
 	})
 	p.save()
 
-	described := make([]string, len(faults))
-	for i, f := range faults {
+	described := make([]string, len(r.plan.Faults))
+	for i, f := range r.plan.Faults {
 		described[i] = f.String()
 	}
 	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
-		"faults", described, "alreadyInjected", engineAlready, "armSeconds", elapsed.Seconds())
-	if active != nil {
+		"faults", described, "alreadyInjected", opts.Injected, "armSeconds", elapsed.Seconds())
+	if slices.Contains(active, false) {
 		attrs = append(attrs, "activeFaults", active)
 	}
 	if !r.eventTime.IsZero() {
@@ -408,7 +427,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	_, wasArmed := p.armed[key]
 	var counts []uint64
 	if wasArmed {
-		if c, err := p.liveCounts(key); err == nil {
+		if c, err := p.engine.Counts(key); err == nil {
 			counts = c
 		}
 		if err := p.engine.Disarm(key); err != nil {
@@ -433,7 +452,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 		store.Delete(key)
 		p.inj.forget(key)
 	} else if known {
-		e.Armed, e.Active = false, nil
+		e.Armed = false
 		store.Put(key, e)
 	}
 	p.save()
@@ -515,7 +534,7 @@ func (p *Plugin) RefreshCounts() {
 	}
 	changed := false
 	for key := range p.armed {
-		c, err := p.liveCounts(key)
+		c, err := p.engine.Counts(key)
 		if err != nil {
 			continue
 		}
@@ -559,48 +578,6 @@ func (p *Plugin) release() {
 	}
 }
 
-// liveCounts returns the engine's counts for key, one per fault of the annotation.
-// When only some faults are armed (the others' durations elapsed before a restart),
-// the others keep their counts from the state.
-func (p *Plugin) liveCounts(key string) ([]uint64, error) {
-	c, err := p.engine.Counts(key)
-	if err != nil {
-		return nil, err
-	}
-	e, ok := p.Store().Get(key)
-	if !ok || e.Active == nil {
-		return c, nil
-	}
-	full := slices.Clone(e.Injected)
-	for j, i := range e.Active {
-		if j < len(c) && i < len(full) {
-			full[i] = c[j]
-		}
-	}
-	return full, nil
-}
-
-// remainingFaults returns the faults still due after elapsed since the first arm, with
-// their durations shortened, and their indices (nil when all are due).
-func remainingFaults(faults []annotations.Fault, elapsed time.Duration) ([]annotations.Fault, []int) {
-	var out []annotations.Fault
-	var idx []int
-	for i, f := range faults {
-		if f.Duration > 0 {
-			if f.Duration <= elapsed {
-				continue
-			}
-			f.Duration -= elapsed
-		}
-		out = append(out, f)
-		idx = append(idx, i)
-	}
-	if len(idx) == len(faults) {
-		idx = nil
-	}
-	return out, idx
-}
-
 func (p *Plugin) save() {
 	store := p.Store()
 	if store == nil {
@@ -611,9 +588,24 @@ func (p *Plugin) save() {
 	}
 }
 
-func (p *Plugin) mechanism() string {
-	if m, ok := p.engine.(mechanismer); ok {
-		return m.Mechanism()
+func (p *Plugin) mechanism() string { return p.engine.Mechanism().String() }
+
+// faultsOf returns the faults of key: the armed plan's, else the state entry's text parsed
+// (a stopped container, or one armed by an earlier run).
+func (p *Plugin) faultsOf(key string, e Entry) []annotations.Fault {
+	p.mu.Lock()
+	plan, ok := p.armed[key]
+	p.mu.Unlock()
+	if ok {
+		return plan.Faults
 	}
-	return ""
+	faults, _ := annotations.Parse(e.Faults)
+	return faults
+}
+
+// forgetPrepared drops a plan kept for a container that goes away unstarted.
+func (p *Plugin) forgetPrepared(containerID string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.prepared, containerID)
 }

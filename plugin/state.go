@@ -47,9 +47,6 @@ type Entry struct {
 	Armed       bool      `json:"armed"`            // false once disarmed (stopped container)
 	ArmedAt     time.Time `json:"armedAt,omitzero"` // when first armed
 	Mechanism   string    `json:"mechanism,omitempty"`
-	// Active lists the faults armed in the engine, by index, when not all are (their
-	// durations elapsed before a restart); nil means all.
-	Active []int `json:"active,omitempty"`
 	// UserDisarmed: `kfault disarm KEY` turned it off; it is not re-armed (not at
 	// synchronization either) while the container lives.
 	UserDisarmed bool `json:"userDisarmed,omitempty"`
@@ -289,6 +286,5 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 
 func (e Entry) clone() Entry {
 	e.Injected = slices.Clone(e.Injected)
-	e.Active = slices.Clone(e.Active)
 	return e
 }

@@ -1,0 +1,81 @@
+package plugin
+
+import (
+	"time"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// Every way a container reaches kfault (NRI CreateContainer, StartContainer and Synchronize,
+// and containerd's event stream for containers outside CRI) goes through admitContainer, with
+// a phase that says what that way may do.
+
+// container is what a lifecycle event tells of a container.
+type container struct {
+	key                         string // state and engine key
+	id                          ident
+	podAnnotations, annotations map[string]string
+	pid                         int
+	cgroupsPath                 string
+	eventTime                   time.Time // when the containerd event was published (zero for NRI)
+}
+
+// phase is one way into admission.
+type phase struct {
+	name string
+	// blockable: a refusal can fail the request (strict mode). Only NRI's create and start
+	// can: nothing can refuse a container that already runs.
+	blockable bool
+	// arm after admitting; otherwise the plan is kept for the start (CreateContainer).
+	arm bool
+	// carryCounts: continue from the state's counts and durations (the container ran
+	// before this plugin process saw it).
+	carryCounts bool
+}
+
+var (
+	phaseCreate      = phase{name: "create", blockable: true}
+	phaseStart       = phase{name: "start", blockable: true, arm: true}
+	phaseSynchronize = phase{name: "synchronize", arm: true, carryCounts: true}
+	phaseTaskCreate  = phase{name: "task create", arm: true, carryCounts: true}
+	phaseSync        = phase{name: "sync", arm: true, carryCounts: true}
+)
+
+// admitContainer runs the admission steps that every phase shares: misspelt kfault keys,
+// the effective annotation, the namespace, parsing and preparing the faults; then arms. It
+// returns the error to fail the request with: only in strict mode, only in blockable phases.
+func (p *Plugin) admitContainer(c container, ph phase) error {
+	// A misspelt kfault key would otherwise be ignored without a word.
+	if err := keyErrors(c.podAnnotations, c.annotations); err != nil {
+		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: err}, ph.blockable); rerr != nil {
+			return rerr
+		}
+	}
+	value, key, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
+	if !ok {
+		return nil
+	}
+	plan, prepared := p.takePrepared(c.key, value)
+	if prepared {
+		if err := p.Config().NamespaceAllowed(c.id.Namespace); err != nil {
+			return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+		}
+	} else {
+		var err error
+		if plan, err = p.admit(c.id, key, value); err != nil {
+			return p.reject(c.id, key, ph.name, err, ph.blockable)
+		}
+	}
+	if !ph.arm {
+		p.keepPrepared(c.key, value, plan)
+		return nil
+	}
+	err := p.arm(armRequest{
+		key: c.key, id: c.id, annotation: key, value: value, plan: plan,
+		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
+	})
+	if err != nil && ph.blockable && p.Config().Mode == Strict {
+		return err
+	}
+	return nil
+}
