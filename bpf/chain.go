@@ -23,12 +23,13 @@ import (
 // reference counted: a frame's programs are attached while some armed rule's chain contains it
 // and detached with its last user. Nothing is pinned.
 
-// Capacities; MAX_* in kfault_chain.bpf.h.
+// Capacities; MAX_* in kfault_chain.bpf.h. Those that size an array of a generated type are
+// taken from it; TestLimits checks maxChains against kfault_chains and the C source.
 const (
-	maxFrameIDs    = 32
-	maxFrameUsers  = 8
-	maxChains      = 256
-	maxChainFrames = 8
+	maxFrameIDs    = len(kfaultTaskChains{}.F)    // distinct frames armed at once
+	maxFrameUsers  = len(kfaultFrameInfo{}.Users) // chain positions sharing one frame
+	maxChains      = 256                          // distinct chains armed at once, id 0 unused
+	maxChainFrames = len(kfaultChain{}.Frames)    // frames per chain
 )
 
 const (
