@@ -45,9 +45,8 @@ func requireVM(t testing.TB) {
 // requireBPF skips when the kernel denies BPF tracing programs altogether.
 func requireBPF(t testing.TB) {
 	t.Helper()
-	fn := probeTarget()
-	fmodErr := ProbeFmodRet(fn)
-	kpErr := ProbeKprobeOverride(fn)
+	fmodErr := HaveFmodRet()
+	kpErr := HaveKprobeOverride()
 	if fmodErr != nil && kpErr != nil {
 		t.Skipf("kernel denies BPF tracing programs: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
 	}
