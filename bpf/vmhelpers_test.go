@@ -375,19 +375,3 @@ func requireNoKfaultPrograms(t testing.TB) {
 		t.Logf("bpftool prog show:\n%s", out)
 	}
 }
-
-// errorInjectable says whether fn is on this kernel's error-injection list.
-func errorInjectable(fn string) bool {
-	f, err := os.Open(errorInjectionList)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), fn+"\t") || strings.HasPrefix(sc.Text(), fn+" ") {
-			return true
-		}
-	}
-	return false
-}
