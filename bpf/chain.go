@@ -23,12 +23,13 @@ import (
 // reference counted: a frame's programs are attached while some armed rule's chain contains it
 // and detached with its last user. Nothing is pinned.
 
-// Capacities; MAX_* in kfault_chain.bpf.h.
+// Capacities; MAX_* in kfault_chain.bpf.h. Those that size an array of a generated type are
+// taken from it; TestLimits checks maxChains against kfault_chains and the C source.
 const (
-	maxFrameIDs    = 32
-	maxFrameUsers  = 8
-	maxChains      = 256
-	maxChainFrames = 8
+	maxFrameIDs    = len(kfaultTaskChains{}.F)    // distinct frames armed at once
+	maxFrameUsers  = len(kfaultFrameInfo{}.Users) // chain positions sharing one frame
+	maxChains      = 256                          // distinct chains armed at once, id 0 unused
+	maxChainFrames = len(kfaultChain{}.Frames)    // frames per chain
 )
 
 const (
@@ -39,20 +40,9 @@ const (
 // predSymbol is the stub function of kfault_frame_entry that a frame's predicate replaces.
 const predSymbol = "kfault_frame_pred"
 
-// Mirrors of the C structs (all u32: no padding).
-type frameUserC struct{ Flags, PrevFrame, PrevSlot, PrevGen uint32 }
-
-type frameInfoC struct {
-	Gen, First uint32 // First: valid slots without a previous frame
-	Users      [maxFrameUsers]frameUserC
-}
-
-type chainFrameC struct{ Frame, Slot, Gen, Pad uint32 }
-
-type chainC struct {
-	N, Pad uint32
-	Frames [maxChainFrames]chainFrameC
-}
+// The map values are bpf2go's Go types of the C structs (gen.go): kfaultFrameInfo (struct
+// frame_info, whose First is the bitmap of the valid slots without a previous frame) with its
+// kfaultFrameUser slots, and kfaultChain (struct chain) with its kfaultChainFrame entries.
 
 type frameKey struct{ fn, params, pred string }
 
@@ -72,7 +62,7 @@ type frameProg struct {
 	coll  *ebpf.Collection
 	links []link.Link
 	users [maxFrameUsers]*chainState // slot -> the chain using it
-	prevs [maxFrameUsers]frameUserC
+	prevs [maxFrameUsers]kfaultFrameUser
 	next  int // round-robin slot allocation (a freed slot is reused last)
 	refs  int
 }
@@ -244,10 +234,10 @@ func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {
 		}
 		fp.next = slot + 1
 		fp.users[slot] = ch
-		u := frameUserC{Flags: frameUserValid}
+		u := kfaultFrameUser{Flags: frameUserValid}
 		if i > 0 {
 			prev := ch.frames[i-1]
-			u = frameUserC{Flags: frameUserValid | frameUserHasPrev, PrevFrame: prev.id, PrevSlot: uint32(ch.slots[i-1]), PrevGen: prev.gen}
+			u = kfaultFrameUser{Flags: frameUserValid | frameUserHasPrev, PrevFrame: prev.id, PrevSlot: uint32(ch.slots[i-1]), PrevGen: prev.gen}
 		}
 		fp.prevs[slot] = u
 		ch.frames = append(ch.frames, fp)
@@ -257,10 +247,10 @@ func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {
 			return err
 		}
 	}
-	var v chainC
+	var v kfaultChain
 	v.N = uint32(len(ch.frames))
 	for i, fp := range ch.frames {
-		v.Frames[i] = chainFrameC{Frame: fp.id, Slot: uint32(ch.slots[i]), Gen: fp.gen}
+		v.Frames[i] = kfaultChainFrame{Frame: fp.id, Slot: uint32(ch.slots[i]), Gen: fp.gen}
 	}
 	if err := c.chainMap.Put(ch.id, v); err != nil {
 		undo()
@@ -287,7 +277,7 @@ func (e *Engine) releaseChain(r *rule) {
 		return
 	}
 	c := &e.chains
-	if err := c.chainMap.Put(ch.id, chainC{}); err != nil {
+	if err := c.chainMap.Put(ch.id, kfaultChain{}); err != nil {
 		e.log.Warn("clear chain", "chain", ch.id, "err", err)
 	}
 	delete(c.chains, ch.key)
@@ -300,7 +290,7 @@ func (e *Engine) dropChainFrames(ch *chainState) {
 	for i, fp := range ch.frames {
 		s := ch.slots[i]
 		fp.users[s] = nil
-		fp.prevs[s] = frameUserC{}
+		fp.prevs[s] = kfaultFrameUser{}
 		if fp.refs > 1 {
 			if err := e.writeFrame(fp); err != nil {
 				e.log.Warn("update frame", "frame", fp.key.String(), "err", err)
@@ -353,7 +343,7 @@ func (e *Engine) releaseFrame(fp *frameProg) {
 }
 
 func (e *Engine) writeFrame(fp *frameProg) error {
-	v := frameInfoC{Gen: fp.gen, Users: fp.prevs}
+	v := kfaultFrameInfo{Gen: fp.gen, Users: fp.prevs}
 	for s, u := range fp.prevs {
 		if u.Flags&frameUserValid != 0 && u.Flags&frameUserHasPrev == 0 {
 			v.First |= 1 << s

@@ -8,9 +8,6 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/features"
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,86 +21,6 @@ var failPoints = []struct {
 	{0, "slab", "should_failslab", "CONFIG_FAILSLAB"},
 	{1, "page", "should_fail_alloc_page", "CONFIG_FAIL_PAGE_ALLOC"},
 	{2, "bio", "should_fail_bio", "CONFIG_FAIL_MAKE_REQUEST"},
-}
-
-// probeTarget picks the function the mechanism probes attach to: should_failslab, or the first
-// failtype function on the error-injection list, or a syscall every kernel with
-// CONFIG_FUNCTION_ERROR_INJECTION lists.
-func probeTarget() string {
-	list, err := InjectableFunctions()
-	if err != nil {
-		return "should_failslab"
-	}
-	for _, fp := range failPoints {
-		if _, ok := list[fp.fn]; ok {
-			return fp.fn
-		}
-	}
-	if _, ok := list["__x64_sys_getppid"]; ok {
-		return "__x64_sys_getppid"
-	}
-	return "should_failslab"
-}
-
-// ProbeFmodRet loads a trivial BPF_MODIFY_RETURN program (it returns 0: "call the function"),
-// attaches it to fn and detaches it. nil means fmod_ret works on fn.
-func ProbeFmodRet(fn string) error {
-	kspec, err := loadKernelBTF()
-	if err != nil {
-		return err
-	}
-	// A collection only for its Cache option: the attach target is looked up in the process's
-	// parse of the kernel's BTF, which NewProgram would parse anew.
-	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{
-		"kfault_probe": {
-			Name:         "kfault_probe",
-			Type:         ebpf.Tracing,
-			AttachType:   ebpf.AttachModifyReturn,
-			AttachTo:     fn,
-			License:      "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		},
-	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
-	if err != nil {
-		return explainLoad(MechanismFmodRet, fn, err)
-	}
-	defer coll.Close()
-	prog := coll.Programs["kfault_probe"]
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
-	if err != nil {
-		return explainAttach(MechanismFmodRet, fn, err)
-	}
-	return l.Close()
-}
-
-// ProbeKprobeOverride loads a kprobe program that calls bpf_override_return (with 0, and only
-// for a 1-in-2^32 random draw: the probe must not change what fn returns), attaches it to fn
-// and detaches it. nil means kprobe override works on fn.
-func ProbeKprobeOverride(fn string) error {
-	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:    "kfault_probe",
-		Type:    ebpf.Kprobe,
-		License: "GPL",
-		Instructions: asm.Instructions{
-			asm.Mov.Reg(asm.R6, asm.R1),
-			asm.FnGetPrandomU32.Call(),
-			asm.JNE.Imm(asm.R0, 1, "out"),
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, 0),
-			asm.FnOverrideReturn.Call(),
-			asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
-			asm.Return(),
-		},
-	})
-	if err != nil {
-		return explainLoad(MechanismKprobe, fn, err)
-	}
-	defer prog.Close()
-	l, err := link.Kprobe(fn, prog, nil)
-	if err != nil {
-		return explainAttach(MechanismKprobe, fn, err)
-	}
-	return l.Close()
 }
 
 // explainLoad turns a program load failure into an error that names the likely cause.
@@ -220,8 +137,8 @@ func Preflight(mountDebugfs bool) Report {
 
 	// mechanisms
 	target := probeTarget()
-	fmodErr := ProbeFmodRet(target)
-	kpErr := ProbeKprobeOverride(target)
+	fmodErr := HaveFmodRet()
+	kpErr := HaveKprobeOverride()
 	if fmodErr == nil {
 		rep.Mechanisms = append(rep.Mechanisms, MechanismFmodRet)
 		add(Check{Name: "mechanism fmod_ret", OK: true, Detail: "yes: loaded and attached a BPF_MODIFY_RETURN program to " + target})
@@ -239,13 +156,13 @@ func Preflight(mountDebugfs bool) Report {
 	// The ring buffer is created when the engine starts, whatever the faults: without it the
 	// engine does not run. Without task storage it runs, but refuses call chains.
 	engineOK := true
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+	if err := HaveRingBuf(); err != nil {
 		engineOK = false
 		add(Check{Name: "ring buffer (sampled injections)", Detail: fmt.Sprintf("no: %v (kernel 5.8+): kfault's engine creates it at start and does not run without it", err)})
 	} else {
 		add(Check{Name: "ring buffer (sampled injections)", OK: true, Detail: "yes: kernel 5.8+"})
 	}
-	if err := features.HaveMapType(ebpf.TaskStorage); err != nil {
+	if err := HaveTaskStorage(); err != nil {
 		add(Check{Name: "task storage (call chains)", Info: true, Detail: fmt.Sprintf("no: %v (kernel 5.11+): faults with a callchain are refused; the others work", err)})
 	} else {
 		add(Check{Name: "task storage (call chains)", OK: true, Detail: "yes: kernel 5.11+"})

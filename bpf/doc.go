@@ -7,12 +7,14 @@
 // There is one loaded program per hooked kernel function (should_failslab,
 // should_fail_alloc_page, should_fail_bio, or any function on the error-injection list),
 // shared by every armed rule; never one per container. Each instance is loaded from a copy of
-// the collection spec with its hook id as a load-time constant (.rodata), and the engine's three
+// the collection spec with its hook id as a load-time constant (.rodata), and the engine's five
 // maps replace the object's own (CollectionOptions.MapReplacements):
 //
 //   - kfault_rules (hash): {cgroup id, hook id} → up to 8 rules;
 //   - kfault_levels (array): hook id → bitmap of the cgroup levels that have rules;
-//   - kfault_counters (array): rule id → faults injected (seedable, read by Counts).
+//   - kfault_counters (array): rule id → faults injected (seedable, read by Counts);
+//   - kfault_events (ring buffer): sampled injections (who was hit, when), read by events.go;
+//   - kfault_event_drops (array, one entry): samples lost to a full ring buffer.
 //
 // Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add three more: kfault_frames
 // (frame id → generation and user slots), kfault_chains (chain id → its frames) and
@@ -50,8 +52,9 @@
 // # Mechanisms
 //
 // fmod_ret (BPF_MODIFY_RETURN) when the kernel allows it, else kprobe + bpf_override_return;
-// NewEngine probes both by loading and attaching a trivial program, and Options.Mechanism can
-// force either.
+// Options.Mechanism can force either. NewEngine probes them by loading and attaching a trivial
+// program (mechanism.go: HaveFmodRet, HaveKprobeOverride, whose answers are kept for the
+// process), kprobe only when its answer matters, and chooseMechanism decides.
 //
 // # Limits
 //

@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
@@ -154,7 +153,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	// without chains still serves every other fault.
 	chains := !opts.NoCallChains
 	if chains {
-		if err := features.HaveMapType(ebpf.TaskStorage); err != nil {
+		if err := HaveTaskStorage(); err != nil {
 			chains = false
 			log.Warn("no task storage maps (kernel 5.11+): call chains are refused, other faults work", "err", err)
 		}
@@ -189,37 +188,16 @@ func NewEngine(opts Options) (*Engine, error) {
 		log.Warn("cannot read the preempt count: allocations in interrupt context are not exempted from faults", "err", err)
 	}
 
-	probeFn := probeTarget()
-	var fmodErr, kpErr error
-	if opts.Mechanism != MechanismKprobe {
-		fmodErr = ProbeFmodRet(probeFn)
+	var fmodErr error // why auto falls back to kprobe
+	e.mech, err = chooseMechanism(opts.Mechanism, probes{
+		fmodRet:        func() error { fmodErr = HaveFmodRet(); return fmodErr },
+		kprobeOverride: HaveKprobeOverride,
+	})
+	if err != nil {
+		return nil, err
 	}
-	if opts.Mechanism != MechanismFmodRet && (opts.Mechanism == MechanismKprobe || fmodErr != nil) {
-		kpErr = ProbeKprobeOverride(probeFn)
-	}
-	switch opts.Mechanism {
-	case MechanismFmodRet:
-		if fmodErr != nil {
-			return nil, unavailable(MechanismFmodRet, fmodErr)
-		}
-		e.mech = MechanismFmodRet
-	case MechanismKprobe:
-		if kpErr != nil {
-			return nil, unavailable(MechanismKprobe, kpErr)
-		}
-		e.mech = MechanismKprobe
-	case MechanismAuto:
-		switch {
-		case fmodErr == nil:
-			e.mech = MechanismFmodRet
-		case kpErr == nil:
-			e.mech = MechanismKprobe
-			log.Info("fmod_ret unavailable, using kprobe override", "reason", fmodErr)
-		default:
-			return nil, fmt.Errorf("%w (fmod_ret: %v) (kprobe: %v)", ErrMechanismUnavailable, fmodErr, kpErr)
-		}
-	default:
-		return nil, fmt.Errorf("%w: unknown mechanism %d", ErrMechanismUnavailable, int(opts.Mechanism))
+	if e.mech == MechanismKprobe && fmodErr != nil {
+		log.Info("fmod_ret unavailable, using kprobe override", "reason", fmodErr)
 	}
 
 	if err := e.createMaps(); err != nil {
@@ -233,14 +211,6 @@ func NewEngine(opts Options) (*Engine, error) {
 	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
 		"irq_filter", e.preemptCount != 0, "call_chains", e.chainsOn)
 	return e, nil
-}
-
-// unavailable wraps a failed mechanism probe in ErrMechanismUnavailable (once).
-func unavailable(m Mechanism, err error) error {
-	if errors.Is(err, ErrMechanismUnavailable) {
-		return err
-	}
-	return fmt.Errorf("%w: %s: %w", ErrMechanismUnavailable, m, err)
 }
 
 func (e *Engine) createMaps() error {

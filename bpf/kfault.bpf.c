@@ -4,8 +4,8 @@
 /*
  * kfault hot path: one program per hooked kernel function, shared by every armed rule.
  *
- * Each loaded instance is told which hook it is (hook_id, a load-time constant) and shares three
- * maps with every other instance:
+ * Each loaded instance is told which hook it is (hook_id, a load-time constant) and shares five
+ * maps with every other instance (and, with call chains, the three of kfault_chain.bpf.h):
  *   kfault_rules:    {cgroup id, hook id} -> the rules armed on that cgroup subtree for that hook
  *   kfault_levels:   hook id -> bitmap of the cgroup levels that have rules for that hook
  *   kfault_counters: rule id -> number of faults injected by that rule

@@ -7,11 +7,8 @@
 #ifndef KFAULT_BPF_H
 #define KFAULT_BPF_H
 
-typedef unsigned char __u8;
-typedef unsigned short __u16;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
-typedef signed int __s32;
 typedef signed long long __s64;
 
 #define SEC(name) __attribute__((section(name), used))

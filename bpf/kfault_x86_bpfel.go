@@ -17,13 +17,15 @@ type kfaultChain struct {
 	_      structs.HostLayout
 	N      uint32
 	Pad    uint32
-	Frames [8]struct {
-		_     structs.HostLayout
-		Frame uint32
-		Slot  uint32
-		Gen   uint32
-		Pad   uint32
-	}
+	Frames [8]kfaultChainFrame
+}
+
+type kfaultChainFrame struct {
+	_     structs.HostLayout
+	Frame uint32
+	Slot  uint32
+	Gen   uint32
+	Pad   uint32
 }
 
 type kfaultEvent struct {
@@ -42,13 +44,15 @@ type kfaultFrameInfo struct {
 	_     structs.HostLayout
 	Gen   uint32
 	First uint32
-	Users [8]struct {
-		_         structs.HostLayout
-		Flags     uint32
-		PrevFrame uint32
-		PrevSlot  uint32
-		PrevGen   uint32
-	}
+	Users [8]kfaultFrameUser
+}
+
+type kfaultFrameUser struct {
+	_         structs.HostLayout
+	Flags     uint32
+	PrevFrame uint32
+	PrevSlot  uint32
+	PrevGen   uint32
 }
 
 type kfaultRule struct {

@@ -13,11 +13,12 @@ const (
 	ruleAlways = 1 << 1
 )
 
-// Fixed capacities; MAX_* in kfault.bpf.c.
+// Fixed capacities; MAX_* in kfault.bpf.c. Those that size an array of a generated type are
+// taken from it; TestLimits checks the others against the embedded objects and the C source.
 const (
-	maxHooks = 64    // distinct hooked functions at once
-	maxSlots = 8     // rules per {cgroup, hooked function}
-	maxRules = 16384 // rules (counters) at once
+	maxHooks = 64                         // distinct hooked functions at once (kfault_levels)
+	maxSlots = len(kfaultRuleSet{}.Rules) // rules per {cgroup, hooked function}
+	maxRules = 16384                      // rules (counters) at once (kfault_counters)
 )
 
 // hookKind selects the program variant: the fault points read a gfp or a bio argument.

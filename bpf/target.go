@@ -24,7 +24,8 @@ func (t Target) String() string {
 	return fmt.Sprintf("%s (id %d, level %d)", t.Path, t.ID, t.Level)
 }
 
-// maxLevel is the deepest cgroup the hot path can match (MAX_LEVELS in kfault.bpf.c).
+// maxLevel is the deepest cgroup the hot path can match: MAX_LEVELS - 1 (kfault.bpf.c), which
+// only appears in the C source as a loop bound; TestLimits checks the two agree.
 const maxLevel = 31
 
 // TargetFromPath resolves a cgroup v2 directory.

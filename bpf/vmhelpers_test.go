@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/kfault/kfault/annotations"
 	"io"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kfault/kfault/annotations"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -46,9 +47,8 @@ func requireVM(t testing.TB) {
 // requireBPF skips when the kernel denies BPF tracing programs altogether.
 func requireBPF(t testing.TB) {
 	t.Helper()
-	fn := probeTarget()
-	fmodErr := ProbeFmodRet(fn)
-	kpErr := ProbeKprobeOverride(fn)
+	fmodErr := HaveFmodRet()
+	kpErr := HaveKprobeOverride()
 	if fmodErr != nil && kpErr != nil {
 		t.Skipf("kernel denies BPF tracing programs: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
 	}
@@ -376,22 +376,6 @@ func requireNoKfaultPrograms(t testing.TB) {
 	if out, err := exec.Command("bpftool", "prog", "show").CombinedOutput(); err == nil {
 		t.Logf("bpftool prog show:\n%s", out)
 	}
-}
-
-// errorInjectable says whether fn is on this kernel's error-injection list.
-func errorInjectable(fn string) bool {
-	f, err := os.Open(errorInjectionList)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), fn+"\t") || strings.HasPrefix(sc.Text(), fn+" ") {
-			return true
-		}
-	}
-	return false
 }
 
 // armFaults prepares and arms faults in one step, as most tests want.

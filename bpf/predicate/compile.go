@@ -146,12 +146,6 @@ func Compile(sig *Signature, predicate string, opts Options) (*Program, error) {
 	return p, nil
 }
 
-// Check type-checks predicate against sig without keeping the code.
-func Check(sig *Signature, predicate string) error {
-	_, err := Compile(sig, predicate, Options{})
-	return err
-}
-
 func kprobeArgOffsets(arch string) []int16 {
 	switch arch {
 	case "amd64":

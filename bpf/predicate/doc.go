@@ -19,10 +19,9 @@
 //
 // Resolve finds the function in BTF (an error wrapping ErrNotInBTF when absent) and checks the
 // optional C parameter list against it. Compile parses and type-checks the predicate and
-// generates the code. Parse checks syntax only and needs no BTF; Check type-checks against a
-// signature (it compiles and discards the code). Errors about the predicate or the parameter
-// list are *Error values carrying the byte offset, line and column; their text starts with
-// "column N: " ("line L column N: " for multi-line text). CompileFrame wraps them in a
+// generates the code. Parse checks syntax only and needs no BTF. Errors about the predicate or
+// the parameter list are *Error values carrying the byte offset, line and column; their text
+// starts with "column N: " ("line L column N: " for multi-line text). CompileFrame wraps them in a
 // FrameError that names the frame and field, e.g. "callchain[0].predicate: column 15: unknown
 // member "nme" of struct qstr (members: hash, len, hash_len, name)".
 //
