@@ -6,35 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
-
-// String returns the kfault name of the fail type: slab, page or bio.
-func (t FailType) String() string {
-	switch t {
-	case Slab:
-		return "slab"
-	case Page:
-		return "page"
-	case Bio:
-		return "bio"
-	}
-	return "FailType(" + strconv.Itoa(int(t)) + ")"
-}
-
-// HookFunction is the kernel fault point of the fail type.
-func (t FailType) HookFunction() string {
-	switch t {
-	case Slab:
-		return "should_failslab"
-	case Page:
-		return "should_fail_alloc_page"
-	case Bio:
-		return "should_fail_bio"
-	}
-	return ""
-}
 
 // HookFunction names the kernel function whose return value the fault overrides:
 // should_failslab, should_fail_alloc_page, should_fail_bio, or Function.
@@ -51,15 +23,8 @@ func (f Fault) ReturnValue() int64 {
 	if f.Function != "" {
 		return -int64(f.Errno)
 	}
-	switch f.FailType {
-	case Slab:
-		return -int64(unix.ENOMEM)
-	case Page:
-		return 1
-	case Bio:
-		return -int64(unix.EIO)
-	}
-	return 0
+	p, _ := f.FailType.Point()
+	return p.Return
 }
 
 // returnName renders ReturnValue for people: "-ENOMEM", "true", "-EACCES".

@@ -8,20 +8,9 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/kfault/kfault/annotations"
 	"golang.org/x/sys/unix"
 )
-
-// The fault points of the KernelChaos failtypes, and what a kernel needs to have them.
-var failPoints = []struct {
-	failtype int
-	name     string
-	fn       string
-	config   string
-}{
-	{0, "slab", "should_failslab", "CONFIG_FAILSLAB"},
-	{1, "page", "should_fail_alloc_page", "CONFIG_FAIL_PAGE_ALLOC"},
-	{2, "bio", "should_fail_bio", "CONFIG_FAIL_MAKE_REQUEST"},
-}
 
 // explainLoad turns a program load failure into an error that names the likely cause.
 func explainLoad(m Mechanism, fn string, err error) error {
@@ -169,25 +158,25 @@ func Preflight(mountDebugfs bool) Report {
 	}
 
 	// fault points
-	names := make([]string, len(failPoints))
-	for i, fp := range failPoints {
-		names[i] = fp.fn
+	names := make([]string, len(annotations.FailPoints))
+	for i, fp := range annotations.FailPoints {
+		names[i] = fp.Function
 	}
 	syms, symErr := LookupKernelSymbols(names...)
 	anyPoint := false
-	for _, fp := range failPoints {
-		c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.failtype, fp.name, fp.fn)}
+	for _, fp := range annotations.FailPoints {
+		c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
 		var problems []string
 		if symErr != nil {
 			problems = append(problems, "cannot read "+kallsymsPath+": "+symErr.Error())
-		} else if ks := syms[fp.fn]; !ks.Exists {
-			problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.config+")")
+		} else if ks := syms[fp.Function]; !ks.Exists {
+			problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
 		} else if len(ks.Clones) > 0 {
-			problems = append(problems, fmt.Sprintf("shadowed by compiler clone(s) %s: callers use the clone, so overriding %s does nothing", strings.Join(ks.Clones, ", "), fp.fn))
+			problems = append(problems, fmt.Sprintf("shadowed by compiler clone(s) %s: callers use the clone, so overriding %s does nothing", strings.Join(ks.Clones, ", "), fp.Function))
 		}
 		if listErr == nil {
-			if _, ok := list[fp.fn]; !ok {
-				problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.config+")")
+			if _, ok := list[fp.Function]; !ok {
+				problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
 			}
 		}
 		if !anyMech {

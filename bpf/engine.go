@@ -323,13 +323,10 @@ func checkInjectable(fn string) error {
 	}
 	if _, ok := list[fn]; !ok {
 		msg := "not on " + errorInjectionList
-		switch fn {
-		case "should_failslab":
-			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and CONFIG_FAILSLAB on 6.11+)"
-		case "should_fail_alloc_page":
-			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and CONFIG_FAIL_PAGE_ALLOC on 6.11+)"
-		case "should_fail_bio":
-			msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION)"
+		for _, fp := range annotations.FailPoints {
+			if fp.Function == fn {
+				msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and " + fp.Config + " on 6.11+)"
+			}
 		}
 		return fmt.Errorf("%s: %w: %s", fn, ErrNotInjectable, msg)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/kfault/kfault/annotations"
 )
 
 // Kernel feature probes, and the choice of override mechanism they decide. NewEngine and
@@ -122,9 +123,9 @@ func probeTarget() string {
 	if err != nil {
 		return "should_failslab"
 	}
-	for _, fp := range failPoints {
-		if _, ok := list[fp.fn]; ok {
-			return fp.fn
+	for _, fp := range annotations.FailPoints {
+		if _, ok := list[fp.Function]; ok {
+			return fp.Function
 		}
 	}
 	if _, ok := list["__x64_sys_getppid"]; ok {

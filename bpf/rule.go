@@ -21,18 +21,24 @@ const (
 	maxRules = 16384                      // rules (counters) at once (kfault_counters)
 )
 
-// hookKind selects the program variant: the fault points read a gfp or a bio argument.
+// hookKind selects the program variant: each failtype's fault point reads its own arguments
+// (a gfp mask or a bio); any other function gets the generic program.
 type hookKind int
 
+// The failtypes' kinds are their numbers; kindFunc comes after them.
 const (
-	kindFunc hookKind = iota // any function on the error-injection list
-	kindSlab                 // should_failslab(struct kmem_cache *, gfp_t)
-	kindPage                 // should_fail_alloc_page(gfp_t, unsigned int)
-	kindBio                  // should_fail_bio(struct bio *)
+	kindSlab = hookKind(annotations.Slab) // should_failslab(struct kmem_cache *, gfp_t)
+	kindPage = hookKind(annotations.Page) // should_fail_alloc_page(gfp_t, unsigned int)
+	kindBio  = hookKind(annotations.Bio)  // should_fail_bio(struct bio *)
+	kindFunc = hookKind(len(annotations.FailPoints))
 )
 
+// String is the suffix of the kind's programs in kfault.bpf.c: the failtype's name, or func.
 func (k hookKind) String() string {
-	return [...]string{"func", "slab", "page", "bio"}[k]
+	if p, ok := annotations.FailType(k).Point(); ok {
+		return p.Name
+	}
+	return "func"
 }
 
 // programName is the program of kfault.bpf.c that implements a hook kind with a mechanism.
@@ -44,21 +50,22 @@ func programName(m Mechanism, k hookKind) string {
 	return prefix + k.String()
 }
 
-// hookOf names the kernel function a fault overrides (annotations.Fault.HookFunction), and the
-// kind of program that hooks it.
+// hookOf names the kernel function a fault overrides, and the kind of program that hooks it
+// (a failtype's fault point named as a function gets that failtype's program).
 func hookOf(f annotations.Fault) (string, hookKind, error) {
-	fn := f.HookFunction()
-	switch fn {
-	case "":
-		return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
-	case "should_failslab":
-		return fn, kindSlab, nil
-	case "should_fail_alloc_page":
-		return fn, kindPage, nil
-	case "should_fail_bio":
-		return fn, kindBio, nil
+	if f.Function != "" {
+		for _, p := range annotations.FailPoints {
+			if p.Function == f.Function {
+				return f.Function, hookKind(p.Type), nil
+			}
+		}
+		return f.Function, kindFunc, nil
 	}
-	return fn, kindFunc, nil
+	p, ok := f.FailType.Point()
+	if !ok {
+		return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
+	}
+	return p.Function, hookKind(p.Type), nil
 }
 
 // returnValue is what the hooked function returns while the fault fires
@@ -67,8 +74,8 @@ func returnValue(f annotations.Fault) (int64, error) {
 	if _, _, err := hookOf(f); err != nil {
 		return 0, err
 	}
-	if f.Function != "" && (f.Errno <= 0 || f.Errno > 4095) {
-		return 0, fmt.Errorf("function %s: errno %d out of range 1..4095", f.Function, f.Errno)
+	if f.Function != "" && (f.Errno <= 0 || f.Errno > annotations.MaxErrno) {
+		return 0, fmt.Errorf("function %s: errno %d out of range 1..%d", f.Function, f.Errno, annotations.MaxErrno)
 	}
 	return f.ReturnValue(), nil
 }
