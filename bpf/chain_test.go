@@ -87,8 +87,8 @@ func TestValidate(t *testing.T) {
 	}{
 		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Predicate: bananas}), ""},
 		{slabChain(annotations.Frame{FuncName: "vfs_statx"}, annotations.Frame{FuncName: "d_alloc_parallel", Predicate: `STRNCMP(name->nme, "x", 2)`}),
-			`fault 0: callchain[1].predicate: column 15: unknown member "nme" of struct qstr`},
-		{slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}), "fault 0: callchain[0].funcname: function no_such_function_kfault: not in kernel BTF"},
+			`callchain[1].predicate: column 15: unknown member "nme" of struct qstr`},
+		{slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}), "callchain[0].funcname: function no_such_function_kfault: not in kernel BTF"},
 		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Parameters: "struct inode *parent"}), "callchain[0].parameters: column 1"},
 		{annotations.Fault{FailType: annotations.Slab, Probability: 100, CallChain: make([]annotations.Frame, 9)}, "9 frames"},
 	} {
@@ -103,6 +103,20 @@ func TestValidate(t *testing.T) {
 		if tc.want != "" && strings.Contains(tc.want, "callchain[") && !errors.As(err, &fe) {
 			t.Errorf("%v: not a *predicate.FrameError", err)
 		}
+	}
+	// In a list, paths start with the fault's index, as the annotation parser's do.
+	err := e.Validate([]annotations.Fault{
+		slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}),
+		slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}),
+		{FailType: 9, Probability: 100},
+	})
+	for _, want := range []string{"[1].callchain[0].funcname: function no_such_function_kfault", "[2].failtype: failtype 9: unknown"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("list: got %v, want %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains("\n"+err.Error(), "\n[0]") {
+		t.Errorf("list: the valid fault 0 is named: %v", err)
 	}
 	if list, err := InjectableFunctions(); err == nil {
 		if _, ok := list["vfs_read"]; !ok {

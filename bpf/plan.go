@@ -36,8 +36,9 @@ type ArmOptions struct {
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the
 // hooked function is known and on the error-injection list, the values are in range, and every
-// call-chain frame resolves in BTF with its predicate compiling. Errors name the fault and the
-// field ("fault 1: callchain[0].predicate: ..."), all of them at once.
+// call-chain frame resolves in BTF with its predicate compiling. Errors name the field as the
+// annotation parser does ("[1].callchain[0].predicate: ...", no index for a single fault), all
+// of them at once.
 func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	if len(faults) == 0 {
 		return Plan{}, errors.New("no faults")
@@ -45,9 +46,21 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	plan := Plan{Faults: faults, rules: make([]plannedRule, len(faults))}
 	var errs []error
 	for i, f := range faults {
-		r, err := e.planRule(f)
+		r, field, err := e.planRule(f)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("fault %d: %w", i, err))
+			var index string
+			if len(faults) > 1 {
+				index = fmt.Sprintf("[%d]", i)
+			}
+			switch {
+			case field != "" && index != "":
+				err = fmt.Errorf("%s.%s: %w", index, field, err)
+			case field != "":
+				err = fmt.Errorf("%s: %w", field, err)
+			case index != "":
+				err = fmt.Errorf("%s.%w", index, err) // the error starts with its own path
+			}
+			errs = append(errs, err)
 			continue
 		}
 		plan.rules[i] = r
@@ -58,23 +71,29 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	return plan, nil
 }
 
-func (e *Engine) planRule(f annotations.Fault) (plannedRule, error) {
+// planRule prepares one fault. On error, field names the annotation field at fault; it is
+// empty where the error names its own path within the fault (call chains).
+func (e *Engine) planRule(f annotations.Fault) (r plannedRule, field string, err error) {
+	field = "failtype"
+	if f.Function != "" {
+		field = "function"
+	}
 	fn, kind, err := hookOf(f)
 	if err != nil {
-		return plannedRule{}, err
+		return plannedRule{}, field, err
 	}
 	if err := checkInjectable(fn); err != nil {
-		return plannedRule{}, err
+		return plannedRule{}, field, err
 	}
 	enc, err := encodeRule(f, 0)
 	if err != nil {
-		return plannedRule{}, err
+		return plannedRule{}, field, err
 	}
 	chain, err := e.planChain(f, fn)
 	if err != nil {
-		return plannedRule{}, err
+		return plannedRule{}, "", err
 	}
-	return plannedRule{fn: fn, kind: kind, enc: enc, chain: chain}, nil
+	return plannedRule{fn: fn, kind: kind, enc: enc, chain: chain}, "", nil
 }
 
 // Validate is Prepare without keeping the result: `kfault validate` and tests use it.
