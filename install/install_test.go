@@ -859,16 +859,16 @@ func TestSystemdUnitVerifies(t *testing.T) {
 // TestPluginFlags checks the flags the DaemonSet and the unit pass against the `kfault
 // nri` command, once that command exists.
 func TestPluginFlags(t *testing.T) {
-	src, err := os.ReadFile("../cmd_nri.go")
+	src, err := os.ReadFile("../cmd/kfault/nri.go")
 	if os.IsNotExist(err) {
-		t.Skip("cmd_nri.go (the `kfault nri` command) does not exist yet")
+		t.Skip("cmd/kfault/nri.go (the `kfault nri` command) does not exist yet")
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Flags are declared as fs.String("config", ...), fs.StringVar(&x, "config", ...) etc.
 	if !regexp.MustCompile(`\.(String|StringVar|Func|Var)\((&?[\w.]+,\s*)?"config"`).Match(src) {
-		t.Errorf("cmd_nri.go declares no --config flag; the systemd unit and the DaemonSet pass one")
+		t.Errorf("cmd/kfault/nri.go declares no --config flag; the systemd unit and the DaemonSet pass one")
 	}
 }
 

@@ -1,6 +1,6 @@
 // Command kfault injects Linux kernel faults into the containers whose annotations ask for it.
 //
-// Each subcommand lives in its own cmd_<name>.go file and registers itself in init.
+// Each subcommand lives in its own <name>.go file and registers itself in init.
 package main
 
 import (
