@@ -5,17 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/kfault/kfault/annotations"
 )
-
-func init() {
-	register("convert", "turn a Chaos Mesh KernelChaos manifest into a kfault annotation", func(args []string) int {
-		return runConvert(args, os.Stdin, os.Stdout, os.Stderr)
-	})
-}
 
 const convertUsage = `usage: kfault convert [-o yaml|json] FILE|-
 

@@ -18,12 +18,6 @@ import (
 	"github.com/kfault/kfault/plugin"
 )
 
-func init() {
-	register("nri", "run the NRI plugin (by hand, as a DaemonSet, or launched by containerd)", func(args []string) int {
-		return runNRI(args, os.Stderr)
-	})
-}
-
 const nriUsage = `usage: kfault nri [flags]
 
 Runs kfault's NRI plugin: containers whose annotations ask for kernel faults get
@@ -53,7 +47,8 @@ Flags given explicitly win over the config file and the NRI-delivered config.
 Flags:
 `
 
-func runNRI(args []string, stderr io.Writer) int {
+// runNRI logs to stderr, or to --log-file; it has no other output.
+func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("nri", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {

@@ -16,12 +16,6 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-func init() {
-	register("validate", "check an annotation value or a pod manifest and print what would be armed", func(args []string) int {
-		return runValidate(args, os.Stdin, os.Stdout, os.Stderr)
-	})
-}
-
 // maxManifestBytes bounds what validate and convert read.
 const maxManifestBytes = 8 << 20
 

@@ -2,16 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"runtime/debug"
 )
 
-func init() {
-	register("version", "print the kfault version", func([]string) int {
-		v := "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-			v = bi.Main.Version
-		}
-		fmt.Println("kfault", v)
-		return 0
-	})
+func runVersion(_ []string, _ io.Reader, stdout, _ io.Writer) int {
+	v := "(devel)"
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		v = bi.Main.Version
+	}
+	fmt.Fprintln(stdout, "kfault", v)
+	return 0
 }
