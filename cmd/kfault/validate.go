@@ -1,19 +1,16 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"regexp"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/kfault/kfault/annotations"
-	"sigs.k8s.io/yaml"
 )
 
 // maxManifestBytes bounds what validate and convert read.
@@ -69,11 +66,10 @@ func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kfault validate: %v\n", err)
 		return 2
 	}
-	docs := splitYAMLDocuments(data)
-	if len(docs) == 0 || !isKubeObject(docs[0]) {
+	if !annotations.IsManifest(data) {
 		return validateValue(string(data), stdout, stderr)
 	}
-	return validateManifests(docs, stdout, stderr)
+	return validateManifests(data, stdout, stderr)
 }
 
 // validateValue checks a bare annotation value.
@@ -102,155 +98,18 @@ func printFaultErrors(w io.Writer, prefix string, err error) {
 	fmt.Fprintf(w, "%s%v\n", prefix, err)
 }
 
-var yamlDocSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
-
-// splitYAMLDocuments splits a YAML stream at "---" lines and drops empty documents.
-func splitYAMLDocuments(data []byte) [][]byte {
-	var docs [][]byte
-	for _, d := range yamlDocSeparator.Split(string(data), -1) {
-		if isBlankYAML(d) {
-			continue
-		}
-		docs = append(docs, []byte(d))
-	}
-	return docs
-}
-
-func isBlankYAML(s string) bool {
-	for _, line := range strings.Split(s, "\n") {
-		if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
-			return false
-		}
-	}
-	return true
-}
-
-// isKubeObject reports whether doc is a Kubernetes object (apiVersion and kind).
-func isKubeObject(doc []byte) bool {
-	obj, err := decodeKubeObject(doc)
+func validateManifests(data []byte, stdout, stderr io.Writer) int {
+	pods, err := annotations.ManifestPods(data)
+	failed := err != nil
 	if err != nil {
-		return false
+		fmt.Fprintln(stderr, err)
 	}
-	_, hasAPI := obj["apiVersion"].(string)
-	_, hasKind := obj["kind"].(string)
-	return hasAPI && hasKind
-}
-
-func decodeKubeObject(doc []byte) (map[string]any, error) {
-	j, err := yaml.YAMLToJSON(doc)
-	if err != nil {
-		return nil, err
-	}
-	var obj map[string]any
-	dec := json.NewDecoder(bytes.NewReader(j))
-	dec.UseNumber()
-	if err := dec.Decode(&obj); err != nil {
-		return nil, fmt.Errorf("not an object")
-	}
-	return obj, nil
-}
-
-// manifestPod is a pod, or the pod template inside a workload.
-type manifestPod struct {
-	name        string // Kind/name
-	annotations any    // metadata.annotations as decoded
-	spec        map[string]any
-	where       string // path of the template's metadata, for messages
-}
-
-// templates finds the pod templates in one Kubernetes object.
-func manifestPods(obj map[string]any) ([]manifestPod, error) {
-	kind, _ := obj["kind"].(string)
-	name, _ := manifestField(obj, "metadata", "name").(string)
-	if name == "" {
-		name = "(unnamed)"
-	}
-	id := kind + "/" + name
-	tmpl := func(path ...string) []manifestPod {
-		t, _ := manifestField(obj, path...).(map[string]any)
-		spec, _ := t["spec"].(map[string]any)
-		return []manifestPod{{
-			name:        id,
-			annotations: manifestField(t, "metadata", "annotations"),
-			spec:        spec,
-			where:       strings.Join(append(path, "metadata", "annotations"), "."),
-		}}
-	}
-	switch kind {
-	case "Pod":
-		spec, _ := obj["spec"].(map[string]any)
-		return []manifestPod{{name: id, annotations: manifestField(obj, "metadata", "annotations"), spec: spec, where: "metadata.annotations"}}, nil
-	case "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job":
-		return tmpl("spec", "template"), nil
-	case "CronJob":
-		return tmpl("spec", "jobTemplate", "spec", "template"), nil
-	case "PodTemplate":
-		return tmpl("template"), nil
-	case "List":
-		items, _ := obj["items"].([]any)
-		var out []manifestPod
-		for _, it := range items {
-			if m, ok := it.(map[string]any); ok {
-				ts, err := manifestPods(m)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, ts...)
-			}
-		}
-		return out, nil
-	case "KernelChaos":
-		return nil, fmt.Errorf("%s is a Chaos Mesh KernelChaos; run 'kfault convert' on it to get the annotation", id)
-	}
-	return nil, nil
-}
-
-func manifestField(v any, path ...string) any {
-	for _, p := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[p]
-	}
-	return v
-}
-
-func podContainerNames(spec map[string]any, field string) []string {
-	list, _ := spec[field].([]any)
-	var names []string
-	for _, c := range list {
-		if n, ok := manifestField(c, "name").(string); ok && n != "" {
-			names = append(names, n)
-		}
-	}
-	return names
-}
-
-func validateManifests(docs [][]byte, stdout, stderr io.Writer) int {
-	var all []manifestPod
-	failed := false
-	for i, doc := range docs {
-		obj, err := decodeKubeObject(doc)
-		if err != nil {
-			fmt.Fprintf(stderr, "document %d: not a Kubernetes object: %v\n", i+1, err)
-			failed = true
-			continue
-		}
-		ts, err := manifestPods(obj)
-		if err != nil {
-			fmt.Fprintln(stderr, err)
-			failed = true
-			continue
-		}
-		all = append(all, ts...)
-	}
-	if len(all) == 0 && !failed {
+	if len(pods) == 0 && !failed {
 		fmt.Fprintln(stderr, "no Pod or pod template in the input; nothing to check")
 		return 1
 	}
-	for _, t := range all {
-		if !validateTemplate(t, stdout, stderr) {
+	for _, p := range pods {
+		if !validatePod(p, stdout, stderr) {
 			failed = true
 		}
 	}
@@ -260,42 +119,23 @@ func validateManifests(docs [][]byte, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// validateTemplate checks one pod's kfault annotations and prints, per container,
+// validatePod checks one pod's kfault annotations and prints, per container,
 // what would be armed. It reports whether everything was valid.
-func validateTemplate(t manifestPod, stdout, stderr io.Writer) bool {
+func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
 	ok := true
 	fail := func(format string, args ...any) {
-		fmt.Fprintf(stderr, t.name+": "+format+"\n", args...)
+		fmt.Fprintf(stderr, p.Name+": "+format+"\n", args...)
 		ok = false
 	}
-	ann := map[string]string{}
-	switch raw := t.annotations.(type) {
-	case nil:
-	case map[string]any:
-		for k, v := range raw {
-			s, isString := v.(string)
-			if !isString {
-				if _, ours, _ := annotations.ParseKey(k); ours {
-					fail("%s[%q]: the value must be a string (quote it, or use a YAML block scalar: |)", t.where, k)
-				}
-				continue
-			}
-			ann[k] = s
-		}
-	default:
-		fail("%s: must be a map of strings", t.where)
+	for _, e := range p.Invalid {
+		fail("%s", e)
 	}
-	containers := podContainerNames(t.spec, "containers")
-	inits := podContainerNames(t.spec, "initContainers")
+	ann := p.Annotations
+	containers, inits := p.Containers, p.InitContainers
 	known := append(append([]string{}, containers...), inits...)
 
-	keys := make([]string, 0, len(ann))
-	for k := range ann {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	parsed := map[string][]annotations.Fault{}
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(ann)) {
 		name, ours, err := annotations.ParseKey(k)
 		if err != nil {
 			fail("%v", err)
@@ -304,12 +144,12 @@ func validateTemplate(t manifestPod, stdout, stderr io.Writer) bool {
 		if !ours {
 			continue
 		}
-		if name != "" && !nameIn(known, name) {
+		if name != "" && !slices.Contains(known, name) {
 			fail("annotation %s: the pod has no container %q (containers: %s)", k, name, strings.Join(known, ", "))
 		}
 		faults, err := annotations.Parse(ann[k])
 		if err != nil {
-			printFaultErrors(stderr, t.name+": annotation "+k+": ", err)
+			printFaultErrors(stderr, p.Name+": annotation "+k+": ", err)
 			ok = false
 			continue
 		}
@@ -317,13 +157,13 @@ func validateTemplate(t manifestPod, stdout, stderr io.Writer) bool {
 	}
 	if _, hasPod := ann[annotations.PodKey]; hasPod {
 		if _, hasBare := ann[annotations.Key]; hasBare {
-			fmt.Fprintf(stderr, "%s: note: %s never applies: %s takes precedence for every container\n", t.name, annotations.Key, annotations.PodKey)
+			fmt.Fprintf(stderr, "%s: note: %s never applies: %s takes precedence for every container\n", p.Name, annotations.Key, annotations.PodKey)
 		}
 	}
 	if !ok {
 		return false
 	}
-	fmt.Fprintf(stdout, "%s:\n", t.name)
+	fmt.Fprintf(stdout, "%s:\n", p.Name)
 	if len(known) == 0 {
 		fmt.Fprintln(stdout, "  (no containers listed)")
 	}
@@ -345,15 +185,6 @@ func validateTemplate(t manifestPod, stdout, stderr io.Writer) bool {
 		show("container", c)
 	}
 	return true
-}
-
-func nameIn(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func countNoun(n int, word string) string {
