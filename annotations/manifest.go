@@ -14,9 +14,9 @@ import (
 )
 
 // docSeparatorRE matches a "---" document marker at the start of a line. YAML wants a
-// space or the end of the line after it; the rest of the line belongs to the next
-// document ("--- {failtype: 0}").
-var docSeparatorRE = regexp.MustCompile(`(?m)^---(?:[ \t]+|$)`)
+// space or the end of the line after it (\r\n too); the rest of the line belongs to the
+// next document ("--- {failtype: 0}").
+var docSeparatorRE = regexp.MustCompile(`(?m)^---(?:[ \t\r]+|$)`)
 
 // SplitDocuments splits a YAML stream at its "---" lines and drops the blank
 // documents (nothing but whitespace and comments). The documents share data's memory.

@@ -24,6 +24,7 @@ func TestSplitDocuments(t *testing.T) {
 		"four dashes is not one":    {"a: |\n  x\n----\n", []string{"a: |\n  x\n----\n"}},
 		"indented is not a marker":  {"a: |\n  ---\n  b\n", []string{"a: |\n  ---\n  b\n"}},
 		"no space after the dashes": {"a: 1\n---b\n", []string{"a: 1\n---b\n"}},
+		"CRLF":                      {"a: 1\r\n---\r\nb: 2\r\n", []string{"a: 1\r\n", "\nb: 2\r\n"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var got []string
