@@ -9,7 +9,7 @@ export CGO_ENABLED ?= 0
 all: build
 
 build:
-	$(GO) build -o out/bin/kfault .
+	$(GO) build -o out/bin/kfault ./cmd/kfault
 
 ## test: host unit tests + fuzz smoke, then every suite inside the test VM. One summary line.
 test:

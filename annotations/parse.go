@@ -54,7 +54,8 @@ func Parse(value string) ([]Fault, error) {
 	if len(value) > MaxValueBytes {
 		return nil, Errors{{Reason: fmt.Sprintf("annotation value is %d bytes, more than the limit of %d", len(value), MaxValueBytes)}}
 	}
-	if n := countDocuments(value); n > 1 {
+	// The YAML decoder reads only the first document: more would silently drop faults.
+	if n := len(SplitDocuments([]byte(value))); n > 1 {
 		return nil, Errors{{Reason: fmt.Sprintf("%d YAML documents (separated by ---); write one fault object or a list of them", n)}}
 	}
 	doc, err := decode([]byte(value))
@@ -110,23 +111,6 @@ func decode(text []byte) (any, error) {
 		return nil, fmt.Errorf("not valid YAML or JSON: %v", err)
 	}
 	return doc, nil
-}
-
-var docSeparatorRE = regexp.MustCompile(`(?m)^---(?:[ \t]+|$)`)
-
-// countDocuments counts the non-blank YAML documents of a stream. The YAML decoder
-// reads only the first, so more than one would silently drop faults.
-func countDocuments(value string) int {
-	n := 0
-	for _, d := range docSeparatorRE.Split(value, -1) {
-		for _, line := range strings.Split(d, "\n") {
-			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "#") {
-				n++
-				break
-			}
-		}
-	}
-	return n
 }
 
 type parser struct {

@@ -143,6 +143,7 @@ func TestParseInvalid(t *testing.T) {
 		"duplicate key":        {"failtype: 0\nfailtype: 1", "not valid YAML or JSON: ..."},
 		"two documents":        {"failtype: 0\n---\nfailtype: 1\n", "2 YAML documents (separated by ---); write one fault object or a list of them"},
 		"two inline documents": {"--- {failtype: 0}\n--- {failtype: 1}\n", "2 YAML documents (separated by ---); write one fault object or a list of them"},
+		"two CRLF documents":   {"failtype: 0\r\n---\r\nfailtype: 1\r\n", "2 YAML documents (separated by ---); write one fault object or a list of them"},
 		"empty list":           {"[]", "empty list: want at least one fault"},
 		"too many faults":      {"[" + strings.Repeat("{failtype: 0},", 17) + "]", "17 faults in one annotation, at most 16 allowed"},
 		"list item not object": {"[{failtype: 0}, 3]", "[1]: 3 is a number, want a fault object"},

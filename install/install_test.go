@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -856,19 +857,34 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	}
 }
 
-// TestPluginFlags checks the flags the DaemonSet and the unit pass against the `kfault
-// nri` command, once that command exists.
+// TestPluginFlags parses the arguments the systemd unit and the DaemonSet pass to `kfault
+// nri` with that command's own flag set (plugin.NewFlagSet): an unknown flag, a bad value
+// or a stray argument fails here rather than on a node.
 func TestPluginFlags(t *testing.T) {
-	src, err := os.ReadFile("../cmd_nri.go")
-	if os.IsNotExist(err) {
-		t.Skip("cmd_nri.go (the `kfault nri` command) does not exist yet")
+	ds := render(t, "kubernetes").daemonSets[0]
+	c := kfaultContainer(t, &ds)
+	argvs := map[string][]string{
+		"the systemd unit's ExecStart": strings.Fields(parseUnit(t, "systemd/kfault.service").one(t, "Service", "ExecStart")),
+		"the DaemonSet's container":    append(slices.Clone(c.Command), c.Args...),
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Flags are declared as fs.String("config", ...), fs.StringVar(&x, "config", ...) etc.
-	if !regexp.MustCompile(`\.(String|StringVar|Func|Var)\((&?[\w.]+,\s*)?"config"`).Match(src) {
-		t.Errorf("cmd_nri.go declares no --config flag; the systemd unit and the DaemonSet pass one")
+	for who, argv := range argvs {
+		if len(argv) < 2 || path.Base(argv[0]) != "kfault" || argv[1] != "nri" {
+			t.Errorf("%s runs %q, want kfault nri ...", who, argv)
+			continue
+		}
+		fs, flags := plugin.NewFlagSet("kfault nri")
+		fs.SetOutput(io.Discard)
+		if err := fs.Parse(argv[2:]); err != nil {
+			t.Errorf("%s: kfault nri %q: %v", who, argv[2:], err)
+			continue
+		}
+		if fs.NArg() != 0 {
+			t.Errorf("%s: kfault nri refuses the arguments %q", who, fs.Args())
+		}
+		// Both pass a node config file.
+		if fs.Lookup("config") == nil || flags.ConfigFile == "" {
+			t.Errorf("%s: kfault nri %q sets no --config; the systemd unit and the DaemonSet pass one", who, argv[2:])
+		}
 	}
 }
 

@@ -6,20 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/kfault/kfault/plugin"
 )
 
-func init() {
-	register("status", "list the armed faults and their counts (from the running plugin)", func(args []string) int {
-		return runStatus(args, os.Stdout, os.Stderr)
-	})
-}
-
-func runStatus(args []string, stdout, stderr io.Writer) int {
+func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sock := fs.String("socket", plugin.DefaultControlSocket, "the plugin's control socket `path`")

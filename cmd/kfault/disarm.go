@@ -5,16 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/kfault/kfault/plugin"
 )
-
-func init() {
-	register("disarm", "disarm one container's faults, or all of them (--all, the emergency stop)", func(args []string) int {
-		return runDisarm(args, os.Stdout, os.Stderr)
-	})
-}
 
 const disarmUsage = `usage: kfault disarm [--socket PATH] (--all | --resume | KEY)
 
@@ -32,7 +25,7 @@ Stopping the plugin (or kill -9) also stops every fault at once: nothing is pinn
 Flags:
 `
 
-func runDisarm(args []string, stdout, stderr io.Writer) int {
+func runDisarm(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("disarm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	sock := fs.String("socket", plugin.DefaultControlSocket, "the plugin's control socket `path`")

@@ -5,17 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/kfault/kfault/annotations"
 )
-
-func init() {
-	register("convert", "turn a Chaos Mesh KernelChaos manifest into a kfault annotation", func(args []string) int {
-		return runConvert(args, os.Stdin, os.Stdout, os.Stderr)
-	})
-}
 
 const convertUsage = `usage: kfault convert [-o yaml|json] FILE|-
 
@@ -50,7 +43,7 @@ func runConvert(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "kfault convert: %v\n", err)
 		return 2
 	}
-	if docs := splitYAMLDocuments(data); len(docs) > 1 {
+	if docs := annotations.SplitDocuments(data); len(docs) > 1 {
 		fmt.Fprintf(stderr, "kfault convert: the input has %d documents; convert one KernelChaos at a time\n", len(docs))
 		return 1
 	}

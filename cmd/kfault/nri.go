@@ -17,12 +17,6 @@ import (
 	"github.com/kfault/kfault/plugin"
 )
 
-func init() {
-	register("nri", "run the NRI plugin (by hand, as a DaemonSet, or launched by containerd)", func(args []string) int {
-		return runNRI(args, os.Stderr)
-	})
-}
-
 const nriUsage = `usage: kfault nri [flags]
 
 Runs kfault's NRI plugin: containers whose annotations ask for kernel faults get
@@ -52,27 +46,14 @@ Flags given explicitly win over the config file and the NRI-delivered config.
 Flags:
 `
 
-func runNRI(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("nri", flag.ContinueOnError)
+// runNRI logs to stderr, or to --log-file; it has no other output.
+func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
+	fs, fl := plugin.NewFlagSet("nri")
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, nriUsage)
 		fs.PrintDefaults()
 	}
-	var (
-		configFile  = fs.String("config", "", "node config `file` (YAML or JSON)")
-		socket      = fs.String("socket", nriapi.DefaultSocketPath, "NRI socket `path` to connect to")
-		name        = fs.String("name", plugin.DefaultPluginName, "plugin `name` to register as")
-		idx         = fs.String("idx", plugin.DefaultPluginIndex, "plugin `index` to register with (two digits)")
-		stateDir    = fs.String("state-dir", plugin.DefaultStateDir, "state `directory`")
-		mechanism   = fs.String("mechanism", "auto", "override mechanism: auto, fmod_ret or kprobe")
-		lenient     = fs.Bool("lenient", false, "lenient mode: log bad annotations and arming failures instead of failing the container")
-		metricsAddr = fs.String("metrics-address", "", "serve Prometheus metrics on `host:port` (loopback)")
-		ctrdSocket  = fs.String("containerd-socket", plugin.DefaultContainerdSocket, "containerd `socket` for the event watcher (non-CRI containers)")
-		controlSock = fs.String("control-socket", plugin.DefaultControlSocket, "control socket `path` for kfault status/disarm, or off")
-		logFile     = fs.String("log-file", "", "append logs to `file` (default: standard error; /var/log/kfault.log when launched by containerd)")
-		debug       = fs.Bool("debug", false, "debug logging")
-	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -88,11 +69,11 @@ func runNRI(args []string, stderr io.Writer) int {
 
 	launched := os.Getenv(nriapi.PluginSocketEnvVar) != ""
 	var logOut io.Writer = stderr
-	if *logFile == "" && launched {
-		*logFile = "/var/log/kfault.log"
+	if fl.LogFile == "" && launched {
+		fl.LogFile = "/var/log/kfault.log"
 	}
-	if *logFile != "" && *logFile != "-" {
-		f, err := os.OpenFile(*logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if fl.LogFile != "" && fl.LogFile != "-" {
+		f, err := os.OpenFile(fl.LogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
 			fmt.Fprintf(stderr, "kfault nri: log file: %v\n", err)
 			return 1
@@ -101,7 +82,7 @@ func runNRI(args []string, stderr io.Writer) int {
 		logOut = f
 	}
 	level := slog.LevelInfo
-	if *debug {
+	if fl.Debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level}))
@@ -109,35 +90,35 @@ func runNRI(args []string, stderr io.Writer) int {
 
 	// Config layers: defaults ← --config file ← NRI Configure ← explicit flags.
 	var file plugin.Config
-	if *configFile != "" {
-		data, err := os.ReadFile(*configFile)
+	if fl.ConfigFile != "" {
+		data, err := os.ReadFile(fl.ConfigFile)
 		if err != nil {
 			log.Error("reading config", "error", err.Error())
 			return 1
 		}
 		if file, err = plugin.ParseConfig(data); err != nil {
-			log.Error("bad config file", "file", *configFile, "error", err.Error())
+			log.Error("bad config file", "file", fl.ConfigFile, "error", err.Error())
 			return 1
 		}
 	}
 	var flags plugin.Config
 	if set["state-dir"] {
-		flags.StateDir = *stateDir
+		flags.StateDir = fl.StateDir
 	}
 	if set["lenient"] {
 		flags.Mode = plugin.Strict
-		if *lenient {
+		if fl.Lenient {
 			flags.Mode = plugin.Lenient
 		}
 	}
 	if set["metrics-address"] {
-		flags.MetricsAddress = *metricsAddr
+		flags.MetricsAddress = fl.MetricsAddress
 	}
 	if set["containerd-socket"] {
-		flags.ContainerdSocket = *ctrdSocket
+		flags.ContainerdSocket = fl.ContainerdSocket
 	}
 	if set["control-socket"] {
-		flags.ControlSocket = *controlSock
+		flags.ControlSocket = fl.ControlSocket
 	}
 	// Fail early on a bad file or flag rather than at the first Configure.
 	if _, err := plugin.Resolve(file, flags); err != nil {
@@ -145,7 +126,7 @@ func runNRI(args []string, stderr io.Writer) int {
 		return 1
 	}
 
-	mech, err := bpf.ParseMechanism(*mechanism)
+	mech, err := bpf.ParseMechanism(fl.Mechanism)
 	if err != nil {
 		log.Error("bad flag", "error", err.Error())
 		return 2
@@ -176,8 +157,8 @@ func runNRI(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("kfault nri starting", "mechanism", engine.Mechanism().String(), "launchedByRuntime", launched,
-		"socket", *socket, "name", *name, "index", *idx)
-	err = p.Run(ctx, plugin.RunOptions{SocketPath: *socket, Name: *name, Index: *idx})
+		"socket", fl.Socket, "name", fl.Name, "index", fl.Index)
+	err = p.Run(ctx, plugin.RunOptions{SocketPath: fl.Socket, Name: fl.Name, Index: fl.Index})
 	if err != nil {
 		// Launched by the runtime and the connection is gone: exit, rules go with us,
 		// and the restarted runtime launches a new instance that re-arms from the state.

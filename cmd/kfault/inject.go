@@ -18,12 +18,9 @@ import (
 	"github.com/kfault/kfault/bpf"
 )
 
-func init() {
-	register("inject", "inject faults into one cgroup until interrupted or done (like bcc inject.py)", runInject)
-}
-
-func runInject(args []string) int {
+func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kfault inject", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	failtype := fs.String("failtype", "", "slab|page|bio (or 0|1|2): the KernelChaos fault point to fail")
 	function := fs.String("function", "", "instead of --failtype: a function on /sys/kernel/debug/error_injection/list, e.g. __x64_sys_openat")
 	errno := fs.String("errno", "", "with --function: the errno to return, by name (EACCES) or number")
@@ -40,10 +37,13 @@ func runInject(args []string) int {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "kfault inject: unexpected arguments %q\n", fs.Args())
+		fmt.Fprintf(stderr, "kfault inject: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
 	set := map[string]bool{}
@@ -51,41 +51,41 @@ func runInject(args []string) int {
 
 	faults, err := injectFaults(*failtype, *function, *errno, *spec, *probability, *times, *duration, set)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		fmt.Fprintln(stderr, "kfault inject:", err)
 		return 2
 	}
 
 	var target bpf.Target
 	switch {
 	case *cgroup != "" && *pid != 0:
-		fmt.Fprintln(os.Stderr, "kfault inject: give --cgroup or --pid, not both")
+		fmt.Fprintln(stderr, "kfault inject: give --cgroup or --pid, not both")
 		return 2
 	case *cgroup != "":
 		target, err = bpf.TargetFromPath(*cgroup)
 	case *pid != 0:
 		target, err = bpf.TargetFromPID(*pid)
 	default:
-		fmt.Fprintln(os.Stderr, "kfault inject: a target is required: --cgroup DIR or --pid PID")
+		fmt.Fprintln(stderr, "kfault inject: a target is required: --cgroup DIR or --pid PID")
 		return 2
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		fmt.Fprintln(stderr, "kfault inject:", err)
 		return 2
 	}
 
 	mech, err := bpf.ParseMechanism(*mechanism)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		fmt.Fprintln(stderr, "kfault inject:", err)
 		return 2
 	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	engine, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", err, "\n(run `kfault check` for details)")
+		fmt.Fprintln(stderr, "kfault inject:", err, "\n(run `kfault check` for details)")
 		return 1
 	}
 	defer engine.Close()
@@ -96,25 +96,25 @@ func runInject(args []string) int {
 		err = engine.Arm(key, target, plan, bpf.ArmOptions{})
 	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", err)
+		fmt.Fprintln(stderr, "kfault inject:", err)
 		return 1
 	}
 	for _, f := range faults {
 		// The description is worded for annotations; here the end is the command's, not a container's.
 		desc := strings.Replace(f.String(), "until the container stops", "until interrupted", 1)
-		fmt.Fprintf(os.Stderr, "kfault inject: armed on %s with %s: %s\n", target, engine.Mechanism(), desc)
+		fmt.Fprintf(stderr, "kfault inject: armed on %s with %s: %s\n", target, engine.Mechanism(), desc)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	why := waitInjectDone(ctx, engine, key, faults, os.Stderr)
+	why := waitInjectDone(ctx, engine, key, faults, stderr)
 
 	counts, cerr := engine.Counts(key)
 	if err := engine.Disarm(key); err != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject: disarm:", err)
+		fmt.Fprintln(stderr, "kfault inject: disarm:", err)
 	}
 	if cerr != nil {
-		fmt.Fprintln(os.Stderr, "kfault inject:", cerr)
+		fmt.Fprintln(stderr, "kfault inject:", cerr)
 		return 1
 	}
 	var total uint64
@@ -122,13 +122,13 @@ func runInject(args []string) int {
 		total += c
 	}
 	if len(faults) == 1 {
-		fmt.Printf("injected %d faults (%s)\n", total, why)
+		fmt.Fprintf(stdout, "injected %d faults (%s)\n", total, why)
 	} else {
 		parts := make([]string, len(counts))
 		for i, c := range counts {
 			parts[i] = strconv.FormatUint(c, 10)
 		}
-		fmt.Printf("injected %d faults (per fault: %s) (%s)\n", total, strings.Join(parts, ", "), why)
+		fmt.Fprintf(stdout, "injected %d faults (per fault: %s) (%s)\n", total, strings.Join(parts, ", "), why)
 	}
 	return 0
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func TestConvertCommand(t *testing.T) {
-	mount, err := os.ReadFile("annotations/testdata/kernelchaos/mount.yaml")
+	mount, err := os.ReadFile("../../annotations/testdata/kernelchaos/mount.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestConvertCommand(t *testing.T) {
 		stderr []string
 	}{
 		"mount example": {
-			args: []string{"annotations/testdata/kernelchaos/mount.yaml"}, code: 0,
+			args: []string{"../../annotations/testdata/kernelchaos/mount.yaml"}, code: 0,
 			want: []annotations.Fault{{FailType: annotations.Slab, CallChain: []annotations.Frame{{FuncName: "__x64_sys_mount"}}, Probability: 100}},
 			stderr: []string{
 				`note: KernelChaos mode one with selector {"namespaces":["chaos-mount"]} is replaced by placing the annotation on the pods you choose`,
@@ -36,13 +36,13 @@ func TestConvertCommand(t *testing.T) {
 			stderr: []string{"note: KernelChaos mode one"},
 		},
 		"bananas": {
-			args: []string{"annotations/testdata/kernelchaos/bananas.yaml"}, code: 0,
+			args: []string{"../../annotations/testdata/kernelchaos/bananas.yaml"}, code: 0,
 			want: []annotations.Fault{{FailType: annotations.Slab, Probability: 1, Times: 10, Duration: 600e9, CallChain: []annotations.Frame{{
 				FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: `STRNCMP(name->name, "bananas", 8)`}}}},
 			stderr: []string{`note: headers ["linux/mmzone.h"] dropped`},
 		},
 		"invalid request": {
-			args: []string{"annotations/testdata/kernelchaos/bad-callchain.yaml"}, code: 1,
+			args: []string{"../../annotations/testdata/kernelchaos/bad-callchain.yaml"}, code: 1,
 			stderr: []string{
 				`kfault convert: spec.failKernRequest.callchain[0].funcname: "ext4 mount" is not a valid C identifier`,
 				"kfault convert: spec.failKernRequest.probability: 101 is out of range (0, 100]",

@@ -61,7 +61,7 @@ func TestValidateCommand(t *testing.T) {
 			stderr: []string{"no Pod or pod template in the input"},
 		},
 		"KernelChaos points at convert": {
-			args: []string{"annotations/testdata/kernelchaos/mount.yaml"}, code: 1,
+			args: []string{"../../annotations/testdata/kernelchaos/mount.yaml"}, code: 1,
 			stderr: []string{"KernelChaos/kernel-chaos-example is a Chaos Mesh KernelChaos; run 'kfault convert'"},
 		},
 		"non-string annotation value": {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,7 @@ func TestNRICommandRefusesBadConfig(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			var stderr bytes.Buffer
-			code := runNRI(append([]string{"--log-file", "-"}, tc.args...), &stderr)
+			code := runNRI(append([]string{"--log-file", "-"}, tc.args...), nil, io.Discard, &stderr)
 			if code != tc.code || !strings.Contains(stderr.String(), tc.want) {
 				t.Fatalf("exit %d (want %d), output lacks %q:\n%s", code, tc.code, tc.want, stderr.String())
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -83,23 +84,23 @@ func TestStatusAndDisarmCommands(t *testing.T) {
 
 	tests := []struct { // in order
 		name string
-		run  func(args []string, stdout, stderr *bytes.Buffer) int
+		run  func(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		args []string
 		code int
 		want []string
 	}{
-		{"status", status, []string{"--socket", sock}, 0, []string{"KEY", "0123456789ab", "default", "web", "app", "disarmed", "should_failslab", "5", "should_fail_alloc_page", "6"}},
-		{"status json", status, []string{"--socket", sock, "--json"}, 0, []string{`"halted": false`, `"injected": [`}},
-		{"disarm unknown key", disarm, []string{"--socket", sock, "nope"}, 1, []string{`no container "nope"`}},
-		{"disarm usage", disarm, []string{"--socket", sock}, 2, []string{"usage: kfault disarm"}},
-		{"disarm all", disarm, []string{"--socket", sock, "--all"}, 0, []string{"disarmed 0 container(s); halted"}},
-		{"status when halted", status, []string{"--socket", sock}, 0, []string{"HALTED"}},
-		{"resume", disarm, []string{"--socket", sock, "--resume"}, 0, []string{"resumed"}},
-		{"no plugin", status, []string{"--socket", filepath.Join(dir, "none.sock")}, 1, []string{"is kfault nri running?"}},
+		{"status", runStatus, []string{"--socket", sock}, 0, []string{"KEY", "0123456789ab", "default", "web", "app", "disarmed", "should_failslab", "5", "should_fail_alloc_page", "6"}},
+		{"status json", runStatus, []string{"--socket", sock, "--json"}, 0, []string{`"halted": false`, `"injected": [`}},
+		{"disarm unknown key", runDisarm, []string{"--socket", sock, "nope"}, 1, []string{`no container "nope"`}},
+		{"disarm usage", runDisarm, []string{"--socket", sock}, 2, []string{"usage: kfault disarm"}},
+		{"disarm all", runDisarm, []string{"--socket", sock, "--all"}, 0, []string{"disarmed 0 container(s); halted"}},
+		{"status when halted", runStatus, []string{"--socket", sock}, 0, []string{"HALTED"}},
+		{"resume", runDisarm, []string{"--socket", sock, "--resume"}, 0, []string{"resumed"}},
+		{"no plugin", runStatus, []string{"--socket", filepath.Join(dir, "none.sock")}, 1, []string{"is kfault nri running?"}},
 	}
 	for _, tc := range tests {
 		var out, errb bytes.Buffer
-		code := tc.run(tc.args, &out, &errb)
+		code := tc.run(tc.args, nil, &out, &errb)
 		text := out.String() + errb.String()
 		if code != tc.code {
 			t.Errorf("%s: exit %d, want %d\n%s", tc.name, code, tc.code, text)
@@ -111,9 +112,6 @@ func TestStatusAndDisarmCommands(t *testing.T) {
 		}
 	}
 }
-
-func status(args []string, stdout, stderr *bytes.Buffer) int { return runStatus(args, stdout, stderr) }
-func disarm(args []string, stdout, stderr *bytes.Buffer) int { return runDisarm(args, stdout, stderr) }
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// maxManifestBytes bounds what validate and convert read.
+const maxManifestBytes = 8 << 20
+
+// readInputFile reads FILE, or standard input for "-".
+func readInputFile(name string, stdin io.Reader) ([]byte, error) {
+	var r io.Reader = stdin
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxManifestBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxManifestBytes {
+		return nil, fmt.Errorf("%s: more than %d bytes", name, maxManifestBytes)
+	}
+	return data, nil
+}
+
+const validateUsage = `usage: kfault validate FILE|-
+
+Checks a kfault annotation value, or Kubernetes manifests (Pod, Deployment,
+StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, PodTemplate, List) carrying
+faults.kfault.dev annotations, and prints what would be armed in each container.
+"-" reads standard input.
+
+Exit status: 0 valid, 1 invalid (the reasons go to standard error), 2 usage error.
+`
+
+func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, validateUsage) }
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprint(stderr, validateUsage)
+		return 2
+	}
+	data, err := readInputFile(fs.Arg(0), stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "kfault validate: %v\n", err)
+		return 2
+	}
+	if !annotations.IsManifest(data) {
+		return validateValue(string(data), stdout, stderr)
+	}
+	return validateManifests(data, stdout, stderr)
+}
+
+// validateValue checks a bare annotation value.
+func validateValue(value string, stdout, stderr io.Writer) int {
+	faults, err := annotations.Parse(value)
+	if err != nil {
+		printFaultErrors(stderr, "", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "valid: %s; a container with this annotation gets:\n", countNoun(len(faults), "fault"))
+	for _, f := range faults {
+		fmt.Fprintf(stdout, "  - %s\n", f)
+	}
+	return 0
+}
+
+// printErrors writes one line per rejection, each prefixed.
+func printFaultErrors(w io.Writer, prefix string, err error) {
+	var es annotations.Errors
+	if errors.As(err, &es) {
+		for _, e := range es {
+			fmt.Fprintf(w, "%s%s\n", prefix, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "%s%v\n", prefix, err)
+}
+
+func validateManifests(data []byte, stdout, stderr io.Writer) int {
+	pods, err := annotations.ManifestPods(data)
+	failed := err != nil
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+	}
+	if len(pods) == 0 && !failed {
+		fmt.Fprintln(stderr, "no Pod or pod template in the input; nothing to check")
+		return 1
+	}
+	for _, p := range pods {
+		if !validatePod(p, stdout, stderr) {
+			failed = true
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// validatePod checks one pod's kfault annotations and prints, per container,
+// what would be armed. It reports whether everything was valid.
+func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
+	ok := true
+	fail := func(format string, args ...any) {
+		fmt.Fprintf(stderr, p.Name+": "+format+"\n", args...)
+		ok = false
+	}
+	for _, e := range p.Invalid {
+		fail("%s", e)
+	}
+	ann := p.Annotations
+	containers, inits := p.Containers, p.InitContainers
+	known := append(append([]string{}, containers...), inits...)
+
+	parsed := map[string][]annotations.Fault{}
+	for _, k := range slices.Sorted(maps.Keys(ann)) {
+		name, ours, err := annotations.ParseKey(k)
+		if err != nil {
+			fail("%v", err)
+			continue
+		}
+		if !ours {
+			continue
+		}
+		if name != "" && !slices.Contains(known, name) {
+			fail("annotation %s: the pod has no container %q (containers: %s)", k, name, strings.Join(known, ", "))
+		}
+		faults, err := annotations.Parse(ann[k])
+		if err != nil {
+			printFaultErrors(stderr, p.Name+": annotation "+k+": ", err)
+			ok = false
+			continue
+		}
+		parsed[k] = faults
+	}
+	if _, hasPod := ann[annotations.PodKey]; hasPod {
+		if _, hasBare := ann[annotations.Key]; hasBare {
+			fmt.Fprintf(stderr, "%s: note: %s never applies: %s takes precedence for every container\n", p.Name, annotations.Key, annotations.PodKey)
+		}
+	}
+	if !ok {
+		return false
+	}
+	fmt.Fprintf(stdout, "%s:\n", p.Name)
+	if len(known) == 0 {
+		fmt.Fprintln(stdout, "  (no containers listed)")
+	}
+	show := func(label, c string) {
+		_, key, found := annotations.Effective(c, ann, nil)
+		if !found {
+			fmt.Fprintf(stdout, "  %s %s: nothing armed\n", label, c)
+			return
+		}
+		fmt.Fprintf(stdout, "  %s %s (%s):\n", label, c, key)
+		for _, f := range parsed[key] {
+			fmt.Fprintf(stdout, "    - %s\n", f)
+		}
+	}
+	for _, c := range inits {
+		show("init container", c)
+	}
+	for _, c := range containers {
+		show("container", c)
+	}
+	return true
+}
+
+func countNoun(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
