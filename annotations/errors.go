@@ -43,15 +43,6 @@ func (es Errors) Error() string {
 	return b.String()
 }
 
-// WithPrefix returns a copy of es with prefix prepended to every path.
-func (es Errors) WithPrefix(prefix string) Errors {
-	out := make(Errors, len(es))
-	for i, e := range es {
-		out[i] = &FieldError{Path: joinPath(prefix, e.Path), Reason: e.Reason}
-	}
-	return out
-}
-
 func joinPath(prefix, field string) string {
 	switch {
 	case prefix == "":

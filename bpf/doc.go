@@ -13,7 +13,7 @@
 //   - kfault_rules (hash): {cgroup id, hook id} → up to 8 rules;
 //   - kfault_levels (array): hook id → bitmap of the cgroup levels that have rules;
 //   - kfault_counters (array): rule id → faults injected (seedable, read by Counts);
-//   - kfault_events (ring buffer): sampled injections (who was hit, when), read by events.go;
+//   - kfault_events (ring buffer): sampled injections (who was hit, when), read by samples.go;
 //   - kfault_event_drops (array, one entry): samples lost to a full ring buffer.
 //
 // Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add three more: kfault_frames

@@ -79,7 +79,7 @@ type Engine struct {
 	perCPUOffset, preemptCount uint64
 
 	rules, levels, counters *ebpf.Map
-	eventMap                *ebpf.Map // ring buffer of sampled injections (events.go)
+	eventMap                *ebpf.Map // ring buffer of sampled injections (samples.go)
 	eventDrops              *ebpf.Map // samples the hot path could not write (ring buffer full)
 	events                  *events
 

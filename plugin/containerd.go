@@ -69,23 +69,9 @@ func (s containerdSource) LiveTasks(ctx context.Context) ([]TaskInfo, error) {
 // (1s doubling to 30s) and re-syncs. It subscribes before syncing, so that nothing
 // between the two is lost.
 func (p *Plugin) WatchContainerd(ctx context.Context, socket string) {
-	b := backoff{min: time.Second, max: 30 * time.Second}
-	for ctx.Err() == nil {
-		began := time.Now()
-		err := p.watchOnce(ctx, socket)
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(began) > time.Minute {
-			b.reset()
-		}
-		d := b.next()
-		p.log.Warn("containerd event stream lost; reconnecting", "socket", socket, "error", errString(err), "retryIn", d.String())
-		select {
-		case <-ctx.Done():
-		case <-time.After(d):
-		}
-	}
+	_ = p.reconnect(ctx, retry{min: time.Second, max: 30 * time.Second, stable: time.Minute},
+		"containerd event stream lost; reconnecting", []any{"socket", socket},
+		func() error { return p.watchOnce(ctx, socket) })
 }
 
 // dialContainerd connects to containerd; tests replace it with in-memory services.

@@ -82,27 +82,15 @@ func (p *Plugin) Run(ctx context.Context, o RunOptions) error {
 	go p.countsLoop(ctx)
 	go p.consumeInjections(ctx)
 
-	backoff := o.MinBackoff
-	for {
-		began := time.Now()
-		err := p.serveOnce(ctx, o, launched)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if launched {
-			return fmt.Errorf("connection to the runtime lost (the runtime starts a new instance): %w", err)
-		}
-		if time.Since(began) > 2*o.MaxBackoff {
-			backoff = o.MinBackoff
-		}
-		p.log.Warn("NRI connection lost; reconnecting", "socket", o.SocketPath, "error", errString(err), "retryIn", backoff.String())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, o.MaxBackoff)
-	}
+	return p.reconnect(ctx, retry{min: o.MinBackoff, max: o.MaxBackoff, stable: 2 * o.MaxBackoff},
+		"NRI connection lost; reconnecting", []any{"socket", o.SocketPath},
+		func() error {
+			err := p.serveOnce(ctx, o, launched)
+			if launched {
+				return errFinal{fmt.Errorf("connection to the runtime lost (the runtime starts a new instance): %w", err)}
+			}
+			return err
+		})
 }
 
 // serveOnce makes a stub, connects, and serves until the connection ends.
@@ -180,23 +168,8 @@ func (h nriHandlers) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs
 			_ = p.admitContainer(nriContainer(byID[c.GetPodSandboxId()], c), phaseSynchronize)
 		}
 	}
-	// Forget what is gone: containers that stopped while kfault was away, and state
-	// left by an earlier run.
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	store := p.Store()
-	for key, e := range store.Snapshot() {
-		if e.Source == SourceNRI && !running[key] {
-			p.disarmLocked(key, "gone at synchronize", true)
-		}
-	}
-	for key := range p.armed {
-		if e, ok := store.Get(key); (!ok || e.Source == SourceNRI) && !running[key] {
-			p.disarmLocked(key, "gone at synchronize", true)
-		}
-	}
-	p.save()
-	p.log.Info("synchronized", "pods", len(pods), "containers", len(ctrs), "armed", len(p.armed))
+	p.forgetGone(SourceNRI, running, "gone at synchronize")
+	p.log.Info("synchronized", "pods", len(pods), "containers", len(ctrs), "armed", len(p.ArmedKeys()))
 	return nil, nil
 }
 

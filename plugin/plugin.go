@@ -458,6 +458,34 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	p.save()
 }
 
+// forgetGone disarms and forgets the containers seen through source that are not in live:
+// those that went away while kfault was not looking, and state left by an earlier run.
+func (p *Plugin) forgetGone(source Source, live map[string]bool, reason string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	store := p.Store()
+	gone := func(key string) bool {
+		e, ok := store.Get(key)
+		if !ok {
+			// Armed with no state entry: only NRI's keys can be (containerd's are saved as
+			// they are armed).
+			e.Source = SourceNRI
+		}
+		return e.Source == source && !live[key]
+	}
+	for key := range store.Snapshot() {
+		if gone(key) {
+			p.disarmLocked(key, reason, true)
+		}
+	}
+	for key := range p.armed {
+		if gone(key) {
+			p.disarmLocked(key, reason, true)
+		}
+	}
+	p.save()
+}
+
 // isArmed reports whether this process armed key.
 func (p *Plugin) isArmed(key string) bool {
 	p.mu.Lock()

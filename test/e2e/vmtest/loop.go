@@ -69,17 +69,12 @@ func TryLoop(op string, n int, gated bool, interval string) []string {
 	return []string{"sh", "-c", b.String()}
 }
 
-// OpenLoop is TryLoop(OpenOp, ...).
-func OpenLoop(n int, gated bool, interval string) []string {
-	return TryLoop(OpenOp, n, gated, interval)
-}
-
 // MkdirLoop is TryLoop(MkdirOp, ...).
 func MkdirLoop(n int, gated bool, interval string) []string {
 	return TryLoop(MkdirOp, n, gated, interval)
 }
 
-// Try is one try of an OpenLoop.
+// Try is one try of a TryLoop.
 type Try struct {
 	N  int
 	OK bool
@@ -139,22 +134,6 @@ func WaitTriesFunc(t testing.TB, what string, n int, timeout time.Duration, logs
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: %d of %d tries after %s; log:\n%s", what, len(tries), n, timeout, log)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
-// WaitLogContains waits until a CRI container's log contains s.
-func WaitLogContains(t testing.TB, id, s string, timeout time.Duration) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		log := Logs(t, id)
-		if strings.Contains(log, s) {
-			return log
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("container %s: no %q in the log after %s:\n%s", id[:12], s, timeout, log)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

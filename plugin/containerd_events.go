@@ -153,30 +153,6 @@ func (h *EventHandler) Sync(ctx context.Context) error {
 			h.armTask(ctx, t.Namespace, t.ContainerID, t.Pid, phaseSync, time.Time{})
 		}
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	store := p.Store()
-	for key, e := range store.Snapshot() {
-		if e.Source == SourceContainerd && !live[key] {
-			p.disarmLocked(key, "gone at sync", true)
-		}
-	}
-	p.save()
+	p.forgetGone(SourceContainerd, live, "gone at sync")
 	return nil
 }
-
-// backoff is the watcher's reconnection delay.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur < b.min {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
