@@ -202,14 +202,39 @@ func preemptCountAddrs(spec *btf.Spec) (perCPUOffset, preemptCount uint64, err e
 		if err := spec.TypeByName("pcpu_hot", &hot); err != nil {
 			return 0, 0, fmt.Errorf("struct pcpu_hot: %w", err)
 		}
-		for _, m := range hot.Members {
-			if m.Name == "preempt_count" {
-				return perCPUOffset, addrs["pcpu_hot"] + uint64(m.Offset.Bytes()), nil
-			}
+		off, ok := memberOffset(hot, "preempt_count")
+		if !ok {
+			return 0, 0, errors.New("struct pcpu_hot has no preempt_count")
 		}
-		return 0, 0, errors.New("struct pcpu_hot has no preempt_count")
+		return perCPUOffset, addrs["pcpu_hot"] + uint64(off.Bytes()), nil
 	}
 	return 0, 0, errors.New("no __preempt_count nor pcpu_hot in kallsyms")
+}
+
+// memberOffset finds a member of a struct or union by name, looking into anonymous members as
+// C does: from 6.2 to 6.14, x86's struct pcpu_hot keeps preempt_count inside an anonymous
+// union of an anonymous struct.
+func memberOffset(t btf.Type, name string) (btf.Bits, bool) {
+	var members []btf.Member
+	switch c := btf.UnderlyingType(t).(type) {
+	case *btf.Struct:
+		members = c.Members
+	case *btf.Union:
+		members = c.Members
+	default:
+		return 0, false
+	}
+	for _, m := range members {
+		if m.Name == name {
+			return m.Offset, true
+		}
+		if m.Name == "" {
+			if off, ok := memberOffset(m.Type, name); ok {
+				return m.Offset + off, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // symbolAddrs reads the addresses of some symbols from a kallsyms file (0: absent or hidden).

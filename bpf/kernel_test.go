@@ -3,6 +3,8 @@ package bpf
 import (
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf/btf"
 )
 
 func TestParseInjectionList(t *testing.T) {
@@ -61,5 +63,48 @@ func TestSymbolAddrs(t *testing.T) {
 	}
 	if m["__preempt_count"] != 0x1f9c0 || m["__per_cpu_offset"] != 0xffffffff82a37880 || m["pcpu_hot"] != 0 {
 		t.Errorf("got %x", m)
+	}
+}
+
+// TestMemberOffset: preempt_count is found where 6.1 (a plain member) and 6.2-6.14 (inside an
+// anonymous union of an anonymous struct of struct pcpu_hot) keep it.
+func TestMemberOffset(t *testing.T) {
+	u32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	ptr := &btf.Pointer{Target: &btf.Void{}}
+	anonUnion := &btf.Union{Size: 8, Members: []btf.Member{
+		{Name: "preempt_count", Type: u32, Offset: 0},
+		{Name: "x", Type: ptr, Offset: 0},
+	}}
+	anonStruct := &btf.Struct{Size: 16, Members: []btf.Member{
+		{Name: "current_task", Type: ptr, Offset: 0},
+		{Name: "", Type: anonUnion, Offset: 64},
+	}}
+	layout612 := &btf.Struct{Name: "pcpu_hot", Size: 64, Members: []btf.Member{
+		{Name: "", Type: anonStruct, Offset: 0},
+	}}
+	layout61 := &btf.Struct{Name: "pcpu_hot", Size: 16, Members: []btf.Member{
+		{Name: "current_task", Type: ptr, Offset: 0},
+		{Name: "preempt_count", Type: u32, Offset: 64},
+	}}
+	typedef := &btf.Typedef{Name: "hot_t", Type: layout612}
+	tests := map[string]struct {
+		typ    btf.Type
+		name   string
+		want   btf.Bits
+		wantOK bool
+	}{
+		"plain member":             {layout61, "preempt_count", 64, true},
+		"inside anonymous members": {layout612, "preempt_count", 64, true},
+		"through a typedef":        {typedef, "preempt_count", 64, true},
+		"missing":                  {layout612, "no_such_member", 0, false},
+		"not a composite":          {u32, "preempt_count", 0, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, ok := memberOffset(tc.typ, tc.name)
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("memberOffset = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
 	}
 }
