@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/kfault/kfault/bpf"
@@ -70,26 +69,9 @@ func (p *Plugin) Status() Status {
 		return st
 	}
 	st.Halted = store.Halted()
-	snap := store.Snapshot()
-	keys := make([]string, 0, len(snap))
-	for k := range snap {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
-		e := snap[k]
-		if p.isArmed(k) {
-			if c, err := p.engine.Counts(k); err == nil {
-				e.Injected = c
-			}
-		}
-		se := StatusEntry{Key: k, Entry: e, Recent: p.inj.get(k)}
-		if p.isArmed(k) {
-			if live, err := p.engine.Active(k); err == nil {
-				se.Live = live
-			}
-		}
-		for _, f := range p.faultsOf(k, e) {
+	for _, c := range p.containers() {
+		se := StatusEntry{Key: c.key, Entry: c.Entry, Recent: p.inj.get(c.key), Live: c.live}
+		for _, f := range c.faults {
 			se.FaultList = append(se.FaultList, f.String())
 		}
 		st.Containers = append(st.Containers, se)

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -45,29 +44,11 @@ type injectedCollector struct{ p *Plugin }
 func (c injectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- injectedDesc }
 
 func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
-	p := c.p
-	store := p.Store()
-	if store == nil {
-		return
-	}
-	snap := store.Snapshot()
-	keys := make([]string, 0, len(snap))
-	for k := range snap {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, key := range keys {
-		e := snap[key]
-		counts := e.Injected
-		if p.isArmed(key) {
-			if live, err := p.engine.Counts(key); err == nil {
-				counts = live
-			}
-		}
-		labels := faultLabels(p.faultsOf(key, e), len(counts))
-		for i, n := range counts {
+	for _, c := range c.p.containers() {
+		labels := faultLabels(c.faults, len(c.Injected))
+		for i, n := range c.Injected {
 			ch <- prometheus.MustNewConstMetric(injectedDesc, prometheus.CounterValue, float64(n),
-				e.Namespace, e.Pod, e.Container, labels[i])
+				c.Namespace, c.Pod, c.Container, labels[i])
 		}
 	}
 }

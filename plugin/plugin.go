@@ -618,6 +618,38 @@ func (p *Plugin) save() {
 
 func (p *Plugin) mechanism() string { return p.engine.Mechanism().String() }
 
+// containerView is one container of the state as status and metrics show it: the state entry
+// with the engine's live counts when armed, its faults, and which of them are armed now.
+type containerView struct {
+	key string
+	Entry
+	faults []annotations.Fault
+	live   []bool // nil when not armed
+}
+
+// containers returns every container of the state, sorted by key.
+func (p *Plugin) containers() []containerView {
+	store := p.Store()
+	if store == nil {
+		return nil
+	}
+	snap := store.Snapshot()
+	var out []containerView
+	for _, key := range slices.Sorted(maps.Keys(snap)) {
+		c := containerView{key: key, Entry: snap[key], faults: p.faultsOf(key, snap[key])}
+		if p.isArmed(key) {
+			if counts, err := p.engine.Counts(key); err == nil {
+				c.Injected = counts
+			}
+			if live, err := p.engine.Active(key); err == nil {
+				c.live = live
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // faultsOf returns the faults of key: the armed plan's, else the state entry's text parsed
 // (a stopped container, or one armed by an earlier run).
 func (p *Plugin) faultsOf(key string, e Entry) []annotations.Fault {
