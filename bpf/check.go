@@ -209,25 +209,6 @@ func Preflight(mountDebugfs bool) Report {
 		add(Check{Name: "interrupt-context filter", Info: true, Detail: "off: " + err.Error() + "; an allocation in an interrupt that hits an armed task could be failed"})
 	}
 
-	// cgroups
-	var fs unix.Statfs_t
-	switch err := unix.Statfs("/sys/fs/cgroup", &fs); {
-	case err != nil:
-		add(Check{Name: "cgroup v2", Detail: "no: /sys/fs/cgroup: " + err.Error()})
-	case fs.Type == unix.CGROUP2_SUPER_MAGIC:
-		add(Check{Name: "cgroup v2", OK: true, Detail: "yes: unified hierarchy at /sys/fs/cgroup"})
-	default:
-		add(Check{Name: "cgroup v2", Detail: "no: /sys/fs/cgroup is not cgroup2 (cgroup v1 or hybrid hosts are not supported yet; needs CONFIG_CGROUPS and a unified-hierarchy boot)"})
-	}
-
-	// NRI
-	const nriSock = "/var/run/nri/nri.sock"
-	if st, err := os.Stat(nriSock); err == nil && st.Mode()&os.ModeSocket != 0 {
-		add(Check{Name: "NRI socket", OK: true, Detail: "yes: " + nriSock})
-	} else {
-		add(Check{Name: "NRI socket", Detail: "no: " + nriSock + " missing: containerd is not running, or NRI is disabled (containerd 1.7: [plugins.\"io.containerd.nri.v1.nri\"] disable = false). `kfault inject` still works"})
-	}
-
 	rep.CanInject = anyMech && anyPoint && engineOK
 	return rep
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/kfault/kfault/bpf"
+	"github.com/kfault/kfault/plugin"
 )
 
 func runCheck(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -24,6 +25,7 @@ func runCheck(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	rep := bpf.Preflight(!*noMount)
+	rep.Checks = append(rep.Checks, plugin.NodeChecks()...)
 	rep.WriteTo(stdout)
 	if !rep.CanInject {
 		return 1
