@@ -85,7 +85,8 @@ type Report struct {
 	Mechanisms []Mechanism
 }
 
-// Preflight inspects the running kernel and host for what kfault needs. It loads and attaches
+// Preflight inspects the running kernel for what kfault needs (the node's cgroups and NRI socket are
+// plugin.NodeChecks). It loads and attaches
 // (then detaches) two trivial programs to test the mechanisms. mountDebugfs lets it mount
 // debugfs when it is not mounted.
 func Preflight(mountDebugfs bool) Report {
