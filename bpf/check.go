@@ -85,10 +85,9 @@ type Report struct {
 	Mechanisms []Mechanism
 }
 
-// Preflight inspects the running kernel for what kfault needs (the node's cgroups and NRI socket are
-// plugin.NodeChecks). It loads and attaches
-// (then detaches) two trivial programs to test the mechanisms. mountDebugfs lets it mount
-// debugfs when it is not mounted.
+// Preflight inspects the running kernel for what kfault needs (the node's cgroups and NRI
+// socket are plugin.NodeChecks). It loads and attaches (then detaches) two trivial programs to
+// test the mechanisms. mountDebugfs lets it mount debugfs when it is not mounted.
 func Preflight(mountDebugfs bool) Report {
 	var rep Report
 	add := func(c Check) { rep.Checks = append(rep.Checks, c) }
