@@ -3,7 +3,9 @@ package annotations
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -58,6 +61,9 @@ func Parse(value string) ([]Fault, error) {
 	if n := len(SplitDocuments([]byte(value))); n > 1 {
 		return nil, Errors{{Reason: fmt.Sprintf("%d YAML documents (separated by ---); write one fault object or a list of them", n)}}
 	}
+	if errs := screen(value); len(errs) > 0 {
+		return nil, errs
+	}
 	doc, err := decode([]byte(value))
 	if err != nil {
 		return nil, Errors{{Reason: err.Error()}}
@@ -96,6 +102,83 @@ func Parse(value string) ([]Fault, error) {
 	return faults, nil
 }
 
+// errAnchors is the reason given for a YAML anchor or alias.
+const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a kfault annotation" +
+	" (quote a value that starts with & or *, e.g. predicate: '*p == 0')"
+
+// screen reads value with the YAML parser's node tree, before decode, and refuses
+// anchors and aliases: decode expands every alias, so a few KB of "*a, *a, ..."
+// pointing at a long string become hundreds of MB. The node tree keeps an alias as
+// one node, so finding them costs nothing.
+//
+// The node tree comes from go.yaml.in/yaml/v3; decode uses v2 (through
+// sigs.k8s.io/yaml). Both are ports of libyaml and scan anchors and aliases alike;
+// FuzzParse checks that nothing screen lets through expands when decoded.
+func screen(value string) Errors {
+	dec := yamlv3.NewDecoder(strings.NewReader(value))
+	var s screener
+	for {
+		var doc yamlv3.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			msg := err.Error()
+			if strings.Contains(msg, "unknown anchor") {
+				return Errors{{Reason: errAnchors}} // an alias without its anchor: *p unquoted
+			}
+			return Errors{{Reason: "not valid YAML or JSON: " + msg}}
+		}
+		if s.walk(&doc, ""); s.anchor {
+			return s.errs
+		}
+	}
+	return s.errs
+}
+
+type screener struct {
+	errs   Errors
+	anchor bool // an anchor or alias was found: errs holds only that
+}
+
+// walk checks the node n at path.
+func (s *screener) walk(n *yamlv3.Node, path string) {
+	if s.anchor {
+		return
+	}
+	if n.Kind == yamlv3.AliasNode || n.Anchor != "" {
+		s.errs = Errors{{Path: path, Reason: errAnchors}}
+		s.anchor = true
+		return
+	}
+	switch n.Kind {
+	case yamlv3.DocumentNode:
+		for _, c := range n.Content {
+			s.walk(c, path)
+		}
+	case yamlv3.SequenceNode:
+		for i, c := range n.Content {
+			s.walk(c, indexPath(path, i))
+		}
+	case yamlv3.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			s.walk(k, path)
+			name := "?"
+			if k.Kind == yamlv3.ScalarNode {
+				name = k.Value
+			}
+			s.walk(v, joinPath(path, name))
+		}
+	}
+}
+
+// maxDecodedBytes bounds the JSON that decode makes of a value. Without aliases
+// (refused by screen) JSON is at most a few times the YAML text; this is the second
+// line of defence, should an alias get past screen.
+const maxDecodedBytes = 16 * MaxValueBytes
+
 // decode turns YAML or JSON text into plain values (map[string]any, []any, string,
 // json.Number, bool, nil). Duplicate keys are rejected.
 func decode(text []byte) (any, error) {
@@ -103,6 +186,9 @@ func decode(text []byte) (any, error) {
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
 		return nil, fmt.Errorf("not valid YAML or JSON: %s", msg)
+	}
+	if len(j) > maxDecodedBytes {
+		return nil, fmt.Errorf("annotation value expands to %d bytes, more than the limit of %d", len(j), maxDecodedBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.UseNumber()

@@ -95,6 +95,18 @@ duration: 5m
 			in:   `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'STRNCMP(name->name, "bananas", 8)'}]}`,
 			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "d_alloc_parallel", Predicate: bananas}}}},
 		},
+		"& and * outside anchors and aliases": {
+			in: "failtype: 0\ncallchain:\n- funcname: a\n  predicate: x && *p == 1\n- funcname: b\n  predicate: '*p & 4'\n- funcname: c\n  predicate: STRNCMP(name->name, \"&x *y\", 2)\nheaders: [\"&a\", '*a', a&b*c]\n",
+			want: []Fault{{Probability: 100, Headers: []string{"&a", "*a", "a&b*c"}, CallChain: []Frame{
+				{FuncName: "a", Predicate: "x && *p == 1"},
+				{FuncName: "b", Predicate: "*p & 4"},
+				{FuncName: "c", Predicate: `STRNCMP(name->name, "&x *y", 2)`},
+			}}},
+		},
+		"& and * in JSON strings": {
+			in:   `{"failtype": 0, "callchain": [{"funcname": "a", "predicate": "*p == 0 && (f & 1)"}]}`,
+			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "a", Predicate: "*p == 0 && (f & 1)"}}}},
+		},
 		"eight frames and sixteen faults": {
 			in:   "[" + strings.Repeat("{failtype: 0, callchain: [{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a}]},", 16) + "]",
 			want: repeatFault(Fault{Probability: 100, CallChain: []Frame{{FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}}}, 16),
@@ -214,6 +226,16 @@ func TestParseInvalid(t *testing.T) {
 		"predicate non-ascii":      {"{failtype: 0, callchain: [{funcname: a, predicate: 'x == é'}]}", "callchain[0].predicate: ...non-ASCII byte at offset 5"},
 		"predicate too long":       {"{failtype: 0, callchain: [{funcname: a, predicate: '" + strings.Repeat("x", MaxTextBytes+1) + "'}]}", "callchain[0].predicate: ...is 1025 bytes long, at most 1024 allowed"},
 		"several errors, in order": {"{failtype: 9, probability: 0}", "failtype: 9 is not a fail type; ..."},
+
+		"anchor and alias":          {"{failtype: 0, headers: [&a x, *a]}", "headers[0]: " + errAnchors},
+		"alias amplification":       {hostileInputs()["alias amplification"], "headers[0]: " + errAnchors},
+		"nested aliases":            {hostileInputs()["nested aliases"], "headers: " + errAnchors},
+		"anchor on the whole value": {"&v {failtype: 0}", errAnchors},
+		"anchor on a key":           {"{&k failtype: 0}", errAnchors},
+		"merge key":                 {"base: &b {failtype: 0}\n<<: *b\n", "base: " + errAnchors},
+		"anchor as empty predicate": {"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n", "callchain[0].predicate: " + errAnchors},
+		"unquoted dereference":      {"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}", errAnchors},
+		"alias in a later document": {"failtype: 0\n---\n*a\n", "2 YAML documents (separated by ---); ..."},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Parse(tc.in)
@@ -405,5 +427,43 @@ func TestEncodeQuoting(t *testing.T) {
 		if !reflect.DeepEqual(got, fs) {
 			t.Fatalf("round trip of\n%s\n got %#v\nwant %#v", enc, got, fs)
 		}
+	}
+}
+
+// hostileInputs are annotation values built to cost the parser time or memory, or to
+// slip something past it. BenchmarkParseHostile times them.
+func hostileInputs() map[string]string {
+	alias := `headers: [&s "` + strings.Repeat("x", 40<<10) + `"`
+	for len(alias) < 50<<10 {
+		alias += ", *s"
+	}
+	alias += "]\nfailtype: 0\n"
+	laughs := "failtype: 0\nheaders: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, name := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		laughs += "x" + name + ": &" + name + " [" + strings.TrimSuffix(strings.Repeat("*"+prev+", ", 10), ", ") + "]\n"
+		prev = name
+	}
+	return map[string]string{
+		"alias amplification": alias,
+		"nested aliases":      laughs,
+		"thirty errors":       "[" + strings.Repeat("{failtype: 7, times: -1},", 15) + "]",
+		"many headers":        "{failtype: 0, headers: [" + strings.Repeat("h,", 30<<10) + "]}",
+		"long header":         "{failtype: 0, headers: [" + strings.Repeat("h", 60<<10) + "]}",
+		"deep nesting":        "{failtype: 0, headers: " + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + "}",
+		"two JSON values":     `{"failtype":0} {"failtype":1}`,
+		"leading zero":        "{failtype: 0, times: 010}",
+		"NaN probability":     "{failtype: 0, probability: .nan}",
+	}
+}
+
+func BenchmarkParseHostile(b *testing.B) {
+	for name, in := range hostileInputs() {
+		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = Parse(in)
+			}
+		})
 	}
 }
