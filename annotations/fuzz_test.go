@@ -22,12 +22,15 @@ func FuzzParse(f *testing.F) {
 		"&a [*a]",
 		"[",
 		"",
-		// Hostile values: anchors and aliases.
+		// Hostile values: anchors and aliases, a second value.
 		"{failtype: 0, headers: [&a x, *a, *a]}",
 		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n",
 		"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}",
 		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: x && *p == 1\n",
 		"base: &b {failtype: 0}\n<<: *b\n",
+		`{"failtype":0} {"failtype":1}`,
+		"failtype: 0\n...\nfailtype: 1\n",
+		"failtype: 0\n---\nfailtype: 1\n",
 	} {
 		f.Add(seed)
 	}

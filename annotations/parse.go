@@ -107,9 +107,13 @@ const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a
 	" (quote a value that starts with & or *, e.g. predicate: '*p == 0')"
 
 // screen reads value with the YAML parser's node tree, before decode, and refuses
-// anchors and aliases: decode expands every alias, so a few KB of "*a, *a, ..."
-// pointing at a long string become hundreds of MB. The node tree keeps an alias as
-// one node, so finding them costs nothing.
+// what decode would expand or silently drop:
+//
+//   - anchors and aliases: decode expands every alias, so a few KB of "*a, *a, ..."
+//     pointing at a long string become hundreds of MB. The node tree keeps an alias
+//     as one node, so finding them costs nothing.
+//   - anything after the first value: a second JSON value or YAML document would be
+//     dropped without a word by decode, which reads the first one only.
 //
 // The node tree comes from go.yaml.in/yaml/v3; decode uses v2 (through
 // sigs.k8s.io/yaml). Both are ports of libyaml and scan anchors and aliases alike;
@@ -117,6 +121,7 @@ const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a
 func screen(value string) Errors {
 	dec := yamlv3.NewDecoder(strings.NewReader(value))
 	var s screener
+	docs := 0
 	for {
 		var doc yamlv3.Node
 		err := dec.Decode(&doc)
@@ -128,13 +133,31 @@ func screen(value string) Errors {
 			if strings.Contains(msg, "unknown anchor") {
 				return Errors{{Reason: errAnchors}} // an alias without its anchor: *p unquoted
 			}
+			if docs > 0 {
+				return Errors{{Reason: "more text after the first JSON/YAML value: write one fault object or a list of them ([{...}, {...}])"}}
+			}
 			return Errors{{Reason: "not valid YAML or JSON: " + msg}}
+		}
+		if !emptyDocument(&doc) {
+			if docs++; docs > 1 {
+				return Errors{{Reason: "more than one YAML document: write one fault object or a list of them ([{...}, {...}])"}}
+			}
 		}
 		if s.walk(&doc, ""); s.anchor {
 			return s.errs
 		}
 	}
 	return s.errs
+}
+
+// emptyDocument reports whether a document holds nothing (only comments, or an
+// empty document between two --- lines).
+func emptyDocument(doc *yamlv3.Node) bool {
+	if len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return n.Kind == yamlv3.ScalarNode && n.Value == "" && n.Style == 0 && n.Anchor == "" && n.ShortTag() == "!!null"
 }
 
 type screener struct {

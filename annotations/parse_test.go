@@ -236,6 +236,12 @@ func TestParseInvalid(t *testing.T) {
 		"anchor as empty predicate": {"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n", "callchain[0].predicate: " + errAnchors},
 		"unquoted dereference":      {"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}", errAnchors},
 		"alias in a later document": {"failtype: 0\n---\n*a\n", "2 YAML documents (separated by ---); ..."},
+
+		"two JSON values":              {`{"failtype":0} {"failtype":1}`, "more text after the first JSON/YAML value: write one fault object or a list of them ([{...}, {...}])"},
+		"two JSON values on two lines": {"{\"failtype\":0}\n{\"failtype\":1}\n", "more text after the first JSON/YAML value: ..."},
+		"two JSON lists":               {`[{"failtype":0}] [{"failtype":1}]`, "more text after the first JSON/YAML value: ..."},
+		"text after a JSON value":      {`{"failtype":0} x`, "more text after the first JSON/YAML value: ..."},
+		"document end, then more":      {"failtype: 0\n...\nfailtype: 1\n", "more text after the first JSON/YAML value: ..."},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Parse(tc.in)
