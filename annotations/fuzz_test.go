@@ -22,7 +22,7 @@ func FuzzParse(f *testing.F) {
 		"&a [*a]",
 		"[",
 		"",
-		// Hostile values: anchors and aliases, a second value.
+		// Hostile values: anchors and aliases, a second value, NaN, octal.
 		"{failtype: 0, headers: [&a x, *a, *a]}",
 		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n",
 		"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}",
@@ -31,6 +31,12 @@ func FuzzParse(f *testing.F) {
 		`{"failtype":0} {"failtype":1}`,
 		"failtype: 0\n...\nfailtype: 1\n",
 		"failtype: 0\n---\nfailtype: 1\n",
+		"{failtype: 0, probability: .nan}",
+		"{failtype: 0, probability: -.inf}",
+		"{failtype: 0, probability: !!float '.inf'}",
+		"{failtype: 0, times: 010}",
+		"{failtype: 0, times: !!int '010'}",
+		"{function: f, errno: 013}",
 	} {
 		f.Add(seed)
 	}

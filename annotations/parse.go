@@ -107,13 +107,15 @@ const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a
 	" (quote a value that starts with & or *, e.g. predicate: '*p == 0')"
 
 // screen reads value with the YAML parser's node tree, before decode, and refuses
-// what decode would expand or silently drop:
+// what decode would expand or silently misread:
 //
 //   - anchors and aliases: decode expands every alias, so a few KB of "*a, *a, ..."
 //     pointing at a long string become hundreds of MB. The node tree keeps an alias
 //     as one node, so finding them costs nothing.
 //   - anything after the first value: a second JSON value or YAML document would be
 //     dropped without a word by decode, which reads the first one only.
+//   - integers with a leading zero, which YAML 1.1 reads as octal (times: 010 is 8),
+//     and .nan/.inf, which have no JSON form.
 //
 // The node tree comes from go.yaml.in/yaml/v3; decode uses v2 (through
 // sigs.k8s.io/yaml). Both are ports of libyaml and scan anchors and aliases alike;
@@ -143,7 +145,7 @@ func screen(value string) Errors {
 				return Errors{{Reason: "more than one YAML document: write one fault object or a list of them ([{...}, {...}])"}}
 			}
 		}
-		if s.walk(&doc, ""); s.anchor {
+		if s.walk(&doc, "", false); s.anchor {
 			return s.errs
 		}
 	}
@@ -165,8 +167,16 @@ type screener struct {
 	anchor bool // an anchor or alias was found: errs holds only that
 }
 
-// walk checks the node n at path.
-func (s *screener) walk(n *yamlv3.Node, path string) {
+var (
+	// leadingZeroRE matches, after YAML 1.1 drops the underscores, the integers it
+	// reads as octal (010 is 8; 08 and 09, not octal, come out as floats 8 and 9).
+	leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9]+$`)
+	// nonFiniteRE matches YAML 1.1's spellings of NaN and the infinities.
+	nonFiniteRE = regexp.MustCompile(`^(\.(nan|NaN|NAN)|[-+]?\.(inf|Inf|INF))$`)
+)
+
+// walk checks the node n at path; key says n is a mapping key (only anchors count).
+func (s *screener) walk(n *yamlv3.Node, path string, key bool) {
 	if s.anchor {
 		return
 	}
@@ -178,23 +188,51 @@ func (s *screener) walk(n *yamlv3.Node, path string) {
 	switch n.Kind {
 	case yamlv3.DocumentNode:
 		for _, c := range n.Content {
-			s.walk(c, path)
+			s.walk(c, path, false)
 		}
 	case yamlv3.SequenceNode:
 		for i, c := range n.Content {
-			s.walk(c, indexPath(path, i))
+			s.walk(c, indexPath(path, i), false)
 		}
 	case yamlv3.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
-			s.walk(k, path)
+			s.walk(k, path, true)
 			name := "?"
 			if k.Kind == yamlv3.ScalarNode {
 				name = k.Value
 			}
-			s.walk(v, joinPath(path, name))
+			s.walk(v, joinPath(path, name), false)
+		}
+	case yamlv3.ScalarNode:
+		// Only plain scalars (and explicitly tagged ones, like !!int "010") are read
+		// as numbers; a quoted "010" stays a string.
+		quoted := n.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle|yamlv3.LiteralStyle|yamlv3.FoldedStyle) != 0
+		if key || (quoted && (n.Style&yamlv3.TaggedStyle == 0 || n.ShortTag() == "!!str")) {
+			return
+		}
+		switch {
+		case leadingZeroRE.MatchString(strings.ReplaceAll(n.Value, "_", "")):
+			s.errs = append(s.errs, &FieldError{Path: path, Reason: leadingZeroReason(n.Value)})
+		case nonFiniteRE.MatchString(n.Value):
+			s.errs = append(s.errs, &FieldError{Path: path, Reason: fmt.Sprintf("%s is not a finite number", n.Value)})
 		}
 	}
+}
+
+// leadingZeroReason explains the refusal of an integer written with a leading zero.
+func leadingZeroReason(v string) string {
+	if len(v) > 24 {
+		return fmt.Sprintf("%s has a leading zero (YAML reads 010 as octal 8); write it without leading zeros", show(v))
+	}
+	digits, sign := strings.ReplaceAll(v, "_", ""), ""
+	if digits[0] == '-' {
+		sign = "-"
+	}
+	if digits = strings.TrimLeft(strings.TrimLeft(digits, "-+"), "0"); digits == "" {
+		digits, sign = "0", ""
+	}
+	return fmt.Sprintf("%s has a leading zero (YAML reads 010 as octal 8); write it without leading zeros (%s%s)", v, sign, digits)
 }
 
 // maxDecodedBytes bounds the JSON that decode makes of a value. Without aliases
@@ -397,6 +435,10 @@ func (p *parser) errno(path string, v any) int {
 		n = i
 	case string:
 		s := strings.TrimSpace(v)
+		if leadingZeroRE.MatchString(s) {
+			p.errorf(path, "%s has a leading zero; write it without leading zeros", show(v))
+			return 0
+		}
 		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 			n = i
 			break

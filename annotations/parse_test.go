@@ -107,6 +107,10 @@ duration: 5m
 			in:   `{"failtype": 0, "callchain": [{"funcname": "a", "predicate": "*p == 0 && (f & 1)"}]}`,
 			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "a", Predicate: "*p == 0 && (f & 1)"}}}},
 		},
+		"quoted leading zeros are strings": {
+			in:   `{failtype: "0", headers: ['010', "007"], times: 10, probability: 0.5}`,
+			want: []Fault{{Probability: 0.5, Times: 10, Headers: []string{"010", "007"}}},
+		},
 		"eight frames and sixteen faults": {
 			in:   "[" + strings.Repeat("{failtype: 0, callchain: [{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a}]},", 16) + "]",
 			want: repeatFault(Fault{Probability: 100, CallChain: []Frame{{FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}, {FuncName: "a"}}}, 16),
@@ -242,6 +246,25 @@ func TestParseInvalid(t *testing.T) {
 		"two JSON lists":               {`[{"failtype":0}] [{"failtype":1}]`, "more text after the first JSON/YAML value: ..."},
 		"text after a JSON value":      {`{"failtype":0} x`, "more text after the first JSON/YAML value: ..."},
 		"document end, then more":      {"failtype: 0\n...\nfailtype: 1\n", "more text after the first JSON/YAML value: ..."},
+
+		"probability nan":        {"{failtype: 0, probability: .nan}", "probability: .nan is not a finite number"},
+		"probability NaN":        {"{failtype: 0, probability: .NaN}", "probability: .NaN is not a finite number"},
+		"probability inf":        {"{failtype: 0, probability: .inf}", "probability: .inf is not a finite number"},
+		"probability plus inf":   {"{failtype: 0, probability: +.Inf}", "probability: +.Inf is not a finite number"},
+		"probability minus inf":  {"{failtype: 0, probability: -.inf}", "probability: -.inf is not a finite number"},
+		"probability tagged nan": {"{failtype: 0, probability: !!float '.nan'}", "probability: .nan is not a finite number"},
+		"times inf in a list":    {"[{failtype: 0}, {failtype: 0, times: .INF}]", "[1].times: .INF is not a finite number"},
+
+		"times leading zero":             {"{failtype: 0, times: 010}", "times: 010 has a leading zero (YAML reads 010 as octal 8); write it without leading zeros (10)"},
+		"times leading zero, not octal":  {"{failtype: 0, times: 09}", "times: 09 has a leading zero ...(9)"},
+		"times leading zero in JSON":     {`{"failtype": 0, "times": 010}`, "times: 010 has a leading zero ...(10)"},
+		"times leading zero, negative":   {"{failtype: 0, times: -010}", "times: -010 has a leading zero ...(-10)"},
+		"times leading zero, underscore": {"{failtype: 0, times: 0_10}", "times: 0_10 has a leading zero ...(10)"},
+		"times leading zero, tagged":     {"{failtype: 0, times: !!int '010'}", "times: 010 has a leading zero ...(10)"},
+		"failtype leading zero":          {"{failtype: 00}", "failtype: 00 has a leading zero ...(0)"},
+		"errno leading zero":             {"{function: f, errno: 013}", "errno: 013 has a leading zero ...(13)"},
+		"errno quoted leading zero":      {"{function: f, errno: '013'}", `errno: "013" has a leading zero; write it without leading zeros`},
+		"probability leading zero":       {"{failtype: 0, probability: 010}", "probability: 010 has a leading zero ...(10)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Parse(tc.in)
