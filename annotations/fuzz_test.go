@@ -2,6 +2,7 @@ package annotations
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -22,7 +23,7 @@ func FuzzParse(f *testing.F) {
 		"&a [*a]",
 		"[",
 		"",
-		// Hostile values: anchors and aliases, a second value, NaN, octal.
+		// Hostile values: anchors and aliases, a second value, NaN, octal, headers.
 		"{failtype: 0, headers: [&a x, *a, *a]}",
 		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n",
 		"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}",
@@ -37,7 +38,12 @@ func FuzzParse(f *testing.F) {
 		"{failtype: 0, times: 010}",
 		"{failtype: 0, times: !!int '010'}",
 		"{function: f, errno: 013}",
+		"{failtype: 0, headers: [" + strings.Repeat("h,", MaxHeaders+1) + "]}",
+		"{failtype: 0, headers: [" + strings.Repeat("h", MaxHeaderBytes+1) + "]}",
 	} {
+		f.Add(seed)
+	}
+	for _, seed := range hostileInputs() {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, value string) {
@@ -62,8 +68,13 @@ func FuzzParse(f *testing.F) {
 			if flt.HookFunction() == "" || flt.ReturnValue() == 0 {
 				t.Fatalf("accepted fault without a hook or return value: %#v", flt)
 			}
-			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames {
+			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames || len(flt.Headers) > MaxHeaders {
 				t.Fatalf("accepted out-of-range fault: %#v", flt)
+			}
+			for _, h := range flt.Headers {
+				if len(h) > MaxHeaderBytes {
+					t.Fatalf("accepted a %d-byte header", len(h))
+				}
 			}
 			_ = flt.String()
 		}

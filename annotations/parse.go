@@ -30,6 +30,10 @@ const (
 	// MaxNameBytes bounds funcname and function (kernel KSYM_NAME_LEN is larger,
 	// but no error-injectable or traceable function comes near this).
 	MaxNameBytes = 128
+	// MaxHeaders bounds the entries of headers, and MaxHeaderBytes each entry
+	// (accepted for KernelChaos compatibility, unused: real header paths are short).
+	MaxHeaders     = 32
+	MaxHeaderBytes = 256
 	// DefaultProbability applies when probability is absent.
 	DefaultProbability = 100.0
 )
@@ -552,14 +556,21 @@ func (p *parser) headers(path string, v any) []string {
 		p.errorf(path, "%s, want a list of header names (accepted for KernelChaos compatibility, unused)", describe(v))
 		return nil
 	}
+	if len(list) > MaxHeaders {
+		p.errorf(path, "%d entries, at most %d allowed (kfault does not use them: leave headers out)", len(list), MaxHeaders)
+		return nil
+	}
 	var out []string
 	for i, item := range list {
 		s, ok := item.(string)
-		if !ok {
+		switch {
+		case !ok:
 			p.errorf(indexPath(path, i), "%s, want a string", describe(item))
-			continue
+		case len(s) > MaxHeaderBytes:
+			p.errorf(indexPath(path, i), "%s is %d bytes long, at most %d allowed", show(s), len(s), MaxHeaderBytes)
+		default:
+			out = append(out, s)
 		}
-		out = append(out, s)
 	}
 	return out
 }

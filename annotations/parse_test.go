@@ -3,6 +3,7 @@ package annotations
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,10 @@ duration: 5m
 		"quoted leading zeros are strings": {
 			in:   `{failtype: "0", headers: ['010', "007"], times: 10, probability: 0.5}`,
 			want: []Fault{{Probability: 0.5, Times: 10, Headers: []string{"010", "007"}}},
+		},
+		"thirty-two headers": {
+			in:   "{failtype: 0, headers: [" + strings.Repeat("linux/mmzone.h,", MaxHeaders-1) + strings.Repeat("h", MaxHeaderBytes) + "]}",
+			want: []Fault{{Probability: 100, Headers: append(slices.Repeat([]string{"linux/mmzone.h"}, MaxHeaders-1), strings.Repeat("h", MaxHeaderBytes))}},
 		},
 		"eight frames and sixteen faults": {
 			in:   "[" + strings.Repeat("{failtype: 0, callchain: [{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a}]},", 16) + "]",
@@ -230,6 +235,8 @@ func TestParseInvalid(t *testing.T) {
 		"predicate non-ascii":      {"{failtype: 0, callchain: [{funcname: a, predicate: 'x == é'}]}", "callchain[0].predicate: ...non-ASCII byte at offset 5"},
 		"predicate too long":       {"{failtype: 0, callchain: [{funcname: a, predicate: '" + strings.Repeat("x", MaxTextBytes+1) + "'}]}", "callchain[0].predicate: ...is 1025 bytes long, at most 1024 allowed"},
 		"several errors, in order": {"{failtype: 9, probability: 0}", "failtype: 9 is not a fail type; ..."},
+		"headers too many":         {"{failtype: 0, headers: [" + strings.Repeat("h,", MaxHeaders+1) + "]}", "headers: 33 entries, at most 32 allowed (kfault does not use them: leave headers out)"},
+		"header too long":          {"{failtype: 0, headers: [a, " + strings.Repeat("h", MaxHeaderBytes+1) + "]}", `headers[1]: "hhhh...is 257 bytes long, at most 256 allowed`},
 
 		"anchor and alias":          {"{failtype: 0, headers: [&a x, *a]}", "headers[0]: " + errAnchors},
 		"alias amplification":       {hostileInputs()["alias amplification"], "headers[0]: " + errAnchors},
@@ -460,7 +467,7 @@ func TestEncodeQuoting(t *testing.T) {
 }
 
 // hostileInputs are annotation values built to cost the parser time or memory, or to
-// slip something past it. BenchmarkParseHostile times them.
+// slip something past it. BenchmarkParseHostile times them; FuzzParse seeds with them.
 func hostileInputs() map[string]string {
 	alias := `headers: [&s "` + strings.Repeat("x", 40<<10) + `"`
 	for len(alias) < 50<<10 {
