@@ -322,9 +322,40 @@ func TestParseReportsEveryError(t *testing.T) {
 }
 
 func TestErrorsTruncated(t *testing.T) {
-	_, err := Parse("[" + strings.Repeat("{failtype: 7},", 12) + "]")
-	if err == nil || !strings.HasSuffix(err.Error(), "; and 4 more") {
-		t.Fatalf("error %v: want 8 errors and a count of the rest", err)
+	errs := func(n int) Errors {
+		var es Errors
+		for i := range n {
+			es = append(es, &FieldError{Path: indexPath("", i), Reason: "bad"})
+		}
+		return es
+	}
+	for name, tc := range map[string]struct {
+		es         Errors
+		shown      int
+		wantSuffix string
+	}{
+		"one":    {errs(1), 1, "[0]: bad"},
+		"ten":    {errs(10), 10, "[9]: bad"},
+		"eleven": {errs(11), 10, "[9]: bad; and 1 more"},
+		"thirty": {errs(30), 10, "[9]: bad; and 20 more"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := tc.es.Error()
+			if got := strings.Count(msg, ": bad"); got != tc.shown || !strings.HasSuffix(msg, tc.wantSuffix) {
+				t.Fatalf("%q: %d errors shown, want %d ending in %q", msg, got, tc.shown, tc.wantSuffix)
+			}
+		})
+	}
+
+	// An annotation with thirty errors: two in each of fifteen faults.
+	_, err := Parse(hostileInputs()["thirty errors"])
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 30 {
+		t.Fatalf("got %v, want 30 errors", err)
+	}
+	msg := err.Error()
+	if got := strings.Count(msg, "]."); got != 10 || !strings.HasSuffix(msg, "; and 20 more") {
+		t.Fatalf("error %q: %d shown, want 10 and a count of the other 20", msg, got)
 	}
 }
 
