@@ -26,7 +26,7 @@ func (e *FieldError) Error() string {
 type Errors []*FieldError
 
 // maxReported bounds how many errors Error() spells out.
-const maxReported = 8
+const maxReported = 10
 
 func (es Errors) Error() string {
 	var b strings.Builder

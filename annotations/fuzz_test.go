@@ -2,7 +2,10 @@ package annotations
 
 import (
 	"reflect"
+	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 )
 
 // FuzzParse checks that no input makes Parse panic, and that whatever Parse accepts
@@ -20,10 +23,37 @@ func FuzzParse(f *testing.F) {
 		"&a [*a]",
 		"[",
 		"",
+		// Hostile values: anchors and aliases, a second value, NaN, octal, headers.
+		"{failtype: 0, headers: [&a x, *a, *a]}",
+		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n",
+		"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}",
+		"failtype: 0\ncallchain:\n- funcname: a\n  predicate: x && *p == 1\n",
+		"base: &b {failtype: 0}\n<<: *b\n",
+		`{"failtype":0} {"failtype":1}`,
+		"failtype: 0\n...\nfailtype: 1\n",
+		"failtype: 0\n---\nfailtype: 1\n",
+		"{failtype: 0, probability: .nan}",
+		"{failtype: 0, probability: -.inf}",
+		"{failtype: 0, probability: !!float '.inf'}",
+		"{failtype: 0, times: 010}",
+		"{failtype: 0, times: !!int '010'}",
+		"{function: f, errno: 013}",
+		"{failtype: 0, headers: [" + strings.Repeat("h,", MaxHeaders+1) + "]}",
+		"{failtype: 0, headers: [" + strings.Repeat("h", MaxHeaderBytes+1) + "]}",
 	} {
 		f.Add(seed)
 	}
+	for _, seed := range hostileInputs() {
+		f.Add(seed)
+	}
 	f.Fuzz(func(t *testing.T, value string) {
+		// Whatever screen lets through, decode expands by a few times at most: no alias
+		// gets past it.
+		if len(value) <= MaxValueBytes && screen(value) == nil {
+			if j, err := yaml.YAMLToJSONStrict([]byte(value)); err == nil && len(j) > 8*len(value)+16 {
+				t.Fatalf("%d bytes of %q decoded to %d bytes of JSON", len(value), value, len(j))
+			}
+		}
 		faults, err := Parse(value)
 		if err != nil {
 			if err.Error() == "" {
@@ -38,8 +68,13 @@ func FuzzParse(f *testing.F) {
 			if flt.HookFunction() == "" || flt.ReturnValue() == 0 {
 				t.Fatalf("accepted fault without a hook or return value: %#v", flt)
 			}
-			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames {
+			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames || len(flt.Headers) > MaxHeaders {
 				t.Fatalf("accepted out-of-range fault: %#v", flt)
+			}
+			for _, h := range flt.Headers {
+				if len(h) > MaxHeaderBytes {
+					t.Fatalf("accepted a %d-byte header", len(h))
+				}
 			}
 			_ = flt.String()
 		}

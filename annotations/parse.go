@@ -3,7 +3,9 @@ package annotations
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"regexp"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -27,6 +30,10 @@ const (
 	// MaxNameBytes bounds funcname and function (kernel KSYM_NAME_LEN is larger,
 	// but no error-injectable or traceable function comes near this).
 	MaxNameBytes = 128
+	// MaxHeaders bounds the entries of headers, and MaxHeaderBytes each entry
+	// (accepted for KernelChaos compatibility, unused: real header paths are short).
+	MaxHeaders     = 32
+	MaxHeaderBytes = 256
 	// DefaultProbability applies when probability is absent.
 	DefaultProbability = 100.0
 )
@@ -57,6 +64,9 @@ func Parse(value string) ([]Fault, error) {
 	// The YAML decoder reads only the first document: more would silently drop faults.
 	if n := len(SplitDocuments([]byte(value))); n > 1 {
 		return nil, Errors{{Reason: fmt.Sprintf("%d YAML documents (separated by ---); write one fault object or a list of them", n)}}
+	}
+	if errs := screen(value); len(errs) > 0 {
+		return nil, errs
 	}
 	doc, err := decode([]byte(value))
 	if err != nil {
@@ -96,6 +106,144 @@ func Parse(value string) ([]Fault, error) {
 	return faults, nil
 }
 
+// errAnchors is the reason given for a YAML anchor or alias.
+const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a kfault annotation" +
+	" (quote a value that starts with & or *, e.g. predicate: '*p == 0')"
+
+// screen reads value with the YAML parser's node tree, before decode, and refuses
+// what decode would expand or silently misread:
+//
+//   - anchors and aliases: decode expands every alias, so a few KB of "*a, *a, ..."
+//     pointing at a long string become hundreds of MB. The node tree keeps an alias
+//     as one node, so finding them costs nothing.
+//   - anything after the first value: a second JSON value or YAML document would be
+//     dropped without a word by decode, which reads the first one only.
+//   - integers with a leading zero, which YAML 1.1 reads as octal (times: 010 is 8),
+//     and .nan/.inf, which have no JSON form.
+//
+// The node tree comes from go.yaml.in/yaml/v3; decode uses v2 (through
+// sigs.k8s.io/yaml). Both are ports of libyaml and scan anchors and aliases alike;
+// FuzzParse checks that nothing screen lets through expands when decoded.
+func screen(value string) Errors {
+	dec := yamlv3.NewDecoder(strings.NewReader(value))
+	var s screener
+	docs := 0
+	for {
+		var doc yamlv3.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			msg := err.Error()
+			if strings.Contains(msg, "unknown anchor") {
+				return Errors{{Reason: errAnchors}} // an alias without its anchor: *p unquoted
+			}
+			if docs > 0 {
+				return Errors{{Reason: "more text after the first JSON/YAML value: write one fault object or a list of them ([{...}, {...}])"}}
+			}
+			return Errors{{Reason: "not valid YAML or JSON: " + msg}}
+		}
+		if !emptyDocument(&doc) {
+			if docs++; docs > 1 {
+				return Errors{{Reason: "more than one YAML document: write one fault object or a list of them ([{...}, {...}])"}}
+			}
+		}
+		if s.walk(&doc, "", false); s.anchor {
+			return s.errs
+		}
+	}
+	return s.errs
+}
+
+// emptyDocument reports whether a document holds nothing (only comments, or an
+// empty document between two --- lines).
+func emptyDocument(doc *yamlv3.Node) bool {
+	if len(doc.Content) == 0 {
+		return true
+	}
+	n := doc.Content[0]
+	return n.Kind == yamlv3.ScalarNode && n.Value == "" && n.Style == 0 && n.Anchor == "" && n.ShortTag() == "!!null"
+}
+
+type screener struct {
+	errs   Errors
+	anchor bool // an anchor or alias was found: errs holds only that
+}
+
+var (
+	// leadingZeroRE matches, after YAML 1.1 drops the underscores, the integers it
+	// reads as octal (010 is 8; 08 and 09, not octal, come out as floats 8 and 9).
+	leadingZeroRE = regexp.MustCompile(`^[-+]?0[0-9]+$`)
+	// nonFiniteRE matches YAML 1.1's spellings of NaN and the infinities.
+	nonFiniteRE = regexp.MustCompile(`^(\.(nan|NaN|NAN)|[-+]?\.(inf|Inf|INF))$`)
+)
+
+// walk checks the node n at path; key says n is a mapping key (only anchors count).
+func (s *screener) walk(n *yamlv3.Node, path string, key bool) {
+	if s.anchor {
+		return
+	}
+	if n.Kind == yamlv3.AliasNode || n.Anchor != "" {
+		s.errs = Errors{{Path: path, Reason: errAnchors}}
+		s.anchor = true
+		return
+	}
+	switch n.Kind {
+	case yamlv3.DocumentNode:
+		for _, c := range n.Content {
+			s.walk(c, path, false)
+		}
+	case yamlv3.SequenceNode:
+		for i, c := range n.Content {
+			s.walk(c, indexPath(path, i), false)
+		}
+	case yamlv3.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			s.walk(k, path, true)
+			name := "?"
+			if k.Kind == yamlv3.ScalarNode {
+				name = k.Value
+			}
+			s.walk(v, joinPath(path, name), false)
+		}
+	case yamlv3.ScalarNode:
+		// Only plain scalars (and explicitly tagged ones, like !!int "010") are read
+		// as numbers; a quoted "010" stays a string.
+		quoted := n.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle|yamlv3.LiteralStyle|yamlv3.FoldedStyle) != 0
+		if key || (quoted && (n.Style&yamlv3.TaggedStyle == 0 || n.ShortTag() == "!!str")) {
+			return
+		}
+		switch {
+		case leadingZeroRE.MatchString(strings.ReplaceAll(n.Value, "_", "")):
+			s.errs = append(s.errs, &FieldError{Path: path, Reason: leadingZeroReason(n.Value)})
+		case nonFiniteRE.MatchString(n.Value):
+			s.errs = append(s.errs, &FieldError{Path: path, Reason: fmt.Sprintf("%s is not a finite number", n.Value)})
+		}
+	}
+}
+
+// leadingZeroReason explains the refusal of an integer written with a leading zero.
+func leadingZeroReason(v string) string {
+	if len(v) > 24 {
+		return fmt.Sprintf("%s has a leading zero (YAML reads 010 as octal 8); write it without leading zeros", show(v))
+	}
+	digits, sign := strings.ReplaceAll(v, "_", ""), ""
+	if digits[0] == '-' {
+		sign = "-"
+	}
+	if digits = strings.TrimLeft(strings.TrimLeft(digits, "-+"), "0"); digits == "" {
+		digits, sign = "0", ""
+	}
+	return fmt.Sprintf("%s has a leading zero (YAML reads 010 as octal 8); write it without leading zeros (%s%s)", v, sign, digits)
+}
+
+// maxDecodedBytes bounds the JSON that decode makes of a value. Without aliases
+// (refused by screen) JSON is at most a few times the YAML text; this is the second
+// line of defence, should an alias get past screen.
+const maxDecodedBytes = 16 * MaxValueBytes
+
 // decode turns YAML or JSON text into plain values (map[string]any, []any, string,
 // json.Number, bool, nil). Duplicate keys are rejected.
 func decode(text []byte) (any, error) {
@@ -103,6 +251,9 @@ func decode(text []byte) (any, error) {
 	if err != nil {
 		msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
 		return nil, fmt.Errorf("not valid YAML or JSON: %s", msg)
+	}
+	if len(j) > maxDecodedBytes {
+		return nil, fmt.Errorf("annotation value expands to %d bytes, more than the limit of %d", len(j), maxDecodedBytes)
 	}
 	dec := json.NewDecoder(bytes.NewReader(j))
 	dec.UseNumber()
@@ -288,6 +439,10 @@ func (p *parser) errno(path string, v any) int {
 		n = i
 	case string:
 		s := strings.TrimSpace(v)
+		if leadingZeroRE.MatchString(s) {
+			p.errorf(path, "%s has a leading zero; write it without leading zeros", show(v))
+			return 0
+		}
 		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
 			n = i
 			break
@@ -401,14 +556,21 @@ func (p *parser) headers(path string, v any) []string {
 		p.errorf(path, "%s, want a list of header names (accepted for KernelChaos compatibility, unused)", describe(v))
 		return nil
 	}
+	if len(list) > MaxHeaders {
+		p.errorf(path, "%d entries, at most %d allowed (kfault does not use them: leave headers out)", len(list), MaxHeaders)
+		return nil
+	}
 	var out []string
 	for i, item := range list {
 		s, ok := item.(string)
-		if !ok {
+		switch {
+		case !ok:
 			p.errorf(indexPath(path, i), "%s, want a string", describe(item))
-			continue
+		case len(s) > MaxHeaderBytes:
+			p.errorf(indexPath(path, i), "%s is %d bytes long, at most %d allowed", show(s), len(s), MaxHeaderBytes)
+		default:
+			out = append(out, s)
 		}
-		out = append(out, s)
 	}
 	return out
 }

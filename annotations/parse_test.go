@@ -3,6 +3,7 @@ package annotations
 import (
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,26 @@ duration: 5m
 		"predicate without parameters": {
 			in:   `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'STRNCMP(name->name, "bananas", 8)'}]}`,
 			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "d_alloc_parallel", Predicate: bananas}}}},
+		},
+		"& and * outside anchors and aliases": {
+			in: "failtype: 0\ncallchain:\n- funcname: a\n  predicate: x && *p == 1\n- funcname: b\n  predicate: '*p & 4'\n- funcname: c\n  predicate: STRNCMP(name->name, \"&x *y\", 2)\nheaders: [\"&a\", '*a', a&b*c]\n",
+			want: []Fault{{Probability: 100, Headers: []string{"&a", "*a", "a&b*c"}, CallChain: []Frame{
+				{FuncName: "a", Predicate: "x && *p == 1"},
+				{FuncName: "b", Predicate: "*p & 4"},
+				{FuncName: "c", Predicate: `STRNCMP(name->name, "&x *y", 2)`},
+			}}},
+		},
+		"& and * in JSON strings": {
+			in:   `{"failtype": 0, "callchain": [{"funcname": "a", "predicate": "*p == 0 && (f & 1)"}]}`,
+			want: []Fault{{Probability: 100, CallChain: []Frame{{FuncName: "a", Predicate: "*p == 0 && (f & 1)"}}}},
+		},
+		"quoted leading zeros are strings": {
+			in:   `{failtype: "0", headers: ['010', "007"], times: 10, probability: 0.5}`,
+			want: []Fault{{Probability: 0.5, Times: 10, Headers: []string{"010", "007"}}},
+		},
+		"thirty-two headers": {
+			in:   "{failtype: 0, headers: [" + strings.Repeat("linux/mmzone.h,", MaxHeaders-1) + strings.Repeat("h", MaxHeaderBytes) + "]}",
+			want: []Fault{{Probability: 100, Headers: append(slices.Repeat([]string{"linux/mmzone.h"}, MaxHeaders-1), strings.Repeat("h", MaxHeaderBytes))}},
 		},
 		"eight frames and sixteen faults": {
 			in:   "[" + strings.Repeat("{failtype: 0, callchain: [{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a},{funcname: a}]},", 16) + "]",
@@ -214,6 +235,43 @@ func TestParseInvalid(t *testing.T) {
 		"predicate non-ascii":      {"{failtype: 0, callchain: [{funcname: a, predicate: 'x == é'}]}", "callchain[0].predicate: ...non-ASCII byte at offset 5"},
 		"predicate too long":       {"{failtype: 0, callchain: [{funcname: a, predicate: '" + strings.Repeat("x", MaxTextBytes+1) + "'}]}", "callchain[0].predicate: ...is 1025 bytes long, at most 1024 allowed"},
 		"several errors, in order": {"{failtype: 9, probability: 0}", "failtype: 9 is not a fail type; ..."},
+		"headers too many":         {"{failtype: 0, headers: [" + strings.Repeat("h,", MaxHeaders+1) + "]}", "headers: 33 entries, at most 32 allowed (kfault does not use them: leave headers out)"},
+		"header too long":          {"{failtype: 0, headers: [a, " + strings.Repeat("h", MaxHeaderBytes+1) + "]}", `headers[1]: "hhhh...is 257 bytes long, at most 256 allowed`},
+
+		"anchor and alias":          {"{failtype: 0, headers: [&a x, *a]}", "headers[0]: " + errAnchors},
+		"alias amplification":       {hostileInputs()["alias amplification"], "headers[0]: " + errAnchors},
+		"nested aliases":            {hostileInputs()["nested aliases"], "headers: " + errAnchors},
+		"anchor on the whole value": {"&v {failtype: 0}", errAnchors},
+		"anchor on a key":           {"{&k failtype: 0}", errAnchors},
+		"merge key":                 {"base: &b {failtype: 0}\n<<: *b\n", "base: " + errAnchors},
+		"anchor as empty predicate": {"failtype: 0\ncallchain:\n- funcname: a\n  predicate: &x\n", "callchain[0].predicate: " + errAnchors},
+		"unquoted dereference":      {"{failtype: 0, callchain: [{funcname: a, predicate: *p}]}", errAnchors},
+		"alias in a later document": {"failtype: 0\n---\n*a\n", "2 YAML documents (separated by ---); ..."},
+
+		"two JSON values":              {`{"failtype":0} {"failtype":1}`, "more text after the first JSON/YAML value: write one fault object or a list of them ([{...}, {...}])"},
+		"two JSON values on two lines": {"{\"failtype\":0}\n{\"failtype\":1}\n", "more text after the first JSON/YAML value: ..."},
+		"two JSON lists":               {`[{"failtype":0}] [{"failtype":1}]`, "more text after the first JSON/YAML value: ..."},
+		"text after a JSON value":      {`{"failtype":0} x`, "more text after the first JSON/YAML value: ..."},
+		"document end, then more":      {"failtype: 0\n...\nfailtype: 1\n", "more text after the first JSON/YAML value: ..."},
+
+		"probability nan":        {"{failtype: 0, probability: .nan}", "probability: .nan is not a finite number"},
+		"probability NaN":        {"{failtype: 0, probability: .NaN}", "probability: .NaN is not a finite number"},
+		"probability inf":        {"{failtype: 0, probability: .inf}", "probability: .inf is not a finite number"},
+		"probability plus inf":   {"{failtype: 0, probability: +.Inf}", "probability: +.Inf is not a finite number"},
+		"probability minus inf":  {"{failtype: 0, probability: -.inf}", "probability: -.inf is not a finite number"},
+		"probability tagged nan": {"{failtype: 0, probability: !!float '.nan'}", "probability: .nan is not a finite number"},
+		"times inf in a list":    {"[{failtype: 0}, {failtype: 0, times: .INF}]", "[1].times: .INF is not a finite number"},
+
+		"times leading zero":             {"{failtype: 0, times: 010}", "times: 010 has a leading zero (YAML reads 010 as octal 8); write it without leading zeros (10)"},
+		"times leading zero, not octal":  {"{failtype: 0, times: 09}", "times: 09 has a leading zero ...(9)"},
+		"times leading zero in JSON":     {`{"failtype": 0, "times": 010}`, "times: 010 has a leading zero ...(10)"},
+		"times leading zero, negative":   {"{failtype: 0, times: -010}", "times: -010 has a leading zero ...(-10)"},
+		"times leading zero, underscore": {"{failtype: 0, times: 0_10}", "times: 0_10 has a leading zero ...(10)"},
+		"times leading zero, tagged":     {"{failtype: 0, times: !!int '010'}", "times: 010 has a leading zero ...(10)"},
+		"failtype leading zero":          {"{failtype: 00}", "failtype: 00 has a leading zero ...(0)"},
+		"errno leading zero":             {"{function: f, errno: 013}", "errno: 013 has a leading zero ...(13)"},
+		"errno quoted leading zero":      {"{function: f, errno: '013'}", `errno: "013" has a leading zero; write it without leading zeros`},
+		"probability leading zero":       {"{failtype: 0, probability: 010}", "probability: 010 has a leading zero ...(10)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := Parse(tc.in)
@@ -264,9 +322,40 @@ func TestParseReportsEveryError(t *testing.T) {
 }
 
 func TestErrorsTruncated(t *testing.T) {
-	_, err := Parse("[" + strings.Repeat("{failtype: 7},", 12) + "]")
-	if err == nil || !strings.HasSuffix(err.Error(), "; and 4 more") {
-		t.Fatalf("error %v: want 8 errors and a count of the rest", err)
+	errs := func(n int) Errors {
+		var es Errors
+		for i := range n {
+			es = append(es, &FieldError{Path: indexPath("", i), Reason: "bad"})
+		}
+		return es
+	}
+	for name, tc := range map[string]struct {
+		es         Errors
+		shown      int
+		wantSuffix string
+	}{
+		"one":    {errs(1), 1, "[0]: bad"},
+		"ten":    {errs(10), 10, "[9]: bad"},
+		"eleven": {errs(11), 10, "[9]: bad; and 1 more"},
+		"thirty": {errs(30), 10, "[9]: bad; and 20 more"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := tc.es.Error()
+			if got := strings.Count(msg, ": bad"); got != tc.shown || !strings.HasSuffix(msg, tc.wantSuffix) {
+				t.Fatalf("%q: %d errors shown, want %d ending in %q", msg, got, tc.shown, tc.wantSuffix)
+			}
+		})
+	}
+
+	// An annotation with thirty errors: two in each of fifteen faults.
+	_, err := Parse(hostileInputs()["thirty errors"])
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 30 {
+		t.Fatalf("got %v, want 30 errors", err)
+	}
+	msg := err.Error()
+	if got := strings.Count(msg, "]."); got != 10 || !strings.HasSuffix(msg, "; and 20 more") {
+		t.Fatalf("error %q: %d shown, want 10 and a count of the other 20", msg, got)
 	}
 }
 
@@ -405,5 +494,43 @@ func TestEncodeQuoting(t *testing.T) {
 		if !reflect.DeepEqual(got, fs) {
 			t.Fatalf("round trip of\n%s\n got %#v\nwant %#v", enc, got, fs)
 		}
+	}
+}
+
+// hostileInputs are annotation values built to cost the parser time or memory, or to
+// slip something past it. BenchmarkParseHostile times them; FuzzParse seeds with them.
+func hostileInputs() map[string]string {
+	alias := `headers: [&s "` + strings.Repeat("x", 40<<10) + `"`
+	for len(alias) < 50<<10 {
+		alias += ", *s"
+	}
+	alias += "]\nfailtype: 0\n"
+	laughs := "failtype: 0\nheaders: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, name := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		laughs += "x" + name + ": &" + name + " [" + strings.TrimSuffix(strings.Repeat("*"+prev+", ", 10), ", ") + "]\n"
+		prev = name
+	}
+	return map[string]string{
+		"alias amplification": alias,
+		"nested aliases":      laughs,
+		"thirty errors":       "[" + strings.Repeat("{failtype: 7, times: -1},", 15) + "]",
+		"many headers":        "{failtype: 0, headers: [" + strings.Repeat("h,", 30<<10) + "]}",
+		"long header":         "{failtype: 0, headers: [" + strings.Repeat("h", 60<<10) + "]}",
+		"deep nesting":        "{failtype: 0, headers: " + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + "}",
+		"two JSON values":     `{"failtype":0} {"failtype":1}`,
+		"leading zero":        "{failtype: 0, times: 010}",
+		"NaN probability":     "{failtype: 0, probability: .nan}",
+	}
+}
+
+func BenchmarkParseHostile(b *testing.B) {
+	for name, in := range hostileInputs() {
+		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = Parse(in)
+			}
+		})
 	}
 }

@@ -106,4 +106,8 @@ func TestHeadersNotedOnce(t *testing.T) {
 	if n := strings.Count(u.logs.String(), "headers field is accepted for KernelChaos compatibility"); n != 1 {
 		t.Errorf("noted %d times, want once", n)
 	}
+	// The pod's author writes the headers: the log gives their count, never their text.
+	if logs := u.logs.String(); strings.Contains(logs, "mmzone") || !strings.Contains(logs, `"headers":1`) {
+		t.Errorf("headers logged as other than their count:\n%s", logs)
+	}
 }

@@ -232,7 +232,7 @@ func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
 		if len(f.Headers) > 0 {
 			p.headersNoted.Do(func() {
 				p.log.Info("note: the headers field is accepted for KernelChaos compatibility and not needed: kfault reads types from the kernel's BTF",
-					append(id.logAttrs(), "annotation", key, "headers", f.Headers)...)
+					append(id.logAttrs(), "annotation", key, "headers", len(f.Headers))...)
 			})
 			break
 		}

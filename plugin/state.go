@@ -95,9 +95,21 @@ func OpenLockedStore(dir string, timeout time.Duration) (*Store, error) {
 	return s, nil
 }
 
+// lockDir takes the exclusive flock on dir/lock and writes the pid into it. The lock
+// file is opened without following a symbolic link (a link planted there would have
+// kfault, as root, create or overwrite the file it points to) and without truncating
+// it: the pid replaces the previous owner's only once the lock is held.
 func lockDir(dir string, timeout time.Duration) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, LockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	path := filepath.Join(dir, LockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("state dir lock %s is a symbolic link; refusing to follow it (remove it)", path)
+	}
 	if err != nil {
+		return nil, fmt.Errorf("state dir lock: %w", err)
+	}
+	if err := checkLockFile(f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("state dir lock: %w", err)
 	}
 	deadline := time.Now().Add(timeout)
@@ -107,7 +119,9 @@ func lockDir(dir string, timeout time.Duration) (*os.File, error) {
 			break
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
-			owner, _ := os.ReadFile(f.Name())
+			owner := make([]byte, 32)
+			n, _ := f.ReadAt(owner, 0)
+			owner = owner[:n]
 			f.Close()
 			if errors.Is(err, syscall.EWOULDBLOCK) {
 				return nil, fmt.Errorf("state dir %s is in use by another kfault (pid %s); run one instance per node",
@@ -120,6 +134,22 @@ func lockDir(dir string, timeout time.Duration) (*os.File, error) {
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return f, nil
+}
+
+// checkLockFile refuses a lock file that is not a regular file of its own: a FIFO or
+// device planted at the path, or a hard link to some other file.
+func checkLockFile(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file (%s)", f.Name(), st.Mode().Type())
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink > 1 {
+		return fmt.Errorf("%s has %d hard links; remove it", f.Name(), sys.Nlink)
+	}
+	return nil
 }
 
 // Unlock releases the lock taken by OpenLockedStore.

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -169,4 +170,68 @@ func TestStateDirLock(t *testing.T) {
 		t.Fatalf("successor: %v", err)
 	}
 	s2.Unlock()
+}
+
+func TestStateDirLockRefusesPlantedFiles(t *testing.T) {
+	for name, tc := range map[string]struct {
+		plant func(t *testing.T, lock, victim string)
+		want  string
+	}{
+		"symlink to a file": {
+			plant: func(t *testing.T, lock, victim string) { mustDo(t, os.Symlink(victim, lock)) },
+			want:  "is a symbolic link; refusing to follow it",
+		},
+		"dangling symlink": {
+			plant: func(t *testing.T, lock, victim string) {
+				mustDo(t, os.Remove(victim))
+				mustDo(t, os.Symlink(victim, lock))
+			},
+			want: "is a symbolic link; refusing to follow it",
+		},
+		"hard link": {
+			plant: func(t *testing.T, lock, victim string) { mustDo(t, os.Link(victim, lock)) },
+			want:  "has 2 hard links",
+		},
+		"fifo": {
+			plant: func(t *testing.T, lock, victim string) { mustDo(t, syscall.Mkfifo(lock, 0o600)) },
+			want:  "is not a regular file",
+		},
+		"directory": {
+			plant: func(t *testing.T, lock, victim string) { mustDo(t, os.Mkdir(lock, 0o700)) },
+			want:  "state dir lock",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			victim := filepath.Join(t.TempDir(), "victim")
+			mustDo(t, os.WriteFile(victim, []byte("precious\n"), 0o600))
+			lock := filepath.Join(dir, LockFileName)
+			tc.plant(t, lock, victim)
+			s, err := OpenLockedStore(dir, 100*time.Millisecond)
+			if err == nil {
+				s.Unlock()
+				t.Fatalf("locked through a planted %s", name)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q, want %q", err, tc.want)
+			}
+			// The file the plant points to is neither created, truncated nor written.
+			data, err := os.ReadFile(victim)
+			switch {
+			case name == "dangling symlink":
+				if err == nil {
+					t.Fatalf("created the symlink's target: %q", data)
+				}
+			case err != nil || string(data) != "precious\n":
+				t.Fatalf("victim now %q (%v)", data, err)
+			}
+		})
+	}
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

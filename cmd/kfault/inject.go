@@ -68,6 +68,9 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "kfault inject: a target is required: --cgroup DIR or --pid PID")
 		return 2
 	}
+	if err == nil {
+		err = checkInjectTarget(target, *pid)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "kfault inject:", err)
 		return 2
@@ -131,6 +134,20 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "injected %d faults (per fault: %s) (%s)\n", total, strings.Join(parts, ", "), why)
 	}
 	return 0
+}
+
+// checkInjectTarget refuses the cgroup2 root (level 0): every process of the node is
+// below it, so a fault there is a fault on the whole node. pid is --pid, or 0 for
+// --cgroup. The plugin refuses it too (plugin.resolveTarget).
+func checkInjectTarget(t bpf.Target, pid int) error {
+	if t.Level > 0 {
+		return nil
+	}
+	if pid != 0 {
+		return fmt.Errorf("pid %d is in the root cgroup %s: a fault there would hit every process on the node; "+
+			"move the process to a cgroup of its own, or give --cgroup with a cgroup below the root", pid, t.Path)
+	}
+	return fmt.Errorf("%s is the root cgroup: a fault there would hit every process on the node; give a cgroup below it", t.Path)
 }
 
 // injectFaults builds the fault list from the flags, through annotations.Parse so that the
