@@ -208,3 +208,44 @@ func EncodeJSON(faults []Fault) string {
 	_ = enc.Encode(v)
 	return strings.TrimSuffix(buf.String(), "\n")
 }
+
+// Faults is a parsed fault list as kfault stores it: JSON in the annotation's own form (what
+// EncodeJSON writes), read back through Parse, so stored faults are checked as annotations are.
+type Faults []Fault
+
+// MarshalJSON writes the list as EncodeJSON does, always as a list.
+func (fs Faults) MarshalJSON() ([]byte, error) {
+	if len(fs) == 0 {
+		return []byte("[]"), nil
+	}
+	text := EncodeJSON(fs)
+	if len(fs) == 1 {
+		text = "[" + text + "]"
+	}
+	return []byte(text), nil
+}
+
+// UnmarshalJSON reads a list written by MarshalJSON, or the annotation text as a JSON string
+// (what state files of earlier kfault versions hold). A value this version's parser refuses
+// reads as no faults rather than an error, so that the rest of a state file still loads.
+func (fs *Faults) UnmarshalJSON(data []byte) error {
+	text := string(data)
+	if len(data) > 0 && data[0] == '"' {
+		if err := json.Unmarshal(data, &text); err != nil {
+			return err
+		}
+	}
+	*fs = nil
+	if strings.TrimSpace(text) == "[]" || strings.TrimSpace(text) == "" {
+		return nil
+	}
+	if parsed, err := Parse(text); err == nil {
+		*fs = parsed
+	}
+	return nil
+}
+
+// Equal reports whether two lists hold the same faults.
+func (fs Faults) Equal(other Faults) bool {
+	return len(fs) == len(other) && (len(fs) == 0 || EncodeJSON(fs) == EncodeJSON(other))
+}

@@ -1,6 +1,7 @@
 package annotations
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
@@ -530,6 +531,39 @@ func BenchmarkParseHostile(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = Parse(in)
+			}
+		})
+	}
+}
+
+// TestFaultsJSON: the stored form reads back to the same faults, and a state file of an
+// earlier version (the annotation text as a string) still loads.
+func TestFaultsJSON(t *testing.T) {
+	tests := map[string]struct {
+		stored string
+		want   Faults
+	}{
+		"list":                    {`[{"failtype":0,"times":3},{"function":"vfs_read","errno":"EIO"}]`, Faults{{FailType: Slab, Probability: 100, Times: 3}, {Function: "vfs_read", Errno: 5, Probability: 100}}},
+		"old text":                {`"{failtype: 1, probability: 5}"`, Faults{{FailType: Page, Probability: 5}}},
+		"empty":                   {`[]`, nil},
+		"refused by this version": {`"{failtype: 0, times: 010}"`, nil},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var got Faults
+			if err := json.Unmarshal([]byte(tc.stored), &got); err != nil {
+				t.Fatal(err)
+			}
+			if !got.Equal(tc.want) {
+				t.Fatalf("got %+v, want %+v", got, tc.want)
+			}
+			data, err := json.Marshal(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var again Faults
+			if err := json.Unmarshal(data, &again); err != nil || !again.Equal(got) {
+				t.Fatalf("round trip through %s: %+v, %v", data, again, err)
 			}
 		})
 	}

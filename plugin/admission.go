@@ -71,7 +71,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		return nil
 	}
 	err := p.arm(armRequest{
-		key: c.key, id: c.id, annotation: key, value: value, plan: plan,
+		key: c.key, id: c.id, annotation: key, plan: plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
 	})
 	if err != nil && ph.blockable && p.Config().Mode == Strict {

@@ -283,10 +283,10 @@ func TestEventSync(t *testing.T) {
 	// "running" is armed already (seen by an earlier event); "stale" is in the state
 	// from an earlier run, its container gone; an NRI entry must not be touched.
 	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "running", Pid: armedAlready})
-	u.Store().Put("default/stale", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "stale", Faults: fault, Injected: []uint64{1}})
-	u.Store().Put("criID", Entry{Source: SourceNRI, Namespace: "default", ContainerID: "criID", Faults: fault})
+	u.Store().Put("default/stale", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "stale", Faults: mustFaults(fault), Injected: []uint64{1}})
+	u.Store().Put("criID", Entry{Source: SourceNRI, Namespace: "default", ContainerID: "criID", Faults: mustFaults(fault)})
 	// "live" ran before a plugin restart, with 4 injected.
-	u.Store().Put("default/live", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "live", Faults: fault, Injected: []uint64{4}})
+	u.Store().Put("default/live", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "live", Faults: mustFaults(fault), Injected: []uint64{4}})
 
 	src.tasks = []TaskInfo{
 		{Namespace: "default", ContainerID: "live", Pid: live},
@@ -338,7 +338,7 @@ func TestRearmKeepsDurations(t *testing.T) {
 			pid := src.add(t, u, "default", "n1", "", tc.value)
 			armedAt := time.Now().Add(-tc.armedAgo)
 			u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "n1",
-				Faults: tc.value, Injected: tc.injected, ArmedAt: armedAt})
+				Faults: mustFaults(tc.value), Injected: tc.injected, ArmedAt: armedAt})
 			src.tasks = []TaskInfo{{Namespace: "default", ContainerID: "n1", Pid: pid}}
 			if err := NewEventHandler(u.Plugin, src).Sync(context.Background()); err != nil {
 				t.Fatal(err)

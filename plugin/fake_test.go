@@ -227,7 +227,16 @@ func (u *unitPlugin) armForTest(t *testing.T, key string, id ident, value string
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, value: value, plan: plan, pid: testPid}); err != nil {
+	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, plan: plan, pid: testPid}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// mustFaults parses an annotation value for a state entry.
+func mustFaults(value string) annotations.Faults {
+	faults, err := annotations.Parse(value)
+	if err != nil {
+		panic(err)
+	}
+	return faults
 }

@@ -18,7 +18,7 @@ func TestInjections(t *testing.T) {
 	// engine keeps the first off, and samples name the annotation's index.
 	const n1 = `[{failtype: 0, duration: 1m}, {failtype: 1, duration: 1h}]`
 	u.Store().Put("default/n1", Entry{Source: SourceContainerd, Namespace: "default", Container: "n1", ContainerID: "n1",
-		Faults: n1, Injected: []uint64{0, 0}, Armed: true, ArmedAt: time.Now().Add(-2 * time.Minute)})
+		Faults: mustFaults(n1), Injected: []uint64{0, 0}, Armed: true, ArmedAt: time.Now().Add(-2 * time.Minute)})
 	src := &fakeSource{}
 	pid := src.add(t, u, "default", "n1", "n1", n1)
 	src.tasks = []TaskInfo{{Namespace: "default", ContainerID: "n1", Pid: pid}}

@@ -382,7 +382,7 @@ func TestNRILifecycle(t *testing.T) {
 	}
 	st := h.readState()[app.Id]
 	if !st.Armed || st.Namespace != "default" || st.Pod != "web" || st.Container != "app" ||
-		st.CgroupPath != appDir || st.Faults != slabFault || st.Annotation != "faults.kfault.dev/container.app" {
+		st.CgroupPath != appDir || !st.Faults.Equal(mustFaults(slabFault)) || st.Annotation != "faults.kfault.dev/container.app" {
 		t.Errorf("state entry %+v", st)
 	}
 	armed := tp.logLines("armed")

@@ -310,7 +310,6 @@ type armRequest struct {
 	key         string
 	id          ident
 	annotation  string // key of the annotation
-	value       string // its text
 	plan        bpf.Plan
 	pid         int
 	cgroupsPath string
@@ -339,7 +338,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 			append(r.id.logAttrs(), "annotation", r.annotation)...)
 		return nil
 	}
-	if hadPrev && prev.UserDisarmed && prev.Faults == r.value {
+	if hadPrev && prev.UserDisarmed && prev.Faults.Equal(r.plan.Faults) {
 		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
 		return nil
 	}
@@ -355,7 +354,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	// whose duration has elapsed).
 	var opts bpf.ArmOptions
 	armedAt := time.Now().UTC()
-	if r.carryCounts && hadPrev && prev.Faults == r.value && len(prev.Injected) == len(r.plan.Faults) {
+	if r.carryCounts && hadPrev && prev.Faults.Equal(r.plan.Faults) && len(prev.Injected) == len(r.plan.Faults) {
 		opts.Injected = slices.Clone(prev.Injected)
 		if !prev.ArmedAt.IsZero() {
 			armedAt = prev.ArmedAt
@@ -392,7 +391,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	store.Put(r.key, Entry{
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
 		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
-		Annotation: r.annotation, Faults: r.value, Injected: injected, Armed: true,
+		Annotation: r.annotation, Faults: r.plan.Faults, Injected: injected, Armed: true,
 		ArmedAt: armedAt, Mechanism: p.mechanism(),
 	})
 	p.save()
@@ -650,8 +649,8 @@ func (p *Plugin) containers() []containerView {
 	return out
 }
 
-// faultsOf returns the faults of key: the armed plan's, else the state entry's text parsed
-// (a stopped container, or one armed by an earlier run).
+// faultsOf returns the faults of key: the armed plan's, else the state entry's (a stopped
+// container, or one armed by an earlier run).
 func (p *Plugin) faultsOf(key string, e Entry) []annotations.Fault {
 	p.mu.Lock()
 	plan, ok := p.armed[key]
@@ -659,8 +658,7 @@ func (p *Plugin) faultsOf(key string, e Entry) []annotations.Fault {
 	if ok {
 		return plan.Faults
 	}
-	faults, _ := annotations.Parse(e.Faults)
-	return faults
+	return e.Faults
 }
 
 // forgetPrepared drops a plan kept for a container that goes away unstarted.

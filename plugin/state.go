@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kfault/kfault/annotations"
 )
 
 // StateFileName is the state file inside the state directory.
@@ -34,19 +36,19 @@ const (
 
 // Entry is what the state file remembers about one container with a fault.
 type Entry struct {
-	Source      Source    `json:"source"`
-	Namespace   string    `json:"namespace"`        // Kubernetes namespace (NRI) or containerd namespace
-	Pod         string    `json:"pod,omitempty"`    // empty for non-CRI containers
-	Container   string    `json:"container"`        // container name (nerdctl name, or the ID)
-	ContainerID string    `json:"containerID"`      // runtime container ID
-	CgroupPath  string    `json:"cgroupPath"`       // the armed cgroup directory
-	CgroupID    uint64    `json:"cgroupID"`         // its kernfs id
-	Annotation  string    `json:"annotation"`       // the key the faults came from
-	Faults      string    `json:"faults"`           // the annotation text, as given
-	Injected    []uint64  `json:"injected"`         // per fault: faults injected so far
-	Armed       bool      `json:"armed"`            // false once disarmed (stopped container)
-	ArmedAt     time.Time `json:"armedAt,omitzero"` // when first armed
-	Mechanism   string    `json:"mechanism,omitempty"`
+	Source      Source             `json:"source"`
+	Namespace   string             `json:"namespace"`        // Kubernetes namespace (NRI) or containerd namespace
+	Pod         string             `json:"pod,omitempty"`    // empty for non-CRI containers
+	Container   string             `json:"container"`        // container name (nerdctl name, or the ID)
+	ContainerID string             `json:"containerID"`      // runtime container ID
+	CgroupPath  string             `json:"cgroupPath"`       // the armed cgroup directory
+	CgroupID    uint64             `json:"cgroupID"`         // its kernfs id
+	Annotation  string             `json:"annotation"`       // the key the faults came from
+	Faults      annotations.Faults `json:"faults"`           // the annotation's faults, parsed
+	Injected    []uint64           `json:"injected"`         // per fault: faults injected so far
+	Armed       bool               `json:"armed"`            // false once disarmed (stopped container)
+	ArmedAt     time.Time          `json:"armedAt,omitzero"` // when first armed
+	Mechanism   string             `json:"mechanism,omitempty"`
 	// UserDisarmed: `kfault disarm KEY` turned it off; it is not re-armed (not at
 	// synchronization either) while the container lives.
 	UserDisarmed bool `json:"userDisarmed,omitempty"`
@@ -316,5 +318,6 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 
 func (e Entry) clone() Entry {
 	e.Injected = slices.Clone(e.Injected)
+	e.Faults = slices.Clone(e.Faults)
 	return e
 }

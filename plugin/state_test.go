@@ -23,10 +23,10 @@ func TestStoreRoundTrip(t *testing.T) {
 	entries := map[string]Entry{
 		"c1": {Source: SourceNRI, Namespace: "default", Pod: "web", Container: "app", ContainerID: "c1",
 			CgroupPath: "/sys/fs/cgroup/a", CgroupID: 42, Annotation: "faults.kfault.dev/pod",
-			Faults: "{failtype: 0, times: 10}", Injected: []uint64{3}, Armed: true,
+			Faults: mustFaults("{failtype: 0, times: 10}"), Injected: []uint64{3}, Armed: true,
 			ArmedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Mechanism: "fmod_ret"},
 		"default/n1": {Source: SourceContainerd, Namespace: "default", Container: "n1", ContainerID: "n1",
-			Faults: "[{failtype: 1}, {failtype: 2}]", Injected: []uint64{0, 7}},
+			Faults: mustFaults("[{failtype: 1}, {failtype: 2}]"), Injected: []uint64{0, 7}},
 	}
 	for k, e := range entries {
 		s.Put(k, e)
@@ -67,7 +67,7 @@ func TestStoreAtomicSave(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Put("k", Entry{Faults: "x", Injected: []uint64{1}})
+	s.Put("k", Entry{Faults: mustFaults("{failtype: 0}"), Injected: []uint64{1}})
 	if err := s.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestStoreAtomicSave(t *testing.T) {
 		}
 	}()
 	for i := range 200 {
-		s.Put("k", Entry{Faults: strings.Repeat("y", i*50), Injected: []uint64{uint64(i)}})
+		s.Put("k", Entry{Pod: strings.Repeat("y", i*50), Injected: []uint64{uint64(i)}})
 		if err := s.Save(); err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,7 @@ func TestStatusAndDisarmCommands(t *testing.T) {
 	}
 	st.Put("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", plugin.Entry{
 		Source: plugin.SourceNRI, Namespace: "default", Pod: "web", Container: "app",
-		Faults: "[{failtype: 0}, {failtype: 1}]", Injected: []uint64{5, 6},
+		Faults: mustFaults("[{failtype: 0}, {failtype: 1}]"), Injected: []uint64{5, 6},
 	})
 	if err := st.Save(); err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestWriteStatusRecent(t *testing.T) {
 	at := time.Date(2026, 12, 2, 10, 0, 0, 0, time.Local)
 	st := plugin.Status{Containers: []plugin.StatusEntry{{
 		Key:       "default/victim",
-		Entry:     plugin.Entry{Faults: "[{failtype: 0}]", Injected: []uint64{1025}},
+		Entry:     plugin.Entry{Faults: mustFaults("[{failtype: 0}]"), Injected: []uint64{1025}},
 		FaultList: []string{"should_failslab"},
 		Recent: []bpf.Injection{
 			{Fault: 0, Seq: 8, PID: 41, TGID: 40, Comm: "mkdir-loop", Time: at},
@@ -150,4 +150,13 @@ func TestWriteStatusRecent(t *testing.T) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// mustFaults parses an annotation value for a state entry.
+func mustFaults(value string) annotations.Faults {
+	faults, err := annotations.Parse(value)
+	if err != nil {
+		panic(err)
+	}
+	return faults
 }
