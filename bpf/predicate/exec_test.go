@@ -105,6 +105,12 @@ func bpfWedged() string {
 // use, or "".
 func hostBPF() string {
 	execOnce.Do(func() {
+		// Never load BPF on the host, not even a probe: a host test that loaded thousands
+		// of programs once jammed a machine's BPF allocator for good.
+		if os.Getenv("KFAULT_E2E") != "1" {
+			execErr = errors.New("loads BPF programs: runs inside the test VM only (test/vm/run sets KFAULT_E2E=1)")
+			return
+		}
 		if os.Getpagesize() != 4096 || !littleEndian() {
 			execErr = errors.New("host execution tests assume amd64")
 			return
