@@ -403,8 +403,9 @@ func TestDaemonSetConfig(t *testing.T) {
 			t.Errorf("the DaemonSet's config allows faults in namespace %s", ns)
 		}
 	}
-	if err := cfg.NamespaceAllowed("default"); err != nil {
-		t.Errorf("the DaemonSet's config should allow ordinary namespaces: %v", err)
+	// Default deny: nothing is injected until an admin lists namespaces.
+	if err := cfg.NamespaceAllowed("default"); !errors.Is(err, plugin.ErrNoNamespaceAllowed) {
+		t.Errorf("the DaemonSet's config should allow no namespace until an admin lists some: %v", err)
 	}
 	if cfg.Mode != plugin.Strict {
 		t.Errorf("mode = %s, want strict", cfg.Mode)
@@ -505,6 +506,9 @@ func TestNRIConf(t *testing.T) {
 	}
 	if err := cfg.NamespaceAllowed("kube-system"); err == nil {
 		t.Errorf("nri/10-kfault.conf allows faults in kube-system")
+	}
+	if err := cfg.NamespaceAllowed("default"); !errors.Is(err, plugin.ErrNoNamespaceAllowed) {
+		t.Errorf("nri/10-kfault.conf should allow no namespace until an admin lists some: %v", err)
 	}
 	// The commented-out examples are valid too once uncommented.
 	var uncommented []string

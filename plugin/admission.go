@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"time"
 
 	"github.com/kfault/kfault/annotations"
@@ -41,26 +42,33 @@ var (
 	phaseSync        = phase{name: "sync", arm: true, carryCounts: true}
 )
 
-// admitContainer runs the admission steps that every phase shares: misspelt kfault keys,
-// the effective annotation, the namespace, parsing and preparing the faults; then arms. It
+// admitContainer runs the admission steps that every phase shares: the namespace, misspelt
+// kfault keys, the effective annotation, parsing and preparing the faults; then arms. It
 // returns the error to fail the request with: only in strict mode, only in blockable phases.
 func (p *Plugin) admitContainer(c container, ph phase) error {
+	value, key, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
 	// A misspelt kfault key would otherwise be ignored without a word.
-	if err := keyErrors(c.podAnnotations, c.annotations); err != nil {
-		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: err}, ph.blockable); rerr != nil {
+	keyErr := keyErrors(c.podAnnotations, c.annotations)
+	if !ok && keyErr == nil {
+		return nil // not ours
+	}
+	if err := p.Config().NamespaceAllowed(c.id.Namespace); err != nil {
+		if errors.Is(err, ErrNoNamespaceAllowed) {
+			p.log.Info("not injected", append(c.id.logAttrs(), "annotation", key, "phase", ph.name, "reason", err.Error())...)
+			return nil
+		}
+		return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+	}
+	if keyErr != nil {
+		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: keyErr}, ph.blockable); rerr != nil {
 			return rerr
 		}
 	}
-	value, key, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
 	if !ok {
 		return nil
 	}
 	plan, prepared := p.takePrepared(c.key, value)
-	if prepared {
-		if err := p.Config().NamespaceAllowed(c.id.Namespace); err != nil {
-			return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
-		}
-	} else {
+	if !prepared {
 		var err error
 		if plan, err = p.admit(c.id, key, value); err != nil {
 			return p.reject(c.id, key, ph.name, err, ph.blockable)

@@ -4,6 +4,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -35,14 +36,22 @@ const (
 	DefaultK8sNamespace = "k8s.io"
 )
 
-// DefaultDeniedNamespaces applies when the config lists neither allowed nor denied
-// namespaces.
+// DefaultDeniedNamespaces applies unless the config lists deniedNamespaces. A namespace
+// of it that allowedNamespaces names explicitly is dropped from it.
 var DefaultDeniedNamespaces = []string{"kube-system"}
+
+// AllNamespaces in allowedNamespaces allows every namespace that is not denied.
+const AllNamespaces = "*"
+
+// ErrNoNamespaceAllowed: allowedNamespaces is empty, as it is by default, so kfault injects
+// nothing on this node. Containers run without their faults whatever the mode: an admin has
+// not turned kfault on, and nobody asked for their pods to fail.
+var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node until an admin allows namespaces: the node config's allowedNamespaces is empty")
 
 // Config is the node config: /etc/nri/conf.d/10-kfault.conf (delivered through NRI
 // Configure), a --config file, or flags. Unknown keys are errors.
 //
-//	allowedNamespaces: [team-a, team-b]   # absent: every namespace ...
+//	allowedNamespaces: [team-a, team-b]   # default: none, so nothing is injected; "*": every namespace ...
 //	deniedNamespaces: [kube-system]       # ... except these (default: kube-system)
 //	mode: strict                          # strict | lenient
 //	stateDir: /var/lib/kfault
@@ -141,15 +150,17 @@ func DefaultConfig() Config {
 }
 
 // Merge returns base with every field set in over replacing base's. A namespace list
-// present in over (even empty, `[]`) replaces base's; when over sets allowedNamespaces
-// but not deniedNamespaces, the default deny list is dropped, so that listing
-// kube-system as allowed works.
+// present in over (even empty, `[]`) replaces base's. When over sets allowedNamespaces but
+// not deniedNamespaces, the namespaces it names explicitly leave the default deny list, so
+// that listing kube-system as allowed works ("*" does not name it).
 func Merge(base, over Config) Config {
 	out := base
 	if over.AllowedNamespaces != nil {
 		out.AllowedNamespaces = slices.Clone(over.AllowedNamespaces)
 		if over.DeniedNamespaces == nil && slices.Equal(base.DeniedNamespaces, DefaultDeniedNamespaces) {
-			out.DeniedNamespaces = nil
+			out.DeniedNamespaces = slices.DeleteFunc(slices.Clone(base.DeniedNamespaces), func(ns string) bool {
+				return slices.Contains(over.AllowedNamespaces, ns)
+			})
 		}
 	}
 	if over.DeniedNamespaces != nil {
@@ -210,6 +221,9 @@ func (c Config) Validate() error {
 			if strings.TrimSpace(n) == "" {
 				return fmt.Errorf("node config: %s[%d]: empty namespace name", list.key, i)
 			}
+			if n == AllNamespaces && list.key != "allowedNamespaces" {
+				return fmt.Errorf("node config: %s[%d]: %q means every namespace only in allowedNamespaces (to deny every namespace, leave allowedNamespaces empty)", list.key, i, n)
+			}
 		}
 	}
 	if !c.ControlDisabled() && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
@@ -261,13 +275,17 @@ func checkMetricsAddress(addr string, allowNonLoopback bool) error {
 	return nil
 }
 
-// NamespaceAllowed applies the allow and deny lists. The error says why not.
+// NamespaceAllowed applies the allow and deny lists. The error says why not, and which
+// setting to change; it wraps ErrNoNamespaceAllowed when the allow list is empty.
 func (c Config) NamespaceAllowed(ns string) error {
 	if slices.Contains(c.DeniedNamespaces, ns) {
-		return fmt.Errorf("namespace %q is denied by the kfault node config (deniedNamespaces: %s)", ns, strings.Join(c.DeniedNamespaces, ", "))
+		return fmt.Errorf("namespace %q is denied by the kfault node config (deniedNamespaces: %s); remove it from deniedNamespaces to allow it", ns, strings.Join(c.DeniedNamespaces, ", "))
 	}
-	if c.AllowedNamespaces != nil && !slices.Contains(c.AllowedNamespaces, ns) {
-		return fmt.Errorf("namespace %q is not in the kfault node config's allowedNamespaces (%s)", ns, strings.Join(c.AllowedNamespaces, ", "))
+	if len(c.AllowedNamespaces) == 0 {
+		return fmt.Errorf("%w; add %q (or %q for every namespace) to allowedNamespaces", ErrNoNamespaceAllowed, ns, AllNamespaces)
+	}
+	if !slices.Contains(c.AllowedNamespaces, AllNamespaces) && !slices.Contains(c.AllowedNamespaces, ns) {
+		return fmt.Errorf("namespace %q is not in the kfault node config's allowedNamespaces (%s); add it there to allow it", ns, strings.Join(c.AllowedNamespaces, ", "))
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +20,9 @@ func TestParseAndResolveConfig(t *testing.T) {
 				}
 				if !slices.Equal(c.DeniedNamespaces, []string{"kube-system"}) || c.AllowedNamespaces != nil {
 					t.Errorf("namespaces: allowed %v denied %v", c.AllowedNamespaces, c.DeniedNamespaces)
+				}
+				if err := c.NamespaceAllowed("default"); !errors.Is(err, ErrNoNamespaceAllowed) {
+					t.Errorf("the default config allows a namespace: %v", err)
 				}
 				if !c.EventsEnabled() || !slices.Equal(c.Events.SkipNamespaces, []string{"k8s.io"}) {
 					t.Errorf("events: %+v", c.Events)
@@ -63,8 +67,20 @@ func TestParseAndResolveConfig(t *testing.T) {
 				}
 			},
 		},
+		"star keeps the default deny": {
+			nri: `allowedNamespaces: ["*"]`,
+			check: func(t *testing.T, c Config) {
+				if c.NamespaceAllowed("team-b") != nil || c.NamespaceAllowed("kube-system") == nil {
+					t.Errorf("allowed %v denied %v", c.AllowedNamespaces, c.DeniedNamespaces)
+				}
+			},
+		},
+		"star in the deny list": {
+			nri:     `deniedNamespaces: ["*"]`,
+			wantErr: `deniedNamespaces[0]: "*" means every namespace only in allowedNamespaces`,
+		},
 		"explicit empty deny list": {
-			nri: "deniedNamespaces: []",
+			nri: "allowedNamespaces: [\"*\"]\ndeniedNamespaces: []",
 			check: func(t *testing.T, c Config) {
 				if c.NamespaceAllowed("kube-system") != nil {
 					t.Errorf("kube-system should be allowed: %v", c.DeniedNamespaces)
@@ -163,12 +179,13 @@ func TestNamespaceAllowed(t *testing.T) {
 		ns              string
 		want            string // "" = allowed, else substring of the error
 	}{
-		"default allows":               {denied: []string{"kube-system"}, ns: "default"},
-		"default denies kube-system":   {denied: []string{"kube-system"}, ns: "kube-system", want: "denied"},
+		"default allows none":          {denied: []string{"kube-system"}, ns: "default", want: `allowedNamespaces is empty; add "default" (or "*" for every namespace) to allowedNamespaces`},
+		"star allows":                  {allowed: []string{"*"}, denied: []string{"kube-system"}, ns: "default"},
+		"star keeps the deny list":     {allowed: []string{"*"}, denied: []string{"kube-system"}, ns: "kube-system", want: "remove it from deniedNamespaces"},
 		"allow list hit":               {allowed: []string{"a", "b"}, ns: "b"},
-		"allow list miss":              {allowed: []string{"a", "b"}, ns: "c", want: "not in the kfault node config's allowedNamespaces (a, b)"},
+		"allow list miss":              {allowed: []string{"a", "b"}, ns: "c", want: "not in the kfault node config's allowedNamespaces (a, b); add it there"},
 		"deny wins over allow":         {allowed: []string{"a"}, denied: []string{"a"}, ns: "a", want: "denied"},
-		"empty allow list allows none": {allowed: []string{}, ns: "a", want: "not in"},
+		"empty allow list allows none": {allowed: []string{}, ns: "a", want: "injects nothing"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -195,6 +195,11 @@ func newTestPlugin(t *testing.T, config string) *unitPlugin {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if file.AllowedNamespaces == nil {
+		// Every namespace, unless the test says otherwise ("allowedNamespaces: []" is the
+		// shipped default: none).
+		file.AllowedNamespaces = []string{AllNamespaces}
+	}
 	if file.StateDir == "" {
 		file.StateDir = t.TempDir()
 	}

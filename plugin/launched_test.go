@@ -63,7 +63,7 @@ func TestNRILaunchedByRuntime(t *testing.T) {
 	if err := os.Symlink(exe, filepath.Join(rt.plugs, "10-kfault")); err != nil {
 		t.Fatal(err)
 	}
-	conf := "mode: strict\nstateDir: " + stateDir + "\ndeniedNamespaces: [prod]\ncontrolSocket: off\nevents: {enabled: false}\n"
+	conf := "mode: strict\nstateDir: " + stateDir + "\nallowedNamespaces: [\"*\"]\ndeniedNamespaces: [prod]\ncontrolSocket: off\nevents: {enabled: false}\n"
 	if err := os.WriteFile(filepath.Join(rt.confD, "10-kfault.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}

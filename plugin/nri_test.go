@@ -242,6 +242,11 @@ func (h *harness) startPlugin(config string) *testPlugin {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	if file.AllowedNamespaces == nil {
+		// Every namespace, unless the test says otherwise ("allowedNamespaces: []" is the
+		// shipped default: none).
+		file.AllowedNamespaces = []string{AllNamespaces}
+	}
 	if file.StateDir == "" {
 		file.StateDir = h.stateDir
 	}
@@ -654,6 +659,37 @@ func TestNRIArmFailure(t *testing.T) {
 				t.Errorf("want one 'arm failed' log line:\n%s", tp.logs)
 			}
 		})
+	}
+}
+
+// With the shipped default (allowedNamespaces empty) kfault injects nothing, in strict mode
+// too: the annotated container is created and started, nothing reaches the engine, and the
+// log says which setting turns kfault on.
+func TestNRIDefaultDeny(t *testing.T) {
+	h := newHarness(t)
+	tp := h.startPlugin("allowedNamespaces: []\nmode: strict")
+	p := pod("default", "web", map[string]string{"faults.kfault.dev/pod": slabFault})
+	c, _ := h.container(p, "app")
+	if err := h.rt.create(p, c); err != nil {
+		t.Fatalf("create refused under the default config: %v", err)
+	}
+	if err := h.rt.startCtr(p, c); err != nil {
+		t.Fatalf("start refused under the default config: %v", err)
+	}
+	if got := tp.eng.callLog(); len(got) != 0 {
+		t.Errorf("engine called: %v", got)
+	}
+	lines := tp.logLines("not injected")
+	if len(lines) != 2 { // create and start
+		t.Fatalf("want 2 'not injected' lines, got %d:\n%s", len(lines), tp.logs)
+	}
+	for _, l := range lines {
+		if reason := fmt.Sprint(l["reason"]); !strings.Contains(reason, `add "default"`) || !strings.Contains(reason, "allowedNamespaces") {
+			t.Errorf("not injected line does not say which setting to change: %v", l)
+		}
+	}
+	if got := tp.logLines("rejected"); len(got) != 0 {
+		t.Errorf("rejected lines: %v", got)
 	}
 }
 

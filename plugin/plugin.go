@@ -218,12 +218,8 @@ func (e *RejectError) Error() string {
 
 func (e *RejectError) Unwrap() error { return e.Err }
 
-// admit checks the namespace, parses the annotation value and prepares its faults for the
-// kernel. Every way a container reaches arming goes through it.
+// admit parses the annotation value and prepares its faults for the kernel.
 func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
-	if err := p.Config().NamespaceAllowed(id.Namespace); err != nil {
-		return bpf.Plan{}, &RejectError{Err: err}
-	}
 	faults, err := annotations.Parse(value)
 	if err != nil {
 		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}

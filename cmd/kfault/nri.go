@@ -32,7 +32,7 @@ Three ways to run it:
     /var/log/kfault.log).
 
 The node config (--config, or the one NRI delivers) is YAML:
-  allowedNamespaces: [...]       # default: every namespace ...
+  allowedNamespaces: [...]       # default: none, so nothing is injected; "*": all ...
   deniedNamespaces: [kube-system] # ... except these
   mode: strict                   # strict | lenient
   stateDir: /var/lib/kfault

@@ -58,8 +58,11 @@ func TestInstallPreRegistered(t *testing.T) {
 	}
 	conf := regexp.MustCompile(`(?m)^stateDir: .*$`).ReplaceAllString(string(shipped), "stateDir: "+dir+"/state")
 	conf = regexp.MustCompile(`(?m)^controlSocket: .*$`).ReplaceAllString(conf, "controlSocket: "+dir+"/control.sock")
-	if !strings.Contains(conf, dir+"/state") || !strings.Contains(conf, dir+"/control.sock") {
-		t.Fatalf("install/nri/10-kfault.conf has no stateDir/controlSocket lines to point at %s", dir)
+	// As an admin turns kfault on: uncomment the allowedNamespaces example, listing the
+	// test pod's namespace (the shipped default allows none).
+	conf = regexp.MustCompile(`(?m)^#allowedNamespaces: .*$`).ReplaceAllString(conf, "allowedNamespaces: [default]")
+	if !strings.Contains(conf, dir+"/state") || !strings.Contains(conf, dir+"/control.sock") || !strings.Contains(conf, "\nallowedNamespaces: [default]") {
+		t.Fatalf("install/nri/10-kfault.conf has no stateDir/controlSocket/#allowedNamespaces lines to point at %s", dir)
 	}
 	bin, err := os.ReadFile(vmtest.KfaultBinary())
 	if err != nil {

@@ -205,6 +205,28 @@ func TestPluginDeniedNamespace(t *testing.T) {
 	}
 }
 
+// With kfault's shipped default (allowedNamespaces empty, strict mode) an annotated pod runs
+// with no fault, and the plugin's log says why and which setting turns kfault on.
+func TestPluginDefaultDeny(t *testing.T) {
+	p := withPlugin(t, "defaultdeny", vmtest.PluginOptions{Config: "mode: strict"})
+	r := firstMkdir(t, "defaultdeny")
+	if r.vcode != 0 {
+		t.Errorf("annotated container under the default config: exit %d, log %q (a fault was injected)", r.vcode, r.vlog)
+	}
+	if r.ncode != 0 {
+		t.Errorf("neighbour: exit %d, log %q", r.ncode, r.nlog)
+	}
+	line := p.WaitLog(10*time.Second, "not injected (victim)", func(e vmtest.LogEntry) bool {
+		return e.Msg() == "not injected" && e.Str("container") == "victim"
+	})
+	if reason := line.Str("reason"); !strings.Contains(reason, "allowedNamespaces") || !strings.Contains(reason, `add "default"`) {
+		t.Errorf("not injected: reason %q does not say which setting to change", reason)
+	}
+	if n := p.Count("armed"); n != 0 {
+		t.Errorf("%d armed lines under the default config", n)
+	}
+}
+
 // kill -9 of the plugin stops injection at once (nothing is pinned); a restarted plugin
 // re-arms the running container at Synchronize and its times budget continues.
 func TestPluginKillAndRestart(t *testing.T) {

@@ -36,6 +36,8 @@ type Plugin struct {
 	Dir, StateDir, ControlSocket, LogFile string
 	// MetricsAddress is the --metrics-address, if any.
 	MetricsAddress string
+	// ConfigFile is the --config file, written from PluginOptions.Config.
+	ConfigFile string
 	// Args are extra flags.
 	Args []string
 	// CgroupNamespace runs the plugin in its own cgroup namespace (see PluginOptions).
@@ -55,7 +57,14 @@ type PluginOptions struct {
 	// still mounted, as the DaemonSet's hostPath gives it): /proc/<pid>/cgroup of a container
 	// then reads "0::/../..." and only the OCI cgroupsPath can locate its cgroup.
 	CgroupNamespace bool
+	// Config is the node config (YAML). Empty: AllowEveryNamespace, since kfault's own
+	// default injects nothing.
+	Config string
 }
+
+// AllowEveryNamespace is the node config the tests run with unless they give their own:
+// every namespace but the default deny list (kube-system).
+const AllowEveryNamespace = `allowedNamespaces: ["*"]`
 
 // StartPlugin starts `kfault nri` and waits until it has registered with containerd.
 func StartPlugin(t testing.TB, name string, o PluginOptions) *Plugin {
@@ -70,9 +79,17 @@ func StartPlugin(t testing.TB, name string, o PluginOptions) *Plugin {
 		StateDir:        filepath.Join(dir, "state"),
 		ControlSocket:   filepath.Join(dir, "control.sock"),
 		LogFile:         filepath.Join(dir, "kfault.log"),
+		ConfigFile:      filepath.Join(dir, "config.yaml"),
 		MetricsAddress:  o.MetricsAddress,
 		Args:            o.Args,
 		CgroupNamespace: o.CgroupNamespace,
+	}
+	config := o.Config
+	if config == "" {
+		config = AllowEveryNamespace
+	}
+	if err := os.WriteFile(p.ConfigFile, []byte(config+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		p.Stop()
@@ -97,7 +114,7 @@ func (p *Plugin) Start() {
 	} else {
 		p.logStart = 0
 	}
-	args := []string{"nri", "--state-dir", p.StateDir, "--control-socket", p.ControlSocket, "--log-file", p.LogFile}
+	args := []string{"nri", "--config", p.ConfigFile, "--state-dir", p.StateDir, "--control-socket", p.ControlSocket, "--log-file", p.LogFile}
 	if p.MetricsAddress != "" {
 		args = append(args, "--metrics-address", p.MetricsAddress)
 	}
