@@ -57,8 +57,12 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	}
 	plan, prepared := p.takePrepared(c.key, value)
 	if prepared {
+		// The config may have changed since the plan was made (NRI Configure).
 		if err := p.Config().NamespaceAllowed(c.id.Namespace); err != nil {
 			return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+		}
+		if err := p.Config().checkPredicates(c.id.Namespace, plan.Faults); err != nil {
+			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
 		}
 	} else {
 		var err error
