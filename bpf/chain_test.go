@@ -89,6 +89,11 @@ func TestValidate(t *testing.T) {
 		{slabChain(annotations.Frame{FuncName: "vfs_statx"}, annotations.Frame{FuncName: "d_alloc_parallel", Predicate: `STRNCMP(name->nme, "x", 2)`}),
 			`callchain[1].predicate: column 15: unknown member "nme" of struct qstr`},
 		{slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}), "callchain[0].funcname: function no_such_function_kfault: not in kernel BTF"},
+		// The predicate safety rules (bpf/predicate/safety.go), with the frame named.
+		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Predicate: "parent->d_sb->s_op < 0xffffffff82000000"}),
+			"callchain[0].predicate: column 20: a pointer can only be compared with 0 (NULL check): comparing parent->d_sb->s_op with 0xffffffff82000000 would reveal a kernel address"},
+		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Predicate: "name->name[name->len - 1] == 's'"}),
+			"callchain[0].predicate: column 12: an index must be a constant"},
 		{slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Parameters: "struct inode *parent"}), "callchain[0].parameters: column 1"},
 		{annotations.Fault{FailType: annotations.Slab, Probability: 100, CallChain: make([]annotations.Frame, 9)}, "9 frames"},
 	} {
@@ -109,8 +114,10 @@ func TestValidate(t *testing.T) {
 		slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}),
 		slabChain(annotations.Frame{FuncName: "no_such_function_kfault"}),
 		{FailType: 9, Probability: 100},
+		slabChain(annotations.Frame{FuncName: "d_alloc_parallel", Predicate: "parent == name"}),
 	})
-	for _, want := range []string{"[1].callchain[0].funcname: function no_such_function_kfault", "[2].failtype: failtype 9: unknown"} {
+	for _, want := range []string{"[1].callchain[0].funcname: function no_such_function_kfault", "[2].failtype: failtype 9: unknown",
+		"[3].callchain[0].predicate: column 8: a pointer can only be compared with 0 (NULL check)"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("list: got %v, want %q", err, want)
 		}

@@ -68,7 +68,12 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		return nil
 	}
 	plan, prepared := p.takePrepared(c.key, value)
-	if !prepared {
+	if prepared {
+		// The config may have changed since the plan was made (NRI Configure).
+		if err := p.Config().checkPredicates(c.id.Namespace, plan.Faults); err != nil {
+			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
+		}
+	} else {
 		var err error
 		if plan, err = p.admit(c.id, key, value); err != nil {
 			return p.reject(c.id, key, ph.name, err, ph.blockable)

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/kfault/kfault/annotations"
 )
 
 // Mode says what happens to a container whose fault cannot be honoured.
@@ -62,20 +64,50 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 //	events:
 //	  enabled: true                       # watch containerd events for non-CRI containers
 //	  skipNamespaces: [k8s.io]            # containerd namespaces the watcher ignores
+//	predicates:                           # may call-chain frames carry a predicate?
+//	  default: allow                      # allow | deny: namespaces not listed below
+//	  deny: [tenant-x]                    # predicates refused here (wins over allow)
+//	  allow: [chaos-team]                 # predicates allowed here when default is deny
 //
 // For CRI pods the namespace is the Kubernetes namespace; for containers found by the
 // containerd event watcher it is the containerd namespace (nerdctl: "default").
+//
+// Predicates are compiled to BPF against kernel BTF and read kernel memory; their safety
+// rules (docs/predicates.md) keep them from kernel addresses, but a namespace whose pod
+// authors should not read kernel data at all gets predicates: deny. A fault with a predicate
+// there is refused at admission like a fault in a denied namespace (strict: the container is
+// not created; lenient: a log line and no fault). Faults without predicates are unaffected.
 type Config struct {
-	AllowedNamespaces       []string     `json:"allowedNamespaces,omitempty"`
-	DeniedNamespaces        []string     `json:"deniedNamespaces,omitempty"`
-	Mode                    Mode         `json:"mode,omitempty"`
-	StateDir                string       `json:"stateDir,omitempty"`
-	ContainerdSocket        string       `json:"containerdSocket,omitempty"`
-	MetricsAddress          string       `json:"metricsAddress,omitempty"`
-	MetricsAllowNonLoopback bool         `json:"metricsAllowNonLoopback,omitempty"`
-	ControlSocket           string       `json:"controlSocket,omitempty"`
-	Events                  EventsConfig `json:"events,omitzero"`
+	AllowedNamespaces       []string         `json:"allowedNamespaces,omitempty"`
+	DeniedNamespaces        []string         `json:"deniedNamespaces,omitempty"`
+	Mode                    Mode             `json:"mode,omitempty"`
+	StateDir                string           `json:"stateDir,omitempty"`
+	ContainerdSocket        string           `json:"containerdSocket,omitempty"`
+	MetricsAddress          string           `json:"metricsAddress,omitempty"`
+	MetricsAllowNonLoopback bool             `json:"metricsAllowNonLoopback,omitempty"`
+	ControlSocket           string           `json:"controlSocket,omitempty"`
+	Events                  EventsConfig     `json:"events,omitzero"`
+	Predicates              PredicatesConfig `json:"predicates,omitzero"`
 }
+
+// PredicatesConfig says in which namespaces call-chain predicates are allowed.
+type PredicatesConfig struct {
+	// Default applies to namespaces in neither list: PredicatesAllow (the default) or
+	// PredicatesDeny.
+	Default PredicatePolicy `json:"default,omitempty"`
+	// Deny lists namespaces whose faults may not carry predicates, whatever Default says.
+	Deny []string `json:"deny,omitempty"`
+	// Allow lists namespaces whose faults may carry predicates when Default is deny.
+	Allow []string `json:"allow,omitempty"`
+}
+
+// PredicatePolicy is allow or deny.
+type PredicatePolicy string
+
+const (
+	PredicatesAllow PredicatePolicy = "allow"
+	PredicatesDeny  PredicatePolicy = "deny"
+)
 
 // EventsConfig configures the containerd event watcher (non-CRI containers).
 type EventsConfig struct {
@@ -99,6 +131,13 @@ func ParseConfig(data []byte) (Config, error) {
 	}
 	if err := checkKeys("", raw, reflect.TypeOf(c)); err != nil {
 		return Config{}, fmt.Errorf("node config: %w", err)
+	}
+	if m, ok := raw.(map[string]any); ok {
+		if v, ok := m["predicates"]; ok {
+			if _, isMap := v.(map[string]any); !isMap && v != nil {
+				return Config{}, fmt.Errorf("node config: predicates: %v is not a map: write e.g. {default: deny, allow: [chaos-a]} or {deny: [tenant-x]}", v)
+			}
+		}
 	}
 	if err := yaml.UnmarshalStrict(data, &c); err != nil {
 		return Config{}, fmt.Errorf("node config: %w", err)
@@ -146,6 +185,7 @@ func DefaultConfig() Config {
 		ControlSocket:    DefaultControlSocket,
 		ContainerdSocket: DefaultContainerdSocket,
 		Events:           EventsConfig{Enabled: &enabled, SkipNamespaces: []string{DefaultK8sNamespace}},
+		Predicates:       PredicatesConfig{Default: PredicatesAllow},
 	}
 }
 
@@ -191,6 +231,15 @@ func Merge(base, over Config) Config {
 	if over.Events.SkipNamespaces != nil {
 		out.Events.SkipNamespaces = slices.Clone(over.Events.SkipNamespaces)
 	}
+	if over.Predicates.Default != "" {
+		out.Predicates.Default = over.Predicates.Default
+	}
+	if over.Predicates.Deny != nil {
+		out.Predicates.Deny = slices.Clone(over.Predicates.Deny)
+	}
+	if over.Predicates.Allow != nil {
+		out.Predicates.Allow = slices.Clone(over.Predicates.Allow)
+	}
 	return out
 }
 
@@ -216,7 +265,8 @@ func (c Config) Validate() error {
 	for _, list := range []struct {
 		key   string
 		names []string
-	}{{"allowedNamespaces", c.AllowedNamespaces}, {"deniedNamespaces", c.DeniedNamespaces}, {"events.skipNamespaces", c.Events.SkipNamespaces}} {
+	}{{"allowedNamespaces", c.AllowedNamespaces}, {"deniedNamespaces", c.DeniedNamespaces}, {"events.skipNamespaces", c.Events.SkipNamespaces},
+		{"predicates.deny", c.Predicates.Deny}, {"predicates.allow", c.Predicates.Allow}} {
 		for i, n := range list.names {
 			if strings.TrimSpace(n) == "" {
 				return fmt.Errorf("node config: %s[%d]: empty namespace name", list.key, i)
@@ -225,6 +275,11 @@ func (c Config) Validate() error {
 				return fmt.Errorf("node config: %s[%d]: %q means every namespace only in allowedNamespaces (to deny every namespace, leave allowedNamespaces empty)", list.key, i, n)
 			}
 		}
+	}
+	switch c.Predicates.Default {
+	case "", PredicatesAllow, PredicatesDeny:
+	default:
+		return fmt.Errorf("node config: predicates.default: %q is not allow or deny", c.Predicates.Default)
 	}
 	if !c.ControlDisabled() && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
 		return fmt.Errorf("node config: controlSocket: %q is not an absolute path (or off)", c.ControlSocket)
@@ -286,6 +341,42 @@ func (c Config) NamespaceAllowed(ns string) error {
 	}
 	if !slices.Contains(c.AllowedNamespaces, AllNamespaces) && !slices.Contains(c.AllowedNamespaces, ns) {
 		return fmt.Errorf("namespace %q is not in the kfault node config's allowedNamespaces (%s); add it there to allow it", ns, strings.Join(c.AllowedNamespaces, ", "))
+	}
+	return nil
+}
+
+// PredicatesAllowed applies the predicates switch to namespace ns. The error names the setting
+// that refuses predicates there, and how to change it.
+func (c Config) PredicatesAllowed(ns string) error {
+	p := c.Predicates
+	if slices.Contains(p.Deny, ns) {
+		return fmt.Errorf("predicates are denied in namespace %q by the kfault node config (predicates.deny: %s); remove %s from predicates.deny to allow them", ns, strings.Join(p.Deny, ", "), ns)
+	}
+	if p.Default == PredicatesDeny && !slices.Contains(p.Allow, ns) {
+		return fmt.Errorf("predicates are denied in namespace %q by the kfault node config (predicates.default: deny); add %s to predicates.allow to allow them", ns, ns)
+	}
+	return nil
+}
+
+// checkPredicates refuses faults that carry a call-chain predicate in a namespace where the
+// node config denies predicates. The error names the first such field, as the annotation
+// parser would ("[1].callchain[0].predicate: ...", no index for a single fault).
+func (c Config) checkPredicates(ns string, faults []annotations.Fault) error {
+	for i, f := range faults {
+		for j, fr := range f.CallChain {
+			if strings.TrimSpace(fr.Predicate) == "" {
+				continue
+			}
+			err := c.PredicatesAllowed(ns)
+			if err == nil {
+				return nil
+			}
+			path := fmt.Sprintf("callchain[%d].predicate", j)
+			if len(faults) > 1 {
+				path = fmt.Sprintf("[%d].%s", i, path)
+			}
+			return fmt.Errorf("%s: %w", path, err)
+		}
 	}
 	return nil
 }

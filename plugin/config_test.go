@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kfault/kfault/annotations"
 )
 
 func TestParseAndResolveConfig(t *testing.T) {
@@ -141,6 +143,47 @@ func TestParseAndResolveConfig(t *testing.T) {
 			nri:     "deniedNamespaces: ['']",
 			wantErr: "deniedNamespaces[0]: empty namespace name",
 		},
+		"predicates allowed by default": {
+			check: func(t *testing.T, c Config) {
+				if c.Predicates.Default != PredicatesAllow || c.PredicatesAllowed("default") != nil || c.PredicatesAllowed("kube-system") != nil {
+					t.Errorf("predicates: %+v", c.Predicates)
+				}
+			},
+		},
+		"predicates switch": {
+			file: "predicates: {default: deny, allow: [chaos], deny: [tenant-x]}",
+			check: func(t *testing.T, c Config) {
+				if c.PredicatesAllowed("chaos") != nil || c.PredicatesAllowed("other") == nil || c.PredicatesAllowed("tenant-x") == nil {
+					t.Errorf("predicates: %+v", c.Predicates)
+				}
+			},
+		},
+		"predicates layers: each key replaces": {
+			file: "predicates: {default: deny, allow: [chaos]}",
+			nri:  "predicates: {deny: [tenant-x]}",
+			check: func(t *testing.T, c Config) {
+				want := PredicatesConfig{Default: PredicatesDeny, Allow: []string{"chaos"}, Deny: []string{"tenant-x"}}
+				if c.Predicates.Default != want.Default || !slices.Equal(c.Predicates.Allow, want.Allow) || !slices.Equal(c.Predicates.Deny, want.Deny) {
+					t.Errorf("predicates %+v, want %+v", c.Predicates, want)
+				}
+			},
+		},
+		"predicates: bad default": {
+			nri:     "predicates: {default: maybe}",
+			wantErr: `predicates.default: "maybe" is not allow or deny`,
+		},
+		"predicates: a bare word is not the shape": {
+			nri:     "predicates: deny",
+			wantErr: "node config: predicates: deny is not a map: write e.g. {default: deny, allow: [chaos-a]} or {deny: [tenant-x]}",
+		},
+		"predicates: unknown key": {
+			nri:     "predicates: {denied: [a]}",
+			wantErr: `unknown key "predicates.denied" (known keys: default, deny, allow)`,
+		},
+		"predicates: empty namespace name": {
+			nri:     "predicates: {allow: [a, ' ']}",
+			wantErr: "predicates.allow[1]: empty namespace name",
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -190,6 +233,38 @@ func TestNamespaceAllowed(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			err := Config{AllowedNamespaces: tc.allowed, DeniedNamespaces: tc.denied}.NamespaceAllowed(tc.ns)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPredicatesAllowed(t *testing.T) {
+	const slab = annotations.Slab
+	withPred := annotations.Fault{FailType: slab, CallChain: []annotations.Frame{{FuncName: "a"}, {FuncName: "b", Predicate: "x == 1"}}}
+	noPred := annotations.Fault{FailType: slab, CallChain: []annotations.Frame{{FuncName: "a"}}}
+	for name, tc := range map[string]struct {
+		cfg    PredicatesConfig
+		ns     string
+		faults []annotations.Fault
+		want   string // "" = admitted, else the whole error
+	}{
+		"zero config allows":      {ns: "a", faults: []annotations.Fault{withPred}},
+		"default allow":           {cfg: PredicatesConfig{Default: PredicatesAllow}, ns: "a", faults: []annotations.Fault{withPred}},
+		"deny list, other ns":     {cfg: PredicatesConfig{Deny: []string{"x"}}, ns: "a", faults: []annotations.Fault{withPred}},
+		"deny list hit":           {cfg: PredicatesConfig{Deny: []string{"x", "y"}}, ns: "y", faults: []annotations.Fault{withPred}, want: `callchain[1].predicate: predicates are denied in namespace "y" by the kfault node config (predicates.deny: x, y); remove y from predicates.deny to allow them`},
+		"deny list, no predicate": {cfg: PredicatesConfig{Deny: []string{"x"}}, ns: "x", faults: []annotations.Fault{noPred, {FailType: slab}}},
+		"blank predicate":         {cfg: PredicatesConfig{Deny: []string{"x"}}, ns: "x", faults: []annotations.Fault{{FailType: slab, CallChain: []annotations.Frame{{FuncName: "a", Predicate: " "}}}}},
+		"default deny":            {cfg: PredicatesConfig{Default: PredicatesDeny}, ns: "a", faults: []annotations.Fault{noPred, withPred}, want: `[1].callchain[1].predicate: predicates are denied in namespace "a" by the kfault node config (predicates.default: deny); add a to predicates.allow to allow them`},
+		"default deny, allowed":   {cfg: PredicatesConfig{Default: PredicatesDeny, Allow: []string{"a"}}, ns: "a", faults: []annotations.Fault{withPred}},
+		"deny wins over allow":    {cfg: PredicatesConfig{Default: PredicatesDeny, Allow: []string{"a"}, Deny: []string{"a"}}, ns: "a", faults: []annotations.Fault{withPred}, want: "predicates.deny: a"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := Config{Predicates: tc.cfg}.checkPredicates(tc.ns, tc.faults)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)

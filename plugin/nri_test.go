@@ -616,6 +616,78 @@ func TestNRINamespaceAllowlist(t *testing.T) {
 	}
 }
 
+// TestNRIPredicatesSwitch: the node config's predicates switch refuses faults that carry a
+// call-chain predicate in the namespaces it denies, before the engine compiles anything.
+func TestNRIPredicatesSwitch(t *testing.T) {
+	const (
+		predFault = `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'STRNCMP(name->name, "bananas", 8)'}]}`
+		listFault = `[{failtype: 1}, {failtype: 0, callchain: [{funcname: __x64_sys_mount}, {funcname: d_alloc_parallel, predicate: 'name->len == 7'}]}]`
+	)
+	tests := map[string]struct {
+		config  string
+		ns      string
+		fault   string
+		wantErr string // strict: substring of the creation error; "" = created and armed
+		refused bool   // lenient: rejected (logged), runs without the fault
+	}{
+		"default allows predicates": {ns: "tenant-x", fault: predFault},
+		"deny list refuses a predicate": {
+			config: "predicates: {deny: [tenant-x]}", ns: "tenant-x", fault: predFault,
+			wantErr: `kfault: annotation faults.kfault.dev/pod: callchain[0].predicate: predicates are denied in namespace "tenant-x" by the kfault node config (predicates.deny: tenant-x); remove tenant-x from predicates.deny to allow them`,
+		},
+		"deny list, other namespace":           {config: "predicates: {deny: [tenant-x]}", ns: "team-a", fault: predFault},
+		"deny list, fault without a predicate": {config: "predicates: {deny: [tenant-x]}", ns: "tenant-x", fault: slabFault},
+		"default deny names the frame in a list": {
+			config: "predicates: {default: deny}", ns: "team-a", fault: listFault,
+			wantErr: `[1].callchain[1].predicate: predicates are denied in namespace "team-a" by the kfault node config (predicates.default: deny); add team-a to predicates.allow to allow them`,
+		},
+		"default deny, allow list": {config: "predicates: {default: deny, allow: [team-a]}", ns: "team-a", fault: listFault},
+		"lenient: refused, runs without the fault": {
+			config: "mode: lenient\npredicates: {default: deny}", ns: "team-a", fault: predFault, refused: true,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			tp := h.startPlugin(tc.config)
+			p := pod(tc.ns, "web", map[string]string{"faults.kfault.dev/pod": tc.fault})
+			c, _ := h.container(p, "app")
+			err := h.rt.create(p, c)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("create error %v, want %q", err, tc.wantErr)
+				}
+				if n := tp.eng.prepareCalls(); n != 0 {
+					t.Errorf("the engine prepared (compiled) the refused faults %d times", n)
+				}
+				if got := tp.eng.armedKeys(); len(got) != 0 {
+					t.Fatalf("armed: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.rt.startCtr(p, c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.refused {
+				rl := tp.logLines("rejected")
+				if len(rl) != 2 || !strings.Contains(fmt.Sprint(rl[0]["error"]), "predicates.default: deny") {
+					t.Fatalf("rejected lines: %v", rl)
+				}
+				if got := tp.eng.armedKeys(); len(got) != 0 || tp.eng.prepareCalls() != 0 {
+					t.Fatalf("armed %v, prepared %d times", got, tp.eng.prepareCalls())
+				}
+				return
+			}
+			if got := tp.eng.armedKeys(); !slices.Equal(got, []string{c.Id}) {
+				t.Fatalf("armed %v", got)
+			}
+		})
+	}
+}
+
 func TestNRIArmFailure(t *testing.T) {
 	tests := map[string]struct {
 		mode      string

@@ -175,6 +175,7 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 
 	p.log.Info("configured", "mode", cfg.Mode, "allowedNamespaces", cfg.AllowedNamespaces,
 		"deniedNamespaces", cfg.DeniedNamespaces, "stateDir", cfg.StateDir,
+		"predicates", cfg.Predicates.Default, "predicatesDenied", cfg.Predicates.Deny, "predicatesAllowed", cfg.Predicates.Allow,
 		"metricsAddress", cfg.MetricsAddress, "containerdEvents", cfg.EventsEnabled(),
 		"stateEntries", len(store.Keys()))
 	if p.opts.StartServices != nil {
@@ -222,6 +223,10 @@ func (e *RejectError) Unwrap() error { return e.Err }
 func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
 	faults, err := annotations.Parse(value)
 	if err != nil {
+		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
+	}
+	// Before Prepare: a predicate in a namespace that may not have any is not even compiled.
+	if err := p.Config().checkPredicates(id.Namespace, faults); err != nil {
 		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
 	}
 	for _, f := range faults {

@@ -25,3 +25,21 @@ func BenchmarkResolveCompile(b *testing.B) {
 }
 
 func loadKernelSpecForBench() (*btf.Spec, error) { return btf.LoadKernelSpec() }
+
+// BenchmarkHostileRefused compiles each hostile predicate (safety_test.go) against the
+// synthetic spec: a refusal must come before any real work, so each should take microseconds
+// and few allocations even for the 58-deep pointer chain.
+func BenchmarkHostileRefused(b *testing.B) {
+	spec := testSpec(b)
+	for name, h := range hostile {
+		sig := mustResolve(b, spec, h.fn, "")
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Compile(sig, h.pred, Options{}); err == nil {
+					b.Fatalf("Compile(%q) accepted a hostile predicate", h.pred)
+				}
+			}
+		})
+	}
+}

@@ -12,7 +12,10 @@ import (
 //
 //	struct qstr   { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned char *name; }  // 16
 //	struct dentry { unsigned int d_flags @0; int d_count @4; struct dentry *d_parent @8;
-//	                struct qstr d_name @16; struct inode *d_inode @32; unsigned char d_iname[32] @40; } // 72
+//	                struct qstr d_name @16; struct inode *d_inode @32; unsigned char d_iname[32] @40;
+//	                struct super_block *d_sb @72; }                                                     // 80
+//	struct super_block { const struct super_operations *s_op @0; unsigned long s_magic @8; char s_id[32] @16; } // 48
+//	struct blob   { int n @0; char data[] @4; }  (a flexible array member)                          // 4
 //	struct bio    { struct bio *bi_next @0; unsigned int bi_opf @8; unsigned short bi_flags @12;
 //	                short bi_prio @14; unsigned int bi_a:3 @16.0; int bi_b:5 @16.3; unsigned int bi_c:12 @17.0;
 //	                long bi_size @24; int bi_vals[4] @32; enum req_op bi_op @48; }                        // 56
@@ -59,7 +62,16 @@ func buildTestSpec() (*btf.Spec, error) {
 		{Name: "name", Type: &btf.Pointer{Target: &btf.Const{Type: uchar}}, Offset: 64},
 	}}
 	inode := &btf.Fwd{Name: "inode", Kind: btf.FwdStruct}
-	dentry := &btf.Struct{Name: "dentry", Size: 72}
+	sb := &btf.Struct{Name: "super_block", Size: 48, Members: []btf.Member{
+		{Name: "s_op", Type: &btf.Pointer{Target: &btf.Const{Type: &btf.Fwd{Name: "super_operations", Kind: btf.FwdStruct}}}, Offset: 0},
+		{Name: "s_magic", Type: ulong, Offset: 64},
+		{Name: "s_id", Type: &btf.Array{Index: uint, Type: char, Nelems: 32}, Offset: 128},
+	}}
+	blob := &btf.Struct{Name: "blob", Size: 4, Members: []btf.Member{
+		{Name: "n", Type: sint, Offset: 0},
+		{Name: "data", Type: &btf.Array{Index: uint, Type: char, Nelems: 0}, Offset: 32},
+	}}
+	dentry := &btf.Struct{Name: "dentry", Size: 80}
 	dentry.Members = []btf.Member{
 		{Name: "d_flags", Type: uint, Offset: 0},
 		{Name: "d_count", Type: sint, Offset: 32},
@@ -67,6 +79,7 @@ func buildTestSpec() (*btf.Spec, error) {
 		{Name: "d_name", Type: qstr, Offset: 128},
 		{Name: "d_inode", Type: &btf.Pointer{Target: inode}, Offset: 256},
 		{Name: "d_iname", Type: &btf.Array{Index: uint, Type: uchar, Nelems: 32}, Offset: 320},
+		{Name: "d_sb", Type: &btf.Pointer{Target: sb}, Offset: 576},
 	}
 	reqOp := &btf.Enum{Name: "req_op", Size: 4, Values: []btf.EnumValue{{Name: "REQ_OP_READ", Value: 0}, {Name: "REQ_OP_WRITE", Value: 1}}}
 	bio := &btf.Struct{Name: "bio", Size: 56}
@@ -111,6 +124,16 @@ func buildTestSpec() (*btf.Spec, error) {
 			btf.FuncParam{Name: "argv", Type: &btf.Pointer{Target: &btf.Pointer{Target: char}}},
 			btf.FuncParam{Name: "u", Type: &btf.Pointer{Target: &btf.TypeTag{Value: "user", Type: &btf.Const{Type: char}}}}),
 		fn("byval", btf.FuncParam{Name: "q", Type: qstr}),
+		// Pointers that the string functions must refuse, or that only a small constant may index.
+		fn("ptrs",
+			btf.FuncParam{Name: "dp", Type: &btf.Pointer{Target: &btf.Pointer{Target: dentry}}},
+			btf.FuncParam{Name: "vp", Type: &btf.Pointer{Target: &btf.Void{}}},
+			btf.FuncParam{Name: "bp", Type: &btf.Pointer{Target: boolT}},
+			btf.FuncParam{Name: "ip", Type: &btf.Pointer{Target: sint}}),
+		fn("chars",
+			btf.FuncParam{Name: "u8p", Type: &btf.Pointer{Target: &btf.Typedef{Name: "u8", Type: &btf.Typedef{Name: "__u8", Type: uchar}}}},
+			btf.FuncParam{Name: "scp", Type: &btf.Pointer{Target: &btf.Const{Type: &btf.Int{Name: "signed char", Size: 1, Encoding: btf.Signed}}}},
+			btf.FuncParam{Name: "bl", Type: &btf.Pointer{Target: blob}}),
 		fn("wide",
 			btf.FuncParam{Name: "q", Type: qstr},
 			btf.FuncParam{Name: "x", Type: sint},

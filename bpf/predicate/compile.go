@@ -202,13 +202,11 @@ func walk(e Expr, f func(Expr)) {
 // Stack layout (offsets from R10):
 //
 //	-8             scratch: destination of scalar reads
-//	-16            scratch: source of pointer laundering
+//	-16            reserved (it held a pointer to launder for variable indexes, which the safety
+//	               rules no longer allow; kept so that the documented stack sizes stay)
 //	-16-strSize    string buffer (strSize bytes, 8-aligned)
 //	below          spill slots, 8 bytes each
-const (
-	offRead    = -8
-	offLaunder = -16
-)
+const offRead = -8
 
 type item struct {
 	ins    asm.Instruction
@@ -372,6 +370,8 @@ type operand struct {
 	user            bool   // the memory is user memory
 	// typed: R0 holds a pointer the verifier types (PTR_TO_BTF_ID): no variable arithmetic.
 	typed bool
+	// derefs: the pointers followed to reach this value or object (see MaxDerefs).
+	derefs int
 }
 
 type opKind int
@@ -444,7 +444,7 @@ func (g *gen) rvalue(e Expr, o operand) (operand, error) {
 		if o.user {
 			target = &btf.TypeTag{Value: "user", Type: target}
 		}
-		return operand{kind: kValue, typ: &btf.Pointer{Target: target}, typed: o.typed}, nil
+		return operand{kind: kValue, typ: &btf.Pointer{Target: target}, typed: o.typed, derefs: o.derefs}, nil
 	case clInt, clPtr:
 	case clStruct:
 		return o, g.errAt(e.Pos(), "%s is a %s, not a value (use . or -> to pick a member)", exprName(e), typeString(o.typ))
@@ -490,7 +490,7 @@ func (g *gen) rvalue(e Expr, o operand) (operand, error) {
 	}
 	g.emit(asm.LoadMem(asm.R0, asm.R10, offRead, sizeOf(size)))
 	g.extend(size, signed)
-	return operand{kind: kValue, typ: o.typ}, nil
+	return operand{kind: kValue, typ: o.typ, derefs: o.derefs}, nil
 }
 
 func sizeOf(n int) asm.Size {
@@ -547,20 +547,6 @@ func (g *gen) read(o operand, n int, dst int16) error {
 	}
 	g.emit(asm.JNE.Imm(asm.R0, 0, g.lFalse))
 	return nil
-}
-
-// launder turns a verifier-typed pointer in R0 into a plain scalar (same value), so that
-// variable offsets can be added to it.
-func (g *gen) launder() {
-	g.emit(asm.StoreMem(asm.R10, offLaunder, asm.R0, asm.DWord))
-	g.emit(asm.Mov.Reg(asm.R3, asm.R10))
-	g.emit(asm.Add.Imm(asm.R3, offLaunder))
-	g.emit(asm.Mov.Reg(asm.R1, asm.R10))
-	g.emit(asm.Add.Imm(asm.R1, offRead))
-	g.emit(asm.Mov.Imm(asm.R2, 8))
-	g.emit(asm.FnProbeReadKernel.Call())
-	g.emit(asm.JNE.Imm(asm.R0, 0, g.lFalse))
-	g.emit(asm.LoadMem(asm.R0, asm.R10, offRead, asm.DWord))
 }
 
 func (g *gen) loadConst(r asm.Register, v uint64) {
@@ -742,10 +728,13 @@ func (g *gen) member(m *Member) (operand, error) {
 			return x, g.errAt(m.OpAt, "-> on %s, which is a %s, not a pointer to a struct or union", exprName(m.X), typeString(x.typ))
 		}
 		comp = ptr.Target
+		if err := g.checkDerefs(m.OpAt, x.derefs+1, "->"); err != nil {
+			return x, err
+		}
 		if x.kind == kConst {
 			g.loadConst(asm.R0, x.c)
 		}
-		base = operand{kind: kLvalue, typ: comp, user: hasUserTag(ptr.Target), typed: x.typed}
+		base = operand{kind: kLvalue, typ: comp, user: hasUserTag(ptr.Target), typed: x.typed, derefs: x.derefs + 1}
 	} else {
 		x, err := g.expr(m.X)
 		if err != nil {
@@ -797,7 +786,7 @@ func (g *gen) index(ix *Index) (operand, error) {
 		return x, err
 	}
 	var elem btf.Type
-	var nelems int64 = -1
+	var nelems int64 = -1 // -1: a pointer, whose target's size is unknown
 	user := false
 	switch classify(x.typ) {
 	case clArray:
@@ -813,10 +802,13 @@ func (g *gen) index(ix *Index) (operand, error) {
 		}
 		ptr := under(x.typ).(*btf.Pointer)
 		elem, user = ptr.Target, hasUserTag(ptr.Target)
+		if err := g.checkDerefs(ix.OpAt, x.derefs+1, "[]"); err != nil {
+			return x, err
+		}
 		if x.kind == kConst {
 			g.loadConst(asm.R0, x.c)
 		}
-		x = operand{kind: kLvalue, typ: elem, typed: x.typed}
+		x = operand{kind: kLvalue, typ: elem, typed: x.typed, derefs: x.derefs + 1}
 	default:
 		if x.kind == kLvalue {
 			x, err = g.rvalue(ix.X, x)
@@ -838,44 +830,17 @@ func (g *gen) index(ix *Index) (operand, error) {
 		return x, g.errAt(ix.OpAt, "cannot index %s: element type %s has no size", exprName(ix.X), typeString(elem))
 	}
 	x.typ, x.user = elem, user
-	if g.isConst(ix.Index) {
-		v, t, err := g.constant(ix.Index)
-		if err != nil {
-			return x, err
-		}
-		if classify(t) != clInt {
-			return x, g.errAt(ix.Index.Pos(), "index must be an integer")
-		}
-		i := int64(v)
-		if isUnsigned(t) && v > math.MaxInt32 || i > math.MaxInt32 || i < math.MinInt32 {
-			return x, g.errAt(ix.Index.Pos(), "index %s out of range", ix.Index.String())
-		}
-		if nelems > 0 && (i < 0 || i >= nelems) {
-			return x, g.errAt(ix.Index.Pos(), "index %d out of range for %s (%d elements)", i, exprName(ix.X), nelems)
-		}
-		x.off += i * int64(size)
-		if x.off > math.MaxInt32/2 || x.off < math.MinInt32/2 {
-			return x, g.errAt(ix.Index.Pos(), "index %d out of range", i)
-		}
-		return x, nil
-	}
-	// Variable index: address = base + index*size, computed as a plain scalar.
-	g.addOff(x.off)
-	if x.typed {
-		g.launder()
-	}
-	if err := g.push(ix.OpAt); err != nil {
+	// Only constant indexes, within bounds (safety rule 2): no address is ever computed at
+	// run time, so the element's offset is known here.
+	i, err := g.checkIndex(ix, nelems, size)
+	if err != nil {
 		return x, err
 	}
-	if _, err := g.integer(ix.Index, "an index"); err != nil {
-		return x, err
+	x.off += i * int64(size)
+	if x.off > math.MaxInt32/2 || x.off < math.MinInt32/2 {
+		return x, g.errAt(ix.Index.Pos(), "index %d out of range", i)
 	}
-	if size != 1 {
-		g.emit(asm.Mul.Imm(asm.R0, int32(size)))
-	}
-	g.pop(asm.R1)
-	g.emit(asm.Add.Reg(asm.R0, asm.R1))
-	return operand{kind: kLvalue, typ: elem, user: user}, nil
+	return x, nil
 }
 
 // binaryOperands compiles both operands of a binary operator. Afterwards the left operand is
@@ -930,9 +895,9 @@ func (g *gen) arith(b *Binary) (operand, error) {
 	}{{l, b.X}, {r, b.Y}} {
 		if classify(side.o.typ) == clPtr {
 			if b.Op == "+" || b.Op == "-" {
-				return operand{}, g.errAt(b.OpAt, "pointer arithmetic is not supported (%s is a %s; use p[i])", exprName(side.e), typeString(side.o.typ))
+				return operand{}, g.errAt(b.OpAt, "pointer arithmetic is not supported (%s is a %s; use p[i] with a constant i): %s", exprName(side.e), typeString(side.o.typ), pointerValueNote)
 			}
-			return operand{}, g.errAt(b.OpAt, "%s needs integers, but %s is a %s", what, exprName(side.e), typeString(side.o.typ))
+			return operand{}, g.errAt(b.OpAt, "%s needs integers, but %s is a %s: %s", what, exprName(side.e), typeString(side.o.typ), pointerValueNote)
 		}
 	}
 	var typ btf.Type
@@ -1040,6 +1005,9 @@ func (g *gen) compare(b *Binary, t, f string) error {
 		return err
 	}
 	l, r := ops.l, ops.r
+	if err := g.checkPointerCompare(b, l, r); err != nil {
+		return err
+	}
 	lp, rp := classify(l.typ) == clPtr, classify(r.typ) == clPtr
 	unsigned := lp || rp || isUnsigned(promote(l.typ, r.typ))
 	op := b.Op
@@ -1120,14 +1088,19 @@ func (g *gen) strcmp(c *Call, t, f string) error {
 		}
 		ptr := under(x.typ).(*btf.Pointer)
 		elem, user = ptr.Target, hasUserTag(ptr.Target)
+		if isCharType(elem) {
+			if err := g.checkDerefs(c.Args[0].Pos(), x.derefs+1, c.Name); err != nil {
+				return err
+			}
+		}
 		if x.kind == kConst {
 			g.loadConst(asm.R0, x.c)
 		}
 	default:
 		return g.errAt(c.Args[0].Pos(), "%s needs a char pointer or char array as its first argument; %s is a %s", c.Name, exprName(c.Args[0]), typeString(x.typ))
 	}
-	if ecl := classify(elem); !(ecl == clVoid || (ecl == clInt && btfSize(elem) == 1)) {
-		return g.errAt(c.Args[0].Pos(), "%s needs a char pointer or char array as its first argument; %s is a %s", c.Name, exprName(c.Args[0]), typeString(x.typ))
+	if !isCharType(elem) {
+		return g.errAt(c.Args[0].Pos(), "%s needs a char pointer or char array as its first argument; %s is a %s (a string function reads only char, signed char or unsigned char)", c.Name, exprName(c.Args[0]), typeString(x.typ))
 	}
 	// Read up to m bytes and a NUL into the string buffer.
 	buf := g.strOff()
@@ -1182,14 +1155,6 @@ func (g *gen) strcmp(c *Call, t, f string) error {
 	}
 	g.jump(t)
 	return nil
-}
-
-func btfSize(t btf.Type) int {
-	n, err := btf.Sizeof(t)
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 // constant folds a constant expression. Arithmetic is on 64 bits, as at run time.

@@ -28,6 +28,26 @@
 // Load the kernel spec once and keep it: btf.LoadKernelSpec parses all of vmlinux's BTF.
 // Resolve plus Compile then take well under a millisecond.
 //
+// # Safety rules
+//
+// Predicates come from pod annotations, written by anyone who can create a pod, and run in the
+// kernel. Compile lets them read kernel data that BTF describes, reached from the arguments,
+// and never a kernel address nor memory at a computed address (safety.go; docs/predicates.md,
+// "Safety rules"):
+//
+//  1. Memory is reached only through BTF members, at the offsets BTF gives.
+//  2. Indexes are integer constants (after folding): 0..N-1 for an array of N elements; for a
+//     pointer or an array of unknown length, within the first PointerWindow (64) bytes.
+//  3. One access path follows at most MaxDerefs (4) pointers: each -> and each [] on a pointer
+//     follows one, and so does STRNCMP/STRCMP on a char pointer.
+//  4. A pointer may only be tested against 0 (p == 0, p != NULL, !p, p as a condition); it is
+//     never compared with another value, nor used in arithmetic. STRNCMP/STRCMP take only
+//     char, signed char or unsigned char pointers and arrays.
+//
+// A refusal is an *Error like any other, its message naming the rule, e.g. "column 20: a pointer
+// can only be compared with 0 (NULL check): comparing parent->d_sb->s_op with
+// 0xffffffff82000000 would reveal a kernel address".
+//
 // # Code contract
 //
 // Program.Instructions is one BPF-to-BPF subprogram (a static function). Either append it after
@@ -63,7 +83,7 @@
 //
 // With ArgSource Tracing, pointer-to-struct arguments are read from the context directly (the
 // verifier types them as BTF pointers); they are only ever added constant offsets and passed
-// to the probe-read helpers, or compared. Any other pointer argument is copied out of the
+// to the probe-read helpers, or compared with 0. Any other pointer argument is copied out of the
 // context with bpf_probe_read_kernel so the verifier sees a plain number.
 //
 // # Semantics
@@ -71,7 +91,7 @@
 // Every value is widened to 64 bits when read: signed BTF integers and enums are
 // sign-extended, unsigned ones zero-extended, bitfields extracted (little-endian hosts).
 // Arithmetic and comparisons are on 64 bits, unsigned when either operand is a 64-bit unsigned
-// integer or a pointer, signed otherwise (so, unlike C, -1 < 1u is true). Each dereference reads
+// integer, signed otherwise (so, unlike C, -1 < 1u is true). Each dereference reads
 // exactly the member's size (at most 8 bytes). STRNCMP(e, "lit", n) and STRCMP(e, "lit") are
 // true when the strings match (unlike C's strncmp); they read min(n, len(lit)+1) bytes plus one
 // with bpf_probe_read_kernel_str and compare them unrolled, 8 bytes at a time.

@@ -204,8 +204,8 @@ func runBatch(t *testing.T, sig *Signature, preds []string, src ArgSource, m *fa
 // "kfault" whose d_iname is "kfault", name is the qstr for qname.
 func dallocMem(src ArgSource, qname string) *fakeMem {
 	m := newFakeMem()
-	parent := m.alloc(72)
-	grand := m.alloc(72)
+	parent := m.alloc(80)
+	grand := m.alloc(80)
 	q := m.alloc(16)
 	s := m.str(qname)
 	pname := m.str("kfault")
@@ -254,8 +254,8 @@ func TestExecDAllocParallel(t *testing.T) {
 				{`name->hash_len == 0x00000001deadbeef`, "x", 1},
 				{`name->name[0] == 'b' && name->name[1] == 'a'`, "bananas", 1},
 				{`name->name[0] == 'b' && name->name[1] == 'a'`, "bxnanas", 0},
-				{`name->name[name->len - 1] == 's'`, "bananas", 1},
-				{`name->name[name->len - 1] == 's'`, "banana", 0},
+				{`name->name[6] == 's'`, "bananas", 1},
+				{`name->name[6] == 's'`, "banana", 0}, // the NUL
 				{`parent->d_flags & 1`, "x", 1},
 				{`parent->d_flags & 2`, "x", 0},
 				{`parent->d_flags >> 31 == 1`, "x", 1},
@@ -266,14 +266,16 @@ func TestExecDAllocParallel(t *testing.T) {
 				{`STRCMP(parent->d_parent->d_iname, "root")`, "x", 1},
 				{`STRCMP(parent->d_parent->d_iname, "kfault")`, "x", 0},
 				{`STRCMP(parent->d_name.name, "kfault") && parent->d_name.len == 6`, "x", 1},
-				{`parent->d_iname[name->len - 1] == 0`, "bananas", 1}, // d_iname[6] is NUL
-				{`parent->d_iname[name->len - 2] == 't'`, "bananas", 1},
+				{`parent->d_iname[6] == 0`, "bananas", 1}, // NUL after "kfault"
+				{`parent->d_iname[5] == 't'`, "bananas", 1},
+				{`parent->d_iname[31] == 0`, "bananas", 1},
 				{`parent->d_parent->d_parent == 0`, "x", 1},
 				{`parent->d_parent->d_parent->d_flags == 0`, "x", 0}, // reading NULL makes it false
 				{`!(parent->d_parent->d_parent->d_flags == 0)`, "x", 0},
 				{`parent != 0 && name != NULL`, "x", 1},
 				{`!parent || !name`, "x", 0},
-				{`parent == parent && name != parent`, "x", 1},
+				{`parent->d_parent != NULL && !parent->d_parent->d_parent`, "x", 1},
+				{`(parent->d_parent->d_parent == 0) + (name != 0) == 2`, "x", 1},
 				{`(name->len == 7) + (name->hash != 0) == 2`, "bananas", 1},
 				{`(name->len | 8) == 15 && (name->len ^ 1) == 6 && (name->len << 2) == 28`, "bananas", 1},
 				{`-name->len == -7 && ~name->len == -8`, "bananas", 1},
@@ -343,7 +345,7 @@ func TestExecBio(t *testing.T) {
 			{`bio->bi_c == 0xabc`, 1},
 			{`bio->bi_size == 1 << 62`, 1},
 			{`bio->bi_vals[0] == -15 && bio->bi_vals[3] == 15`, 1},
-			{`bio->bi_vals[bio->bi_a - 4] == -5`, 1},
+			{`bio->bi_vals[1] == -5 && bio->bi_vals[2] == 5`, 1},
 			{`bio->bi_op == 1`, 1},
 			{`bio->bi_next == 0`, 1},
 			{`bio->bi_next->bi_opf`, 0},
@@ -432,7 +434,7 @@ func TestExecStrs(t *testing.T) {
 			{`STRNCMP(s, "help", 4)`, 0},
 			{`s[4] == 'o' && s[5] == 0`, 1},
 			{`STRCMP(argv[0], "mount") && STRCMP(argv[1], "-t") && argv[2] == 0`, 1},
-			{`STRCMP(argv[s[5]], "mount")`, 1},
+			{`argv[1][1] == 't' && argv[1][2] == 0`, 1},
 			{`argv[0][0] == 'm'`, 1},
 		}
 		preds := make([]string, len(cases))

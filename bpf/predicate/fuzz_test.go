@@ -114,6 +114,16 @@ func loadCheck(t *testing.T, p *Program, src ArgSource, sig *Signature) {
 	prog.Close()
 }
 
+// refusedSeeds are hostile predicates (see TestHostilePredicatesRefused and the corpus in
+// testdata/fuzz/FuzzCompile) that no signature may accept.
+var refusedSeeds = func() map[string]bool {
+	m := map[string]bool{}
+	for _, h := range hostile {
+		m[h.pred] = true
+	}
+	return m
+}()
+
 func FuzzCompile(f *testing.F) {
 	for i, s := range fuzzSeeds {
 		f.Add(s, uint8(i))
@@ -136,6 +146,16 @@ func FuzzCompile(f *testing.F) {
 			}
 			return
 		}
+		if refusedSeeds[src] {
+			t.Fatalf("Compile(%q) accepted a predicate the safety rules refuse", src)
+		}
+		// Safety rule 2: no accepted predicate indexes with anything but a constant.
+		g := &gen{sig: sig}
+		walk(p.Expr, func(e Expr) {
+			if ix, ok := e.(*Index); ok && !g.isConst(ix.Index) {
+				t.Fatalf("Compile(%q) accepted the computed index %s", src, ix.Index)
+			}
+		})
 		if len(p.Instructions) == 0 || p.Instructions[len(p.Instructions)-1].OpCode.JumpOp() != asm.Exit {
 			t.Fatalf("Compile(%q): program does not end in exit", src)
 		}

@@ -10,7 +10,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf/predicate"
 )
 
 // maxManifestBytes bounds what validate and convert read.
@@ -37,20 +40,98 @@ func readInputFile(name string, stdin io.Reader) ([]byte, error) {
 	return data, nil
 }
 
-const validateUsage = `usage: kfault validate FILE|-
+const validateUsage = `usage: kfault validate [--btf FILE | --no-btf] FILE|-
 
 Checks a kfault annotation value, or Kubernetes manifests (Pod, Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, PodTemplate, List) carrying
 faults.kfault.dev annotations, and prints what would be armed in each container.
 "-" reads standard input.
 
+Call-chain predicates are compiled against kernel BTF, as the node does when it
+arms them, so type errors and the predicate safety rules are reported here:
+this machine's /sys/kernel/btf/vmlinux by default. A frame whose function is not
+in that BTF is noted and its predicate checked for syntax only. Without BTF,
+predicates are checked for syntax only, and a note on standard error says why.
+
+  --btf FILE   compile predicates against this BTF file (raw BTF, such as a
+               copy of a node's /sys/kernel/btf/vmlinux, or an ELF with BTF)
+  --no-btf     check predicate syntax only
+
 Exit status: 0 valid, 1 invalid (the reasons go to standard error), 2 usage error.
 `
+
+// kernelBTFPath is the running kernel's BTF, the default for predicate compiles.
+var kernelBTFPath = "/sys/kernel/btf/vmlinux"
+
+// predicateChecker checks the call-chain predicates of parsed faults: compiled against a BTF
+// spec, loaded on first use, or for syntax only when there is none.
+type predicateChecker struct {
+	path   string // the BTF file; "" with --no-btf
+	spec   *btf.Spec
+	why    string // why predicates are checked for syntax only ("" until known, or with a spec)
+	loaded bool
+	noted  bool // the syntax-only note was printed
+}
+
+// load reads the BTF file once. It returns nil when predicates get a syntax check only.
+func (pc *predicateChecker) load() *btf.Spec {
+	if pc.loaded {
+		return pc.spec
+	}
+	pc.loaded = true
+	if pc.path == "" {
+		pc.why = "--no-btf"
+		return nil
+	}
+	spec, err := btf.LoadSpec(pc.path)
+	if err != nil {
+		pc.why = fmt.Sprintf("no kernel BTF: %v; pass --btf FILE with a node's BTF, or --no-btf", err)
+		return nil
+	}
+	pc.spec = spec
+	return spec
+}
+
+// check returns one message per bad predicate, paths as the node reports them
+// ("[1].callchain[0].predicate: column 20: ..."; no index for a single fault), and notes.
+func (pc *predicateChecker) check(faults []annotations.Fault, stderr io.Writer) (errs, notes []string) {
+	for i, f := range faults {
+		index := ""
+		if len(faults) > 1 {
+			index = fmt.Sprintf("[%d].", i)
+		}
+		for j, fr := range f.CallChain {
+			if strings.TrimSpace(fr.Predicate) == "" {
+				continue
+			}
+			spec := pc.load()
+			if spec != nil {
+				_, _, err := predicate.CompileFrame(spec, j, fr.FuncName, fr.Parameters, fr.Predicate, predicate.Options{ArgSource: predicate.Tracing})
+				if !errors.Is(err, predicate.ErrNotInBTF) {
+					if err != nil {
+						errs = append(errs, index+err.Error())
+					}
+					continue
+				}
+				notes = append(notes, fmt.Sprintf("note: %scallchain[%d].funcname: %s is not in %s; its predicate was checked for syntax only", index, j, fr.FuncName, pc.path))
+			} else if !pc.noted {
+				pc.noted = true
+				fmt.Fprintf(stderr, "kfault validate: predicates checked for syntax only, not compiled (%s)\n", pc.why)
+			}
+			if _, err := predicate.Parse(fr.Predicate); err != nil {
+				errs = append(errs, fmt.Sprintf("%scallchain[%d].predicate: %v", index, j, err))
+			}
+		}
+	}
+	return errs, notes
+}
 
 func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, validateUsage) }
+	btfFile := fs.String("btf", "", "compile predicates against this BTF file")
+	noBTF := fs.Bool("no-btf", false, "check predicate syntax only")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -61,22 +142,47 @@ func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, validateUsage)
 		return 2
 	}
+	pc := &predicateChecker{path: kernelBTFPath}
+	switch {
+	case *noBTF && *btfFile != "":
+		fmt.Fprintln(stderr, "kfault validate: --btf and --no-btf exclude each other")
+		return 2
+	case *noBTF:
+		pc.path = ""
+	case *btfFile != "":
+		// A file asked for by name must load: a typo should not pass as "syntax only".
+		pc.path = *btfFile
+		if pc.load() == nil {
+			fmt.Fprintf(stderr, "kfault validate: --btf %s: %s\n", *btfFile, strings.TrimPrefix(pc.why, "no kernel BTF: "))
+			return 2
+		}
+	}
 	data, err := readInputFile(fs.Arg(0), stdin)
 	if err != nil {
 		fmt.Fprintf(stderr, "kfault validate: %v\n", err)
 		return 2
 	}
 	if !annotations.IsManifest(data) {
-		return validateValue(string(data), stdout, stderr)
+		return validateValue(string(data), pc, stdout, stderr)
 	}
-	return validateManifests(data, stdout, stderr)
+	return validateManifests(data, pc, stdout, stderr)
 }
 
 // validateValue checks a bare annotation value.
-func validateValue(value string, stdout, stderr io.Writer) int {
+func validateValue(value string, pc *predicateChecker, stdout, stderr io.Writer) int {
 	faults, err := annotations.Parse(value)
 	if err != nil {
 		printFaultErrors(stderr, "", err)
+		return 1
+	}
+	errs, notes := pc.check(faults, stderr)
+	for _, n := range notes {
+		fmt.Fprintln(stderr, n)
+	}
+	if len(errs) > 0 {
+		for _, e := range errs {
+			fmt.Fprintln(stderr, e)
+		}
 		return 1
 	}
 	fmt.Fprintf(stdout, "valid: %s; a container with this annotation gets:\n", countNoun(len(faults), "fault"))
@@ -98,7 +204,7 @@ func printFaultErrors(w io.Writer, prefix string, err error) {
 	fmt.Fprintf(w, "%s%v\n", prefix, err)
 }
 
-func validateManifests(data []byte, stdout, stderr io.Writer) int {
+func validateManifests(data []byte, pc *predicateChecker, stdout, stderr io.Writer) int {
 	pods, err := annotations.ManifestPods(data)
 	failed := err != nil
 	if err != nil {
@@ -109,7 +215,7 @@ func validateManifests(data []byte, stdout, stderr io.Writer) int {
 		return 1
 	}
 	for _, p := range pods {
-		if !validatePod(p, stdout, stderr) {
+		if !validatePod(p, pc, stdout, stderr) {
 			failed = true
 		}
 	}
@@ -121,7 +227,7 @@ func validateManifests(data []byte, stdout, stderr io.Writer) int {
 
 // validatePod checks one pod's kfault annotations and prints, per container,
 // what would be armed. It reports whether everything was valid.
-func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
+func validatePod(p annotations.ManifestPod, pc *predicateChecker, stdout, stderr io.Writer) bool {
 	ok := true
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(stderr, p.Name+": "+format+"\n", args...)
@@ -152,6 +258,13 @@ func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
 			printFaultErrors(stderr, p.Name+": annotation "+k+": ", err)
 			ok = false
 			continue
+		}
+		errs, notes := pc.check(faults, stderr)
+		for _, n := range notes {
+			fmt.Fprintf(stderr, "%s: annotation %s: %s\n", p.Name, k, n)
+		}
+		for _, e := range errs {
+			fail("annotation %s: %s", k, e)
 		}
 		parsed[k] = faults
 	}

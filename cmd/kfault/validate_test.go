@@ -2,18 +2,126 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf/btf"
 )
 
+// writeTestBTF writes a small raw BTF file with d_alloc_parallel(struct dentry *parent,
+// const struct qstr *name) and the structs its predicates reach, for kfault validate to compile
+// against instead of the host's kernel BTF.
+func writeTestBTF(t *testing.T) string {
+	t.Helper()
+	uint := &btf.Int{Name: "unsigned int", Size: 4}
+	ulong := &btf.Int{Name: "long unsigned int", Size: 8}
+	uchar := &btf.Int{Name: "unsigned char", Size: 1}
+	qstr := &btf.Struct{Name: "qstr", Size: 16, Members: []btf.Member{
+		{Name: "hash", Type: uint, Offset: 0},
+		{Name: "len", Type: uint, Offset: 32},
+		{Name: "name", Type: &btf.Pointer{Target: &btf.Const{Type: uchar}}, Offset: 64},
+	}}
+	sb := &btf.Struct{Name: "super_block", Size: 16, Members: []btf.Member{
+		{Name: "s_op", Type: &btf.Pointer{Target: &btf.Const{Type: &btf.Fwd{Name: "super_operations", Kind: btf.FwdStruct}}}, Offset: 0},
+		{Name: "s_magic", Type: ulong, Offset: 64},
+	}}
+	dentry := &btf.Struct{Name: "dentry", Size: 40}
+	dentry.Members = []btf.Member{
+		{Name: "d_flags", Type: uint, Offset: 0},
+		{Name: "d_parent", Type: &btf.Pointer{Target: dentry}, Offset: 64},
+		{Name: "d_name", Type: qstr, Offset: 128},
+		{Name: "d_sb", Type: &btf.Pointer{Target: sb}, Offset: 256},
+	}
+	fn := &btf.Func{Name: "d_alloc_parallel", Linkage: btf.GlobalFunc, Type: &btf.FuncProto{
+		Return: &btf.Pointer{Target: dentry},
+		Params: []btf.FuncParam{
+			{Name: "parent", Type: &btf.Pointer{Target: dentry}},
+			{Name: "name", Type: &btf.Pointer{Target: &btf.Const{Type: qstr}}},
+		},
+	}}
+	b, err := btf.NewBuilder([]btf.Type{fn}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := b.Marshal(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "vmlinux.btf")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestValidateCommand(t *testing.T) {
+	testBTF := writeTestBTF(t)
+	defer func(p string) { kernelBTFPath = p }(kernelBTFPath)
+	const (
+		hostile   = "{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'parent->d_sb->s_op < 0xffffffff82000000'}]}"
+		leakRule  = "callchain[0].predicate: column 20: a pointer can only be compared with 0 (NULL check): comparing parent->d_sb->s_op with 0xffffffff82000000 would reveal a kernel address"
+		syntaxOnl = "kfault validate: predicates checked for syntax only, not compiled"
+	)
 	for name, tc := range map[string]struct {
-		args   []string
-		stdin  string
-		code   int
-		stdout []string // substrings expected on standard output
-		stderr []string // substrings expected on standard error
+		args    []string
+		stdin   string
+		noBTF   bool // no kernel BTF on this machine (else the test BTF stands for it)
+		code    int
+		stdout  []string // substrings expected on standard output
+		stderr  []string // substrings expected on standard error
+		nostder []string // substrings standard error must not have
 	}{
+		"predicate compiled against kernel BTF": {
+			args: []string{"-"}, stdin: `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'STRNCMP(name->name, "bananas", 8) && parent->d_sb != 0'}]}`, code: 0,
+			stdout: []string{"valid: 1 fault"}, nostder: []string{"syntax only"},
+		},
+		"predicate type error": {
+			args: []string{"-"}, stdin: `{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'name->nme == 1'}]}`, code: 1,
+			stderr: []string{`callchain[0].predicate: column 7: unknown member "nme" of struct qstr (members: hash, len, name)`},
+		},
+		"address-leaking predicate": {
+			args: []string{"-"}, stdin: hostile, code: 1, stderr: []string{leakRule},
+		},
+		"address-leaking predicate in a manifest": {
+			args: []string{"testdata/validate/hostile-pod.yaml"}, code: 1,
+			stderr: []string{"Pod/sneaky: annotation faults.kfault.dev/pod: " + leakRule},
+		},
+		"computed index, second fault of a list": {
+			args: []string{"-"}, stdin: "[{failtype: 0}, {failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'name->name[name->len - 1] == 0'}]}]", code: 1,
+			stderr: []string{"[1].callchain[0].predicate: column 12: an index must be a constant"},
+		},
+		"--btf FILE": {
+			args: []string{"--btf", "$BTF", "-"}, stdin: hostile, noBTF: true, code: 1, stderr: []string{leakRule}, nostder: []string{"syntax only"},
+		},
+		"--btf missing file": {
+			args: []string{"--btf", "testdata/validate/nonexistent.btf", "-"}, stdin: hostile, code: 2,
+			stderr: []string{"kfault validate: --btf testdata/validate/nonexistent.btf: ", "no such file"},
+		},
+		"--btf and --no-btf": {
+			args: []string{"--btf", "$BTF", "--no-btf", "-"}, stdin: hostile, code: 2, stderr: []string{"--btf and --no-btf exclude each other"},
+		},
+		"--no-btf: syntax only, said once": {
+			args: []string{"--no-btf", "-"}, stdin: "[" + hostile + ", " + hostile + "]", code: 0,
+			stdout: []string{"valid: 2 faults"}, stderr: []string{syntaxOnl + " (--no-btf)"},
+		},
+		"--no-btf: syntax errors still reported": {
+			args: []string{"--no-btf", "-"}, stdin: "{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'name->len = 3'}]}", code: 1,
+			stderr: []string{"callchain[0].predicate: column 11: assignment \"=\" is not supported"},
+		},
+		"no kernel BTF: syntax only, and why": {
+			args: []string{"-"}, stdin: hostile, noBTF: true, code: 0,
+			stderr: []string{syntaxOnl + " (no kernel BTF: ", "pass --btf FILE with a node's BTF, or --no-btf)"},
+		},
+		"no kernel BTF, no predicate: no note": {
+			args: []string{"-"}, stdin: "{failtype: 0, callchain: [{funcname: d_alloc_parallel}]}", noBTF: true, code: 0,
+			nostder: []string{"syntax only"},
+		},
+		"function not in the BTF: noted, syntax checked": {
+			args: []string{"-"}, stdin: "{failtype: 0, callchain: [{funcname: vfs_statx, predicate: 'flags & 1'}]}", code: 0,
+			stderr: []string{"note: callchain[0].funcname: vfs_statx is not in $BTF; its predicate was checked for syntax only"},
+		},
 		"annotation value": {
 			args: []string{"testdata/validate/value.yaml"}, code: 0,
 			stdout: []string{"valid: 2 faults", `slab: should_failslab returns -ENOMEM when called under d_alloc_parallel [STRNCMP(name->name, "bananas", 8)], probability 1%, at most 10 times`, "function: __x64_sys_openat returns -EACCES (-13)"},
@@ -73,16 +181,24 @@ func TestValidateCommand(t *testing.T) {
 			stdout: []string{"container a (faults.kfault.dev/pod):"},
 			stderr: []string{"note: faults.kfault.dev never applies"},
 		},
-		"no arguments":  {args: nil, code: 2, stderr: []string{"usage: kfault validate FILE|-"}},
-		"two arguments": {args: []string{"a", "b"}, code: 2, stderr: []string{"usage: kfault validate FILE|-"}},
+		"no arguments":  {args: nil, code: 2, stderr: []string{"usage: kfault validate [--btf FILE | --no-btf] FILE|-"}},
+		"two arguments": {args: []string{"a", "b"}, code: 2, stderr: []string{"usage: kfault validate [--btf FILE | --no-btf] FILE|-"}},
 		"unknown flag":  {args: []string{"-x", "a"}, code: 2},
-		"help":          {args: []string{"-h"}, code: 0, stderr: []string{"usage: kfault validate FILE|-"}},
+		"help":          {args: []string{"-h"}, code: 0, stderr: []string{"usage: kfault validate [--btf FILE | --no-btf] FILE|-"}},
 		"missing file":  {args: []string{"testdata/validate/nonexistent.yaml"}, code: 2, stderr: []string{"no such file"}},
 		"empty stdin":   {args: []string{"-"}, stdin: "", code: 1, stderr: []string{"empty annotation value"}},
 	} {
 		t.Run(name, func(t *testing.T) {
+			kernelBTFPath = testBTF
+			if tc.noBTF {
+				kernelBTFPath = filepath.Join(t.TempDir(), "no-btf")
+			}
+			args := make([]string, len(tc.args))
+			for i, a := range tc.args {
+				args[i] = strings.ReplaceAll(a, "$BTF", testBTF)
+			}
 			var stdout, stderr bytes.Buffer
-			code := runValidate(tc.args, strings.NewReader(tc.stdin), &stdout, &stderr)
+			code := runValidate(args, strings.NewReader(tc.stdin), &stdout, &stderr)
 			if code != tc.code {
 				t.Errorf("exit %d, want %d\nstdout:\n%s\nstderr:\n%s", code, tc.code, &stdout, &stderr)
 			}
@@ -92,9 +208,17 @@ func TestValidateCommand(t *testing.T) {
 				}
 			}
 			for _, want := range tc.stderr {
-				if !strings.Contains(stderr.String(), want) {
+				if want = strings.ReplaceAll(want, "$BTF", testBTF); !strings.Contains(stderr.String(), want) {
 					t.Errorf("stderr lacks %q:\n%s", want, &stderr)
 				}
+			}
+			for _, bad := range tc.nostder {
+				if strings.Contains(stderr.String(), bad) {
+					t.Errorf("stderr has %q:\n%s", bad, &stderr)
+				}
+			}
+			if n := strings.Count(stderr.String(), syntaxOnl); n > 1 {
+				t.Errorf("the syntax-only note is printed %d times:\n%s", n, &stderr)
 			}
 		})
 	}
