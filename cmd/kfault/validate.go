@@ -41,7 +41,9 @@ const validateUsage = `usage: kfault validate FILE|-
 
 Checks a kfault annotation value, or Kubernetes manifests (Pod, Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, PodTemplate, List) carrying
-faults.kfault.dev annotations, and prints what would be armed in each container.
+faults.kfault.dev annotations, and prints what would be armed in each container;
+for a fault with select, the rule that decides which pods get it (select.ordinals
+outside a StatefulSet is an error: those pods have no ordinal in their name).
 "-" reads standard input.
 
 Exit status: 0 valid, 1 invalid (the reasons go to standard error), 2 usage error.
@@ -81,9 +83,44 @@ func validateValue(value string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "valid: %s; a container with this annotation gets:\n", countNoun(len(faults), "fault"))
 	for _, f := range faults {
-		fmt.Fprintf(stdout, "  - %s\n", f)
+		printFault(stdout, "  ", f)
 	}
 	return 0
+}
+
+// printFault writes one fault as a list item and, for a fault with select, the rule that
+// decides which containers get it.
+func printFault(w io.Writer, indent string, f annotations.Fault) {
+	fmt.Fprintf(w, "%s- %s\n", indent, f)
+	if f.Select != nil {
+		fmt.Fprintf(w, "%s  select: %s\n", indent, f.Select.Explain())
+	}
+}
+
+// ordinalsProblem says why the pods of a manifest object cannot use select.ordinals: only a
+// StatefulSet's pods have a name ending in their ordinal. "" when they can, or when kfault
+// cannot tell (a PodTemplate).
+func ordinalsProblem(object string, faults []annotations.Fault) string {
+	kind, name, _ := strings.Cut(object, "/")
+	switch kind {
+	case "StatefulSet", "PodTemplate":
+		return ""
+	case "Pod":
+		if _, err := annotations.Decide(faults, annotations.Target{UID: "validate", Name: name}); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	for i, f := range faults {
+		if f.Select != nil && len(f.Select.Ordinals) > 0 {
+			path := "select.ordinals"
+			if len(faults) > 1 {
+				path = fmt.Sprintf("[%d].%s", i, path)
+			}
+			return fmt.Sprintf("%s: a %s's pods have generated names without a trailing -N ordinal, and kfault refuses them; ordinals select a StatefulSet's pods (use percent here)", path, kind)
+		}
+	}
+	return ""
 }
 
 // printErrors writes one line per rejection, each prefixed.
@@ -153,6 +190,10 @@ func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
 			ok = false
 			continue
 		}
+		if problem := ordinalsProblem(p.Name, faults); problem != "" {
+			fail("annotation %s: %s", k, problem)
+			continue
+		}
 		parsed[k] = faults
 	}
 	if _, hasPod := ann[annotations.PodKey]; hasPod {
@@ -175,7 +216,7 @@ func validatePod(p annotations.ManifestPod, stdout, stderr io.Writer) bool {
 		}
 		fmt.Fprintf(stdout, "  %s %s (%s):\n", label, c, key)
 		for _, f := range parsed[key] {
-			fmt.Fprintf(stdout, "    - %s\n", f)
+			printFault(stdout, "    ", f)
 		}
 	}
 	for _, c := range inits {
