@@ -78,4 +78,5 @@ type Fault struct {
 	Probability float64       // percent, in (0, 100]
 	Times       uint64        // maximum number of injected faults; 0 = unlimited
 	Duration    time.Duration // 0 = until disarmed
+	Select      *Select       // which containers get the fault; nil = every one
 }

@@ -81,6 +81,9 @@ func (f Fault) String() string {
 	} else {
 		b.WriteString(", until the container stops")
 	}
+	if f.Select != nil {
+		fmt.Fprintf(&b, ", only in %s", f.Select)
+	}
 	return b.String()
 }
 
@@ -144,6 +147,17 @@ func encodeFault(f Fault) []string {
 	if f.Duration != 0 {
 		lines = append(lines, "duration: "+yamlString(f.Duration.String()))
 	}
+	if s := f.Select; s != nil {
+		lines = append(lines, "select:")
+		if len(s.Ordinals) > 0 {
+			lines = append(lines, "  ordinals: ["+joinInts(s.Ordinals, ", ")+"]")
+		} else {
+			lines = append(lines, "  percent: "+formatFloat(s.Percent))
+		}
+		if s.Seed != "" {
+			lines = append(lines, "  seed: "+yamlString(s.Seed))
+		}
+	}
 	return lines
 }
 
@@ -168,14 +182,22 @@ func yamlString(s string) string {
 
 // jsonFault is the JSON form of a fault, fields in the documented order.
 type jsonFault struct {
-	FailType    *int     `json:"failtype,omitempty"`
-	Function    string   `json:"function,omitempty"`
-	Errno       string   `json:"errno,omitempty"`
-	CallChain   []Frame  `json:"callchain,omitempty"`
-	Headers     []string `json:"headers,omitempty"`
-	Probability *float64 `json:"probability,omitempty"`
-	Times       uint64   `json:"times,omitempty"`
-	Duration    string   `json:"duration,omitempty"`
+	FailType    *int        `json:"failtype,omitempty"`
+	Function    string      `json:"function,omitempty"`
+	Errno       string      `json:"errno,omitempty"`
+	CallChain   []Frame     `json:"callchain,omitempty"`
+	Headers     []string    `json:"headers,omitempty"`
+	Probability *float64    `json:"probability,omitempty"`
+	Times       uint64      `json:"times,omitempty"`
+	Duration    string      `json:"duration,omitempty"`
+	Select      *jsonSelect `json:"select,omitempty"`
+}
+
+// jsonSelect is the JSON form of select.
+type jsonSelect struct {
+	Percent  *float64 `json:"percent,omitempty"`
+	Ordinals []int    `json:"ordinals,omitempty"`
+	Seed     string   `json:"seed,omitempty"`
 }
 
 // EncodeJSON renders faults as a one-line JSON annotation value, like Encode.
@@ -195,6 +217,13 @@ func EncodeJSON(faults []Fault) string {
 		}
 		if f.Duration != 0 {
 			j.Duration = f.Duration.String()
+		}
+		if s := f.Select; s != nil {
+			j.Select = &jsonSelect{Ordinals: s.Ordinals, Seed: s.Seed}
+			if len(s.Ordinals) == 0 {
+				pct := s.Percent
+				j.Select.Percent = &pct
+			}
 		}
 		out[i] = j
 	}

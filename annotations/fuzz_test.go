@@ -40,6 +40,10 @@ func FuzzParse(f *testing.F) {
 		"{function: f, errno: 013}",
 		"{failtype: 0, headers: [" + strings.Repeat("h,", MaxHeaders+1) + "]}",
 		"{failtype: 0, headers: [" + strings.Repeat("h", MaxHeaderBytes+1) + "]}",
+		// select: a share of the pods, StatefulSet ordinals, seeds as strings and integers.
+		"failtype: 0\nselect:\n  percent: 30\n  seed: rollout-2\n",
+		`[{"failtype":1,"select":{"ordinals":[0,2]}},{"failtype":"bio","select":{"percent":0.5,"seed":-7}}]`,
+		"{failtype: 0, select: {percent: 30, ordinals: [1], seed: '', mode: one}}",
 	} {
 		f.Add(seed)
 	}
@@ -70,6 +74,14 @@ func FuzzParse(f *testing.F) {
 			}
 			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames || len(flt.Headers) > MaxHeaders {
 				t.Fatalf("accepted out-of-range fault: %#v", flt)
+			}
+			if s := flt.Select; s != nil {
+				if (len(s.Ordinals) > 0) == (s.Percent != 0) || s.Percent < 0 || s.Percent > 100 || len(s.Ordinals) > MaxOrdinals || len(s.Seed) > MaxSeedBytes {
+					t.Fatalf("accepted out-of-range select: %#v", s)
+				}
+				if _, err := Decide([]Fault{flt}, Target{UID: "u", Name: "n-1"}); err != nil {
+					t.Fatalf("Decide refused a StatefulSet pod with a UID: %v", err)
+				}
 			}
 			for _, h := range flt.Headers {
 				if len(h) > MaxHeaderBytes {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -85,6 +86,13 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 	if d, ok := present(spec, "duration"); ok {
 		fault["duration"] = d
 	}
+	sel, modeNote, err := convertMode(spec)
+	if err != nil {
+		return "", nil, err
+	}
+	if sel != nil {
+		fault["select"] = sel
+	}
 
 	raw, err := json.Marshal(fault)
 	if err != nil {
@@ -107,7 +115,7 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 		return "", nil, err
 	}
 
-	notes = append(notes, selectionNote(spec))
+	notes = append(notes, modeNote, selectionNote(spec))
 	var ignored []string
 	for k := range spec {
 		if k != "failKernRequest" && k != "duration" && !contains(selectionFields, k) {
@@ -125,21 +133,95 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 	return Encode(faults), notes, nil
 }
 
+// Why KernelChaos's one and fixed have no exact equivalent, for their notes.
+const exactCountNote = "each pod decides alone when its containers start, from its own UID or name, without knowing the other replicas, " +
+	"so an exact count of pods needs a controller that sees them all (as Chaos Mesh's does)"
+
+// convertMode maps spec.mode and spec.value to a select object (nil: every pod that carries
+// the annotation) and a note that says how.
+func convertMode(spec map[string]any) (sel map[string]any, note string, err error) {
+	mode, _ := spec["mode"].(string)
+	value, hasValue := present(spec, "value")
+	valueText := ""
+	if s, ok := value.(string); ok {
+		valueText = strings.TrimSpace(s)
+	} else if n, ok := value.(json.Number); ok {
+		valueText = n.String()
+	}
+	if hasValue && valueText == "" {
+		return nil, "", fmt.Errorf("spec.value: %s, want a number in a string, like \"30\"", describe(value))
+	}
+	percent := func() (float64, error) {
+		x, perr := strconv.ParseFloat(valueText, 64)
+		if !hasValue || perr != nil || !(x > 0 && x <= 100) {
+			return 0, fmt.Errorf("spec.value: %s, want the percent of mode %s, in (0, 100]", describeOrMissing(value), mode)
+		}
+		return x, nil
+	}
+	switch mode {
+	case "all":
+		return nil, "KernelChaos mode all: every pod that carries the annotation gets the fault, which is what kfault does without select", nil
+	case "", "one":
+		if mode == "" {
+			mode = "(unset; Chaos Mesh requires one)"
+		}
+		return nil, fmt.Sprintf("KernelChaos mode %s has no exact equivalent, and the annotation arms every pod it is on: %s. "+
+			"For a StatefulSet, select: {ordinals: [0]} arms exactly its pod -0; for a known replica count R, select: {percent: 100/R} "+
+			"is the nearest share (for 10 replicas, one ≈ percent: 10: one pod on average)", mode, exactCountNote), nil
+	case "fixed":
+		n, perr := strconv.ParseUint(valueText, 10, 31)
+		if !hasValue || perr != nil || n == 0 {
+			return nil, "", fmt.Errorf("spec.value: %s, want the number of pods of mode fixed, a whole number from 1", describeOrMissing(value))
+		}
+		replicas := uint64(10)
+		for replicas <= n {
+			replicas *= 10
+		}
+		return nil, fmt.Sprintf("KernelChaos mode fixed (value %d) has no exact equivalent, and the annotation arms every pod it is on: %s. "+
+			"For a StatefulSet, select: {ordinals: %s} arms exactly %d pods; for a known replica count R, select: {percent: 100*%d/R} "+
+			"is the nearest share (for %d replicas, fixed %d ≈ percent: %s: %d pods on average)",
+			n, exactCountNote, ordinalsUpTo(n), n, n, replicas, n, formatFloat(float64(100*n)/float64(replicas)), n), nil
+	case "fixed-percent":
+		p, err := percent()
+		if err != nil {
+			return nil, "", err
+		}
+		return map[string]any{"percent": json.Number(formatFloat(p))}, fmt.Sprintf("KernelChaos mode fixed-percent (value %s) became select: {percent: %s}: "+
+			"each pod is in when the hash of its UID falls below %s%%, so about %s%% of the pods get the fault, not exactly that share: %s",
+			valueText, formatFloat(p), formatFloat(p), formatFloat(p), exactCountNote), nil
+	case "random-max-percent":
+		p, err := percent()
+		if err != nil {
+			return nil, "", err
+		}
+		return map[string]any{"percent": json.Number(formatFloat(p))}, fmt.Sprintf("KernelChaos mode random-max-percent (value %s) became select: {percent: %s}, "+
+			"but the draw is per pod, not one draw per experiment: KernelChaos draws one share in [0, %s%%] for the whole experiment, "+
+			"kfault puts each pod in when the hash of its UID falls below %s%%, so about %s%% of the pods get the fault "+
+			"(KernelChaos's average share is %s%%: write percent: %s for the same average)",
+			valueText, formatFloat(p), formatFloat(p), formatFloat(p), formatFloat(p), formatFloat(p/2), formatFloat(p/2)), nil
+	}
+	return nil, "", fmt.Errorf("spec.mode: %s is not a KernelChaos mode (one, all, fixed, fixed-percent, random-max-percent)", describeOrMissing(spec["mode"]))
+}
+
+// ordinalsUpTo writes the ordinals 0..n-1 as a YAML list, shortened past a few.
+func ordinalsUpTo(n uint64) string {
+	if n <= 5 {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = strconv.Itoa(i)
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	}
+	return fmt.Sprintf("[0, 1, ..., %d]", n-1)
+}
+
 func selectionNote(spec map[string]any) string {
 	var b strings.Builder
 	b.WriteString("KernelChaos ")
-	mode, _ := spec["mode"].(string)
-	if mode == "" {
-		mode = "(unset)"
-	}
-	fmt.Fprintf(&b, "mode %s", mode)
-	if v, ok := present(spec, "value"); ok {
-		fmt.Fprintf(&b, " (value %s)", compactJSON(v))
-	}
 	if sel, ok := present(spec, "selector"); ok {
-		fmt.Fprintf(&b, " with selector %s", compactJSON(sel))
+		fmt.Fprintf(&b, "selector %s", compactJSON(sel))
 	} else {
-		b.WriteString(" without a selector")
+		b.WriteString("pod selection (no selector given)")
 	}
 	b.WriteString(" is replaced by placing the annotation on the pods you choose: add it to their metadata.annotations (in a Deployment, spec.template.metadata.annotations) as ")
 	if names, ok := spec["containerNames"].([]any); ok && len(names) > 0 {

@@ -18,7 +18,8 @@ func TestConvertKernelChaos(t *testing.T) {
 		"mount.yaml": {
 			want: []Fault{{FailType: Slab, CallChain: []Frame{{FuncName: "__x64_sys_mount"}}, Probability: 100}},
 			notes: []string{
-				`KernelChaos mode one with selector {"namespaces":["chaos-mount"]} is replaced by placing the annotation on the pods you choose`,
+				`KernelChaos selector {"namespaces":["chaos-mount"]} is replaced by placing the annotation on the pods you choose`,
+				"KernelChaos mode one has no exact equivalent",
 				"faults.kfault.dev/pod for every container, or faults.kfault.dev/container.<name> for one",
 				"has no effect until its containers are recreated",
 			},
@@ -27,7 +28,10 @@ func TestConvertKernelChaos(t *testing.T) {
 			want: []Fault{{FailType: Slab, CallChain: []Frame{{FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: bananas}},
 				Probability: 1, Times: 10, Duration: 10 * time.Minute}},
 			notes: []string{
-				`KernelChaos mode fixed (value "2") with selector {"labelSelectors":{"app":"grocer"},"namespaces":["fruit"]}`,
+				`KernelChaos selector {"labelSelectors":{"app":"grocer"},"namespaces":["fruit"]} is replaced by placing the annotation`,
+				"KernelChaos mode fixed (value 2) has no exact equivalent",
+				"select: {ordinals: [0, 1]} arms exactly 2 pods",
+				"for 10 replicas, fixed 2 ≈ percent: 20",
 				`headers ["linux/mmzone.h"] dropped`,
 				"spec.duration became duration: 10m0s",
 			},
@@ -38,7 +42,8 @@ func TestConvertKernelChaos(t *testing.T) {
 				"pre-1.0 Chaos Mesh group",
 				"failtype is absent; KernelChaos treats that as 0 (slab)",
 				`probability 0 means "every time" in KernelChaos`,
-				"KernelChaos mode all without a selector",
+				"KernelChaos mode all: every pod that carries the annotation gets the fault",
+				"KernelChaos pod selection (no selector given) is replaced by placing the annotation",
 				"ignored (no kfault equivalent): spec.scheduler",
 			},
 		},
@@ -92,6 +97,71 @@ func TestConvertKernelChaosInput(t *testing.T) {
 			_, _, err := ConvertKernelChaos([]byte(tc.in))
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.err)
+			}
+		})
+	}
+}
+
+func TestConvertKernelChaosModes(t *testing.T) {
+	manifest := func(modeAndValue string) string {
+		return "{apiVersion: chaos-mesh.org/v1alpha1, kind: KernelChaos, spec: {" + modeAndValue + "selector: {namespaces: [shop]}, failKernRequest: {failtype: 0}}}"
+	}
+	for name, tc := range map[string]struct {
+		spec  string
+		sel   *Select // what the annotation selects; nil: every pod it is on
+		notes []string
+		err   string
+	}{
+		"all": {spec: "mode: all, ", notes: []string{"KernelChaos mode all: every pod that carries the annotation gets the fault"}},
+		"one": {spec: "mode: one, ", notes: []string{
+			"KernelChaos mode one has no exact equivalent",
+			"without knowing the other replicas, so an exact count of pods needs a controller that sees them all",
+			"For a StatefulSet, select: {ordinals: [0]} arms exactly its pod -0",
+			"for 10 replicas, one ≈ percent: 10",
+		}},
+		"fixed 3": {spec: `mode: fixed, value: "3", `, notes: []string{
+			"KernelChaos mode fixed (value 3) has no exact equivalent",
+			"an exact count of pods needs a controller",
+			"select: {ordinals: [0, 1, 2]} arms exactly 3 pods",
+			"for 10 replicas, fixed 3 ≈ percent: 30",
+		}},
+		"fixed 12": {spec: `mode: fixed, value: 12, `, notes: []string{"select: {ordinals: [0, 1, ..., 11]} arms exactly 12 pods", "for 100 replicas, fixed 12 ≈ percent: 12"}},
+		"fixed-percent": {spec: `mode: fixed-percent, value: "30", `, sel: &Select{Percent: 30}, notes: []string{
+			"KernelChaos mode fixed-percent (value 30) became select: {percent: 30}",
+			"about 30% of the pods get the fault, not exactly that share",
+		}},
+		"random-max-percent": {spec: `mode: random-max-percent, value: "50", `, sel: &Select{Percent: 50}, notes: []string{
+			"KernelChaos mode random-max-percent (value 50) became select: {percent: 50}, but the draw is per pod, not one draw per experiment",
+			"KernelChaos's average share is 25%: write percent: 25 for the same average",
+		}},
+		"fixed-percent 0":              {spec: `mode: fixed-percent, value: "0", `, err: `spec.value: "0", want the percent of mode fixed-percent, in (0, 100]`},
+		"random-max-percent, no value": {spec: `mode: random-max-percent, `, err: "spec.value: missing, want the percent of mode random-max-percent"},
+		"fixed, not a count":           {spec: `mode: fixed, value: "2.5", `, err: `spec.value: "2.5", want the number of pods of mode fixed`},
+		"unknown mode":                 {spec: `mode: some, `, err: `spec.mode: "some" is not a KernelChaos mode (one, all, fixed, fixed-percent, random-max-percent)`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			annotation, notes, err := ConvertKernelChaos([]byte(manifest(tc.spec)))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want it to contain %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Parse(annotation)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := []Fault{{Probability: 100, Select: tc.sel}}; !reflect.DeepEqual(got, want) {
+				t.Errorf("annotation %q parses to %#v, want %#v", annotation, got, want)
+			}
+			all := strings.Join(notes, "\n")
+			for _, want := range tc.notes {
+				if !strings.Contains(all, want) {
+					t.Errorf("notes lack %q:\n%s", want, all)
+				}
 			}
 		})
 	}

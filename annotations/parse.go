@@ -41,7 +41,7 @@ const (
 // Field names of a fault object and of a callchain frame, in the order they are
 // checked and printed.
 var (
-	faultFields = []string{"failtype", "function", "errno", "callchain", "headers", "probability", "times", "duration"}
+	faultFields = []string{"failtype", "function", "errno", "callchain", "headers", "probability", "times", "duration", "select"}
 	frameFields = []string{"funcname", "parameters", "predicate"}
 )
 
@@ -298,6 +298,7 @@ var faultHints = map[string]string{
 	"failKernRequest": "paste the contents of failKernRequest, not the block itself (or run 'kfault convert' on the KernelChaos manifest)",
 	"apiVersion":      "this looks like a Kubernetes manifest; the annotation value is a fault object (run 'kfault validate' on the manifest)",
 	"kind":            "this looks like a Kubernetes manifest; the annotation value is a fault object (run 'kfault validate' on the manifest)",
+	"mode":            "KernelChaos's mode and value become select: {percent: P} or select: {ordinals: [N, ...]} (run 'kfault convert' on the KernelChaos manifest)",
 }
 
 func contains(list []string, s string) bool {
@@ -362,6 +363,9 @@ func (p *parser) fault(prefix string, m map[string]any) Fault {
 	}
 	if v, ok := present(m, "duration"); ok {
 		f.Duration = p.duration(joinPath(prefix, "duration"), v)
+	}
+	if v, ok := present(m, "select"); ok {
+		f.Select = p.selection(joinPath(prefix, "select"), v)
 	}
 	return f
 }

@@ -173,7 +173,7 @@ func TestParseInvalid(t *testing.T) {
 
 		"unknown field with suggestion":   {"{failtype: 0, probabilty: 5}", `probabilty: unknown field (did you mean "probability"?)`},
 		"unknown field case":              {"{failType: 0}", `failType: unknown field (did you mean "failtype"?)`},
-		"unknown field without sugestion": {"{failtype: 0, colour: red}", "colour: unknown field (known fields: failtype, function, errno, callchain, headers, probability, times, duration)"},
+		"unknown field without sugestion": {"{failtype: 0, colour: red}", "colour: unknown field (known fields: failtype, function, errno, callchain, headers, probability, times, duration, select)"},
 		"unknown field in list":           {"[{failtype: 0}, {failtype: 0, tims: 3}]", `[1].tims: unknown field (did you mean "times"?)`},
 		"failKernRequest block pasted":    {"failKernRequest: {failtype: 0}", "failKernRequest: unknown field: paste the contents of failKernRequest..."},
 		"manifest pasted":                 {"{kind: Pod, failtype: 0}", "kind: unknown field: this looks like a Kubernetes manifest..."},

@@ -24,6 +24,22 @@ type plannedRule struct {
 	chain *chainPlan
 }
 
+// Only returns the plan of the faults at indexes, in that order, with their prepared rules:
+// the faults a container's select rules chose. An index out of range panics.
+func (p Plan) Only(indexes []int) Plan {
+	out := Plan{Faults: make([]annotations.Fault, len(indexes))}
+	if p.rules != nil {
+		out.rules = make([]plannedRule, len(indexes))
+	}
+	for j, i := range indexes {
+		out.Faults[j] = p.Faults[i]
+		if p.rules != nil {
+			out.rules[j] = p.rules[i]
+		}
+	}
+	return out
+}
+
 // ArmOptions continue an earlier arm of the same faults, as a restarted plugin does.
 type ArmOptions struct {
 	// Injected seeds each fault's counter (same order as the faults), so that a times budget

@@ -19,6 +19,9 @@ type container struct {
 	pid                         int
 	cgroupsPath                 string
 	eventTime                   time.Time // when the containerd event was published (zero for NRI)
+	// who decides the faults' select rules: the pod UID and pod name (NRI), or the
+	// container ID and name (containerd events, which know no pod).
+	who annotations.Target
 }
 
 // phase is one way into admission.
@@ -43,8 +46,9 @@ var (
 )
 
 // admitContainer runs the admission steps that every phase shares: the namespace, misspelt
-// kfault keys, the effective annotation, parsing and preparing the faults; then arms. It
-// returns the error to fail the request with: only in strict mode, only in blockable phases.
+// kfault keys, the effective annotation, parsing and preparing the faults, deciding their
+// select rules; then arms the selected faults (or records that none was selected). It returns
+// the error to fail the request with: only in strict mode, only in blockable phases.
 func (p *Plugin) admitContainer(c container, ph phase) error {
 	value, key, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
 	// A misspelt kfault key would otherwise be ignored without a word.
@@ -67,28 +71,53 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	if !ok {
 		return nil
 	}
-	plan, prepared := p.takePrepared(c.key, value)
+	pp, prepared := p.takePrepared(c.key, value)
 	if prepared {
 		// The config may have changed since the plan was made (NRI Configure).
-		if err := p.Config().checkPredicates(c.id.Namespace, plan.Faults); err != nil {
+		if err := p.Config().checkPredicates(c.id.Namespace, pp.plan.Faults); err != nil {
 			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
 		}
 	} else {
 		var err error
-		if plan, err = p.admit(c.id, key, value); err != nil {
+		if pp.plan, pp.selection, err = p.admit(c.id, key, value, c.who); err != nil {
 			return p.reject(c.id, key, ph.name, err, ph.blockable)
 		}
 	}
 	if !ph.arm {
-		p.keepPrepared(c.key, value, plan)
+		p.keepPrepared(c.key, value, pp.plan, pp.selection)
 		return nil
 	}
-	err := p.arm(armRequest{
-		key: c.key, id: c.id, annotation: key, plan: plan,
+	r := armRequest{
+		key: c.key, id: c.id, annotation: key, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
-	})
+	}
+	if hasSelect(pp.selection) {
+		r.selection = pp.selection
+		selected := annotations.Selected(pp.selection)
+		for _, d := range pp.selection {
+			if !d.Selected {
+				r.notSelected = append(r.notSelected, pp.plan.Faults[d.Fault])
+			}
+		}
+		r.plan = pp.plan.Only(selected)
+		if len(selected) == 0 {
+			p.notSelected(r)
+			return nil
+		}
+	}
+	err := p.arm(r)
 	if err != nil && ph.blockable && p.Config().Mode == Strict {
 		return err
 	}
 	return nil
+}
+
+// hasSelect reports whether some fault has a select rule.
+func hasSelect(ds []annotations.Decision) bool {
+	for _, d := range ds {
+		if d.Rule != "" {
+			return true
+		}
+	}
+	return false
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
+	"github.com/kfault/kfault/annotations"
 )
 
 // Non-CRI containers (nerdctl, ctr) get no NRI events: containerd registers only the CRI
@@ -130,6 +131,10 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 		key:         eventKey(namespace, id),
 		id:          ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id},
 		annotations: info.Annotations, pid: int(pid), cgroupsPath: info.CgroupsPath, eventTime: at,
+		// No pod: the container ID is the percent draw's identity (a new container draws
+		// anew, as a new pod does), and the name (nerdctl's, e.g. compose's proj-web-2) holds
+		// the ordinal.
+		who: annotations.Target{UID: id, Name: info.Name()},
 	}, ph)
 }
 

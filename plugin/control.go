@@ -39,7 +39,10 @@ type Status struct {
 type StatusEntry struct {
 	Key string `json:"key"`
 	Entry
-	FaultList []string `json:"faultList"` // one line per fault, as parsed
+	FaultList []string `json:"faultList"` // one line per armed fault, as parsed
+	// NotSelectedList has one line per fault that its select rule left out, with the
+	// decision: "<fault> (not selected: fault 0: percent: draw 57.1 >= 30 (...))".
+	NotSelectedList []string `json:"notSelectedList,omitempty"`
 	// Live says, per fault of the annotation, whether it is armed now (false once its
 	// duration has elapsed). Only for armed containers of engines that report it.
 	Live []bool `json:"live,omitempty"`
@@ -73,6 +76,14 @@ func (p *Plugin) Status() Status {
 		se := StatusEntry{Key: c.key, Entry: c.Entry, Recent: p.inj.get(c.key), Live: c.live}
 		for _, f := range c.faults {
 			se.FaultList = append(se.FaultList, f.String())
+		}
+		reasons := c.NotSelectedReasons()
+		for i, f := range c.NotSelected {
+			line := f.String()
+			if i < len(reasons) {
+				line += " (not selected: " + reasons[i] + ")"
+			}
+			se.NotSelectedList = append(se.NotSelectedList, line)
 		}
 		st.Containers = append(st.Containers, se)
 	}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/kfault/kfault/annotations"
 )
 
 func TestControlSocket(t *testing.T) {
@@ -99,7 +101,7 @@ func TestHeadersNotedOnce(t *testing.T) {
 	for i := range 3 {
 		key := fmt.Sprintf("c%d", i)
 		u.armForTest(t, key, ident{SourceNRI, "default", "web", "app", key}, `{failtype: 0, headers: ["linux/mmzone.h"]}`)
-		if _, err := u.admit(ident{SourceNRI, "default", "web", "app", key}, "faults.kfault.dev/pod", `{failtype: 0, headers: ["linux/mmzone.h"]}`); err != nil {
+		if _, _, err := u.admit(ident{SourceNRI, "default", "web", "app", key}, "faults.kfault.dev/pod", `{failtype: 0, headers: ["linux/mmzone.h"]}`, annotations.Target{UID: "uid-web", Name: "web"}); err != nil {
 			t.Fatal(err)
 		}
 	}

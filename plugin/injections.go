@@ -106,17 +106,17 @@ func (p *Plugin) recordInjection(inj bpf.Injection) {
 		return
 	}
 	attrs := append(ident{e.Source, e.Namespace, e.Pod, e.Container, e.ContainerID}.logAttrs(),
-		"fault", faultLabel(p.faultsOf(inj.Key, e), inj.Fault), "seq", inj.Seq, "pid", inj.PID, "tgid", inj.TGID, "comm", inj.Comm)
+		"fault", faultLabel(p.faultsOf(inj.Key, e), inj.Fault, e.FaultIndex), "seq", inj.Seq, "pid", inj.PID, "tgid", inj.TGID, "comm", inj.Comm)
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressedBefore", suppressed)
 	}
 	p.log.Info("injected", attrs...)
 }
 
-// faultLabel is the fault label of fault i.
-func faultLabel(faults []annotations.Fault, i int) string {
+// faultLabel is the fault label of armed fault i.
+func faultLabel(faults []annotations.Fault, i int, index func(int) int) string {
 	if i < 0 {
 		return "?"
 	}
-	return faultLabels(faults, i+1)[i]
+	return faultLabels(faults, i+1, index)[i]
 }

@@ -45,7 +45,7 @@ func (c injectedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- injected
 
 func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range c.p.containers() {
-		labels := faultLabels(c.faults, len(c.Injected))
+		labels := faultLabels(c.faults, len(c.Injected), c.FaultIndex)
 		for i, n := range c.Injected {
 			ch <- prometheus.MustNewConstMetric(injectedDesc, prometheus.CounterValue, float64(n),
 				c.Namespace, c.Pod, c.Container, labels[i])
@@ -53,14 +53,15 @@ func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// faultLabels names each of n faults for the fault label: "0:should_failslab".
-func faultLabels(faults []annotations.Fault, n int) []string {
+// faultLabels names each of n faults for the fault label: "0:should_failslab", the number
+// being the fault's index in the annotation (index maps the armed fault i to it).
+func faultLabels(faults []annotations.Fault, n int, index func(int) int) []string {
 	out := make([]string, n)
 	for i := range out {
 		if i < len(faults) {
-			out[i] = strconv.Itoa(i) + ":" + faults[i].HookFunction()
+			out[i] = strconv.Itoa(index(i)) + ":" + faults[i].HookFunction()
 		} else {
-			out[i] = strconv.Itoa(i)
+			out[i] = strconv.Itoa(index(i))
 		}
 	}
 	return out

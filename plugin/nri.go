@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	"github.com/kfault/kfault/annotations"
 )
 
 // NRI registration defaults.
@@ -215,6 +216,7 @@ func nriContainer(pod *api.PodSandbox, c *api.Container) container {
 			Container: c.GetName(), ContainerID: c.GetId()},
 		podAnnotations: pod.GetAnnotations(), annotations: c.GetAnnotations(),
 		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(),
+		who: annotations.Target{UID: pod.GetUid(), Name: pod.GetName()},
 	}
 }
 

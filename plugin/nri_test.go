@@ -454,7 +454,7 @@ func TestNRIPreparesOnce(t *testing.T) {
 	}
 	tp.p.forgetPrepared(app.Id) // as if created by an earlier plugin process
 	other, _ := h.container(web, "app")
-	tp.p.keepPrepared(other.Id, "{failtype: 1}", bpf.Plan{}) // made from another text
+	tp.p.keepPrepared(other.Id, "{failtype: 1}", bpf.Plan{}, nil) // made from another text
 	if err := h.rt.startCtr(web, other); err != nil {
 		t.Fatal(err)
 	}

@@ -219,15 +219,17 @@ func (e *RejectError) Error() string {
 
 func (e *RejectError) Unwrap() error { return e.Err }
 
-// admit parses the annotation value and prepares its faults for the kernel.
-func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
+// admit parses the annotation value, prepares all its faults for the kernel (a fault that
+// its select rule leaves out is checked too, so that every pod of a template is refused
+// alike) and decides their select rules for who.
+func (p *Plugin) admit(id ident, key, value string, who annotations.Target) (bpf.Plan, []annotations.Decision, error) {
 	faults, err := annotations.Parse(value)
 	if err != nil {
-		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
 	}
 	// Before Prepare: a predicate in a namespace that may not have any is not even compiled.
 	if err := p.Config().checkPredicates(id.Namespace, faults); err != nil {
-		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
 	}
 	for _, f := range faults {
 		if len(f.Headers) > 0 {
@@ -240,38 +242,47 @@ func (p *Plugin) admit(id ident, key, value string) (bpf.Plan, error) {
 	}
 	plan, err := p.engine.Prepare(faults)
 	if err != nil {
-		return bpf.Plan{}, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
 	}
-	return plan, nil
+	selection, err := annotations.Decide(faults, who)
+	if err != nil {
+		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+	}
+	return plan, selection, nil
 }
 
 // maxPrepared bounds the plans kept between CreateContainer and StartContainer (containers
 // created and never started would otherwise pile up).
 const maxPrepared = 1024
 
-// preparedPlan is a plan made at CreateContainer, with the annotation text it came from.
+// preparedPlan is a plan made at CreateContainer (every fault of the annotation), with the
+// annotation text it came from and the decisions of its select rules.
 type preparedPlan struct {
-	value string
-	plan  bpf.Plan
+	value     string
+	plan      bpf.Plan
+	selection []annotations.Decision
 }
 
 // keepPrepared keeps the plan of a created container for its start.
-func (p *Plugin) keepPrepared(containerID, value string, plan bpf.Plan) {
+func (p *Plugin) keepPrepared(containerID, value string, plan bpf.Plan, selection []annotations.Decision) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.prepared) >= maxPrepared {
 		clear(p.prepared) // StartContainer prepares again: slower, not wrong
 	}
-	p.prepared[containerID] = preparedPlan{value, plan}
+	p.prepared[containerID] = preparedPlan{value, plan, selection}
 }
 
 // takePrepared returns (and forgets) the plan kept for a container, if it was made from value.
-func (p *Plugin) takePrepared(containerID, value string) (bpf.Plan, bool) {
+func (p *Plugin) takePrepared(containerID, value string) (preparedPlan, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp, ok := p.prepared[containerID]
 	delete(p.prepared, containerID)
-	return pp.plan, ok && pp.value == value
+	if !ok || pp.value != value {
+		return preparedPlan{}, false
+	}
+	return pp, true
 }
 
 // keyErrors reports annotation keys in kfault's domain that kfault does not understand
@@ -318,6 +329,10 @@ type armRequest struct {
 	carryCounts bool
 	// eventTime: when the containerd event that triggered this was published.
 	eventTime time.Time
+	// selection: the decisions of the annotation's select rules (nil when it has none);
+	// plan then holds the selected faults only, and notSelected the others.
+	selection   []annotations.Decision
+	notSelected annotations.Faults
 }
 
 // arm resolves the cgroup and arms the rule, then records it. A rule already armed
@@ -393,7 +408,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
 		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
 		Annotation: r.annotation, Faults: r.plan.Faults, Injected: injected, Armed: true,
-		ArmedAt: armedAt, Mechanism: p.mechanism(),
+		ArmedAt: armedAt, Mechanism: p.mechanism(), NotSelected: r.notSelected, Selection: r.selection,
 	})
 	p.save()
 
@@ -410,8 +425,36 @@ func (p *Plugin) armLocked(r armRequest) error {
 	if !r.eventTime.IsZero() {
 		attrs = append(attrs, "sinceEventSeconds", time.Since(r.eventTime).Seconds())
 	}
+	if r.selection != nil {
+		attrs = append(attrs, "selection", r.selection)
+	}
 	p.log.Info("armed", attrs...)
 	return nil
+}
+
+// notSelected records a container whose faults their select rules all left out: nothing is
+// armed; the state keeps an entry (Armed false, the faults in NotSelected) so that status
+// lists it, and the log line gives every decision (hash, draw and threshold, or ordinal).
+func (p *Plugin) notSelected(r armRequest) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.armed[r.key]; ok {
+		p.disarmLocked(r.key, "not selected", false)
+	}
+	store := p.Store()
+	prev, _ := store.Get(r.key)
+	store.Put(r.key, Entry{
+		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
+		ContainerID: r.id.ContainerID, Annotation: r.annotation, Faults: annotations.Faults{}, Injected: []uint64{},
+		NotSelected: r.notSelected, Selection: r.selection, UserDisarmed: prev.UserDisarmed,
+	})
+	p.save()
+	described := make([]string, len(r.notSelected))
+	for i, f := range r.notSelected {
+		described[i] = f.String()
+	}
+	p.log.Info("not selected", append(r.id.logAttrs(), "annotation", r.annotation,
+		"faults", described, "selection", r.selection)...)
 }
 
 // disarm removes the rule for key (idempotent), copying its final counts into the

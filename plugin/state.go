@@ -52,6 +52,35 @@ type Entry struct {
 	// UserDisarmed: `kfault disarm KEY` turned it off; it is not re-armed (not at
 	// synchronization either) while the container lives.
 	UserDisarmed bool `json:"userDisarmed,omitempty"`
+	// NotSelected are the annotation's faults whose select rule left this container out: they
+	// are not armed, and are not in Faults. A container none of whose faults was selected has
+	// an entry with no Faults, Armed false.
+	NotSelected annotations.Faults `json:"notSelected,omitempty"`
+	// Selection is the decision for every fault of the annotation, when one has a select rule.
+	Selection []annotations.Decision `json:"selection,omitempty"`
+}
+
+// FaultIndex is the index in the annotation of Faults[i] (they differ when a select rule left
+// an earlier fault out).
+func (e Entry) FaultIndex(i int) int {
+	if e.Selection == nil {
+		return i
+	}
+	if sel := annotations.Selected(e.Selection); i >= 0 && i < len(sel) {
+		return sel[i]
+	}
+	return i
+}
+
+// NotSelectedReasons says, per fault of NotSelected, why its rule left the container out.
+func (e Entry) NotSelectedReasons() []string {
+	var out []string
+	for _, d := range e.Selection {
+		if !d.Selected {
+			out = append(out, fmt.Sprintf("fault %d: %s: %s", d.Fault, d.Rule, d.Reason))
+		}
+	}
+	return out
 }
 
 // stateFile is the on-disk form.
@@ -319,5 +348,7 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
 func (e Entry) clone() Entry {
 	e.Injected = slices.Clone(e.Injected)
 	e.Faults = slices.Clone(e.Faults)
+	e.NotSelected = slices.Clone(e.NotSelected)
+	e.Selection = slices.Clone(e.Selection)
 	return e
 }

@@ -13,8 +13,11 @@ import (
 const convertUsage = `usage: kfault convert [-o yaml|json] FILE|-
 
 Reads a Chaos Mesh KernelChaos manifest and prints the kfault annotation value with
-the same fault on standard output. Notes go to standard error: KernelChaos mode and
-selector have no equivalent, because the annotation is placed on the pods you choose.
+the same fault on standard output. Notes go to standard error: the KernelChaos
+selector has no equivalent, because the annotation is placed on the pods you choose;
+mode fixed-percent and random-max-percent become select: {percent: P} (a per-pod
+draw), mode all needs no select, and for one and fixed a note gives the StatefulSet
+ordinals form and the nearest percent.
 "-" reads standard input.
 
   -o yaml   the value as YAML (default)

@@ -11,6 +11,7 @@ import (
 )
 
 func TestConvertCommand(t *testing.T) {
+	mountChain := []annotations.Frame{{FuncName: "__x64_sys_mount"}}
 	mount, err := os.ReadFile("../../annotations/testdata/kernelchaos/mount.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -26,20 +27,49 @@ func TestConvertCommand(t *testing.T) {
 			args: []string{"../../annotations/testdata/kernelchaos/mount.yaml"}, code: 0,
 			want: []annotations.Fault{{FailType: annotations.Slab, CallChain: []annotations.Frame{{FuncName: "__x64_sys_mount"}}, Probability: 100}},
 			stderr: []string{
-				`note: KernelChaos mode one with selector {"namespaces":["chaos-mount"]} is replaced by placing the annotation on the pods you choose`,
+				`note: KernelChaos selector {"namespaces":["chaos-mount"]} is replaced by placing the annotation on the pods you choose`,
 				"note: for example, in the pod (or pod template) metadata:\n  annotations:\n    faults.kfault.dev/pod: |\n      failtype: 0",
 			},
 		},
 		"stdin, json": {
 			args: []string{"-o", "json", "-"}, stdin: string(mount), code: 0,
 			want:   []annotations.Fault{{FailType: annotations.Slab, CallChain: []annotations.Frame{{FuncName: "__x64_sys_mount"}}, Probability: 100}},
-			stderr: []string{"note: KernelChaos mode one"},
+			stderr: []string{"note: KernelChaos mode one has no exact equivalent"},
 		},
 		"bananas": {
 			args: []string{"../../annotations/testdata/kernelchaos/bananas.yaml"}, code: 0,
 			want: []annotations.Fault{{FailType: annotations.Slab, Probability: 1, Times: 10, Duration: 600e9, CallChain: []annotations.Frame{{
 				FuncName: "d_alloc_parallel", Parameters: "struct dentry *parent, const struct qstr *name", Predicate: `STRNCMP(name->name, "bananas", 8)`}}}},
 			stderr: []string{`note: headers ["linux/mmzone.h"] dropped`},
+		},
+		"mode all": {
+			args: []string{"testdata/convert/all.yaml"}, code: 0,
+			want:   []annotations.Fault{{FailType: annotations.Slab, CallChain: mountChain, Probability: 100}},
+			stderr: []string{"note: KernelChaos mode all: every pod that carries the annotation gets the fault, which is what kfault does without select"},
+		},
+		"mode one": {
+			args: []string{"testdata/convert/one.yaml"}, code: 0,
+			want: []annotations.Fault{{FailType: annotations.Slab, CallChain: mountChain, Probability: 100}},
+			stderr: []string{"note: KernelChaos mode one has no exact equivalent, and the annotation arms every pod it is on: each pod decides alone",
+				"an exact count of pods needs a controller that sees them all",
+				"select: {ordinals: [0]} arms exactly its pod -0", "for 10 replicas, one ≈ percent: 10"},
+		},
+		"mode fixed": {
+			args: []string{"testdata/convert/fixed.yaml"}, code: 0,
+			want: []annotations.Fault{{FailType: annotations.Slab, CallChain: mountChain, Probability: 100}},
+			stderr: []string{"note: KernelChaos mode fixed (value 3) has no exact equivalent",
+				"For a StatefulSet, select: {ordinals: [0, 1, 2]} arms exactly 3 pods", "for 10 replicas, fixed 3 ≈ percent: 30"},
+		},
+		"mode fixed-percent": {
+			args: []string{"testdata/convert/fixed-percent.yaml"}, code: 0,
+			want:   []annotations.Fault{{FailType: annotations.Slab, CallChain: mountChain, Probability: 100, Select: &annotations.Select{Percent: 30}}},
+			stderr: []string{"note: KernelChaos mode fixed-percent (value 30) became select: {percent: 30}", "      select:\n        percent: 30\n"},
+		},
+		"mode random-max-percent, json": {
+			args: []string{"-o", "json", "testdata/convert/random-max-percent.yaml"}, code: 0,
+			want: []annotations.Fault{{FailType: annotations.Slab, CallChain: mountChain, Probability: 100, Select: &annotations.Select{Percent: 50}}},
+			stderr: []string{"note: KernelChaos mode random-max-percent (value 50) became select: {percent: 50}, but the draw is per pod, not one draw per experiment",
+				"write percent: 25 for the same average"},
 		},
 		"invalid request": {
 			args: []string{"../../annotations/testdata/kernelchaos/bad-callchain.yaml"}, code: 1,

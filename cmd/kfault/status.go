@@ -18,7 +18,7 @@ func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	sock := fs.String("socket", plugin.DefaultControlSocket, "the plugin's control socket `path`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: kfault status [--socket PATH] [--json]\n\nLists every container with a fault: armed or not, and how many faults were injected.\nThe control socket is root only.\n\nFlags:\n")
+		fmt.Fprint(stderr, "usage: kfault status [--socket PATH] [--json]\n\nLists every container with a fault: armed or not, \"not selected\" when the fault's select rule left it out,\nand how many faults were injected.\nThe control socket is root only.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +57,8 @@ func writeStatus(w io.Writer, st plugin.Status) {
 	for _, c := range st.Containers {
 		state := "armed"
 		switch {
+		case len(c.Injected) == 0 && len(c.NotSelectedList) > 0:
+			state = "not selected"
 		case c.UserDisarmed:
 			state = "disarmed (kfault disarm)"
 		case !c.Armed:
@@ -80,6 +82,14 @@ func writeStatus(w io.Writer, st plugin.Status) {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", short(key), ns, p, name, s, fault, n)
 		}
+		// Faults that their select rule left out of this container: never armed here.
+		for i, fault := range c.NotSelectedList {
+			key, ns, p, name := c.Key, c.Namespace, pod, c.Container
+			if i > 0 || len(c.Injected) > 0 {
+				key, ns, p, name = "", "", "", ""
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t-\n", short(key), ns, p, name, "not selected", fault)
+		}
 	}
 	tw.Flush()
 
@@ -87,7 +97,7 @@ func writeStatus(w io.Writer, st plugin.Status) {
 	for _, c := range st.Containers {
 		for _, inj := range c.Recent {
 			// The table above describes each fault in full; its index is enough here.
-			fault := fmt.Sprintf("fault %d", inj.Fault)
+			fault := fmt.Sprintf("fault %d", c.FaultIndex(inj.Fault))
 			nth := ""
 			if inj.Seq > 0 {
 				nth = fmt.Sprintf("  #%d", inj.Seq)

@@ -160,3 +160,37 @@ func mustFaults(value string) annotations.Faults {
 	}
 	return faults
 }
+
+// TestWriteStatusNotSelected: a container whose select rules left out every fault is listed
+// as "not selected", with the decision; one left out of some faults lists those too.
+func TestWriteStatusNotSelected(t *testing.T) {
+	for name, tc := range map[string]struct {
+		entry plugin.StatusEntry
+		want  []string
+	}{
+		"none selected": {
+			entry: plugin.StatusEntry{Key: "c1", Entry: plugin.Entry{Namespace: "default", Pod: "web-1", Container: "app",
+				NotSelected: mustFaults("{failtype: 0, select: {percent: 30}}")},
+				NotSelectedList: []string{"slab: should_failslab returns -ENOMEM, ..., only in 30% of pods (not selected: fault 0: percent: draw 77.4361 >= 30 (hash c63c8bb0127c86ca of \"abc\"))"}},
+			want: []string{"c1 default web-1 app not selected slab: should_failslab", `draw 77.4361 >= 30 (hash c63c8bb0127c86ca of "abc")) -`},
+		},
+		"one of two selected": {
+			entry: plugin.StatusEntry{Key: "c2", Entry: plugin.Entry{Namespace: "default", Pod: "db-1", Container: "app", Armed: true,
+				Faults: mustFaults("{failtype: 1}"), Injected: []uint64{4}, NotSelected: mustFaults("{failtype: 0, select: {ordinals: [0]}}")},
+				FaultList:       []string{"page: should_fail_alloc_page returns true"},
+				NotSelectedList: []string{"slab: should_failslab returns -ENOMEM (not selected: fault 0: ordinals: ordinal 1 (from \"db-1\") not in [0])"}},
+			want: []string{"c2 default db-1 app armed page: should_fail_alloc_page returns true 4 not selected slab: should_failslab returns -ENOMEM (not selected: fault 0: ordinals: ordinal 1"},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out bytes.Buffer
+			writeStatus(&out, plugin.Status{Containers: []plugin.StatusEntry{tc.entry}})
+			words := strings.Join(strings.Fields(out.String()), " ") // columns, whatever their widths
+			for _, want := range tc.want {
+				if !strings.Contains(words, want) {
+					t.Errorf("status output lacks %q:\n%s", want, out.String())
+				}
+			}
+		})
+	}
+}

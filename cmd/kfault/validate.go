@@ -44,7 +44,9 @@ const validateUsage = `usage: kfault validate [--btf FILE | --no-btf] FILE|-
 
 Checks a kfault annotation value, or Kubernetes manifests (Pod, Deployment,
 StatefulSet, DaemonSet, ReplicaSet, Job, CronJob, PodTemplate, List) carrying
-faults.kfault.dev annotations, and prints what would be armed in each container.
+faults.kfault.dev annotations, and prints what would be armed in each container;
+for a fault with select, the rule that decides which pods get it (select.ordinals
+outside a StatefulSet is an error: those pods have no ordinal in their name).
 "-" reads standard input.
 
 Call-chain predicates are compiled against kernel BTF, as the node does when it
@@ -187,9 +189,44 @@ func validateValue(value string, pc *predicateChecker, stdout, stderr io.Writer)
 	}
 	fmt.Fprintf(stdout, "valid: %s; a container with this annotation gets:\n", countNoun(len(faults), "fault"))
 	for _, f := range faults {
-		fmt.Fprintf(stdout, "  - %s\n", f)
+		printFault(stdout, "  ", f)
 	}
 	return 0
+}
+
+// printFault writes one fault as a list item and, for a fault with select, the rule that
+// decides which containers get it.
+func printFault(w io.Writer, indent string, f annotations.Fault) {
+	fmt.Fprintf(w, "%s- %s\n", indent, f)
+	if f.Select != nil {
+		fmt.Fprintf(w, "%s  select: %s\n", indent, f.Select.Explain())
+	}
+}
+
+// ordinalsProblem says why the pods of a manifest object cannot use select.ordinals: only a
+// StatefulSet's pods have a name ending in their ordinal. "" when they can, or when kfault
+// cannot tell (a PodTemplate).
+func ordinalsProblem(object string, faults []annotations.Fault) string {
+	kind, name, _ := strings.Cut(object, "/")
+	switch kind {
+	case "StatefulSet", "PodTemplate":
+		return ""
+	case "Pod":
+		if _, err := annotations.Decide(faults, annotations.Target{UID: "validate", Name: name}); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
+	for i, f := range faults {
+		if f.Select != nil && len(f.Select.Ordinals) > 0 {
+			path := "select.ordinals"
+			if len(faults) > 1 {
+				path = fmt.Sprintf("[%d].%s", i, path)
+			}
+			return fmt.Sprintf("%s: a %s's pods have generated names without a trailing -N ordinal, and kfault refuses them; ordinals select a StatefulSet's pods (use percent here)", path, kind)
+		}
+	}
+	return ""
 }
 
 // printErrors writes one line per rejection, each prefixed.
@@ -266,6 +303,10 @@ func validatePod(p annotations.ManifestPod, pc *predicateChecker, stdout, stderr
 		for _, e := range errs {
 			fail("annotation %s: %s", k, e)
 		}
+		if problem := ordinalsProblem(p.Name, faults); problem != "" {
+			fail("annotation %s: %s", k, problem)
+			continue
+		}
 		parsed[k] = faults
 	}
 	if _, hasPod := ann[annotations.PodKey]; hasPod {
@@ -288,7 +329,7 @@ func validatePod(p annotations.ManifestPod, pc *predicateChecker, stdout, stderr
 		}
 		fmt.Fprintf(stdout, "  %s %s (%s):\n", label, c, key)
 		for _, f := range parsed[key] {
-			fmt.Fprintf(stdout, "    - %s\n", f)
+			printFault(stdout, "    ", f)
 		}
 	}
 	for _, c := range inits {

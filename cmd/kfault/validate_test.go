@@ -156,6 +156,27 @@ func TestValidateCommand(t *testing.T) {
 				"CronJob/nightly:\n  container job (faults.kfault.dev):\n    - slab: should_failslab returns -ENOMEM, every time, at most 1 time",
 			},
 		},
+		"select: percent and ordinals": {
+			args: []string{"testdata/validate/select.yaml"}, code: 0,
+			stdout: []string{
+				"Deployment/web:\n  container app (faults.kfault.dev/pod):\n    - slab: should_failslab returns -ENOMEM when called under __x64_sys_mount, every time, no limit on times, until the container stops, only in 30% of pods (seed \"rollout-2\")\n" +
+					"      select: armed in a pod when the draw SHA-256(pod UID, fault index, seed \"rollout-2\") mapped to [0, 100) is below 30: about 30% of the pods, each deciding alone, the same way every time\n",
+				"StatefulSet/db:\n  container postgres (faults.kfault.dev/pod):\n    - bio: should_fail_bio returns -EIO, every time, no limit on times, until the container stops, only in StatefulSet pods with ordinals 0, 2\n" +
+					"      select: armed only in pods whose name ends in -N with N in [0, 2] (a StatefulSet's pods); a pod whose name has no trailing -N is refused\n",
+			},
+		},
+		"select value": {
+			args: []string{"-"}, stdin: "{failtype: 0, select: {percent: 12.5}}", code: 0,
+			stdout: []string{"  - slab: should_failslab returns -ENOMEM, every time, no limit on times, until the container stops, only in 12.5% of pods\n    select: armed in a pod when the draw SHA-256(pod UID, fault index, no seed) mapped to [0, 100) is below 12.5"},
+		},
+		"select: ordinals outside a StatefulSet": {
+			args: []string{"testdata/validate/select-bad.yaml"}, code: 1,
+			stdout: []string{"Pod/cache-0:\n  container redis (faults.kfault.dev/pod):\n    - slab"},
+			stderr: []string{
+				"Deployment/web: annotation faults.kfault.dev/pod: select.ordinals: a Deployment's pods have generated names without a trailing -N ordinal, and kfault refuses them; ordinals select a StatefulSet's pods (use percent here)",
+				`Pod/cache: annotation faults.kfault.dev/pod: [1].select.ordinals: pod name "cache" has no trailing -N ordinal`,
+			},
+		},
 		"bad pod": {
 			args: []string{"testdata/validate/bad-pod.yaml"}, code: 1,
 			stderr: []string{
