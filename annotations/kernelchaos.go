@@ -94,11 +94,7 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 		fault["select"] = sel
 	}
 
-	raw, err := json.Marshal(fault)
-	if err != nil {
-		return "", nil, fmt.Errorf("spec.failKernRequest: %v", err)
-	}
-	faults, err := Parse(string(raw))
+	f, err := FromFields(fault)
 	if err != nil {
 		var fe Errors
 		if errors.As(err, &fe) {
@@ -127,10 +123,10 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 		notes = append(notes, "ignored (no kfault equivalent): "+strings.Join(ignored, ", "))
 	}
 	if _, ok := present(spec, "duration"); ok {
-		notes = append(notes, fmt.Sprintf("spec.duration became duration: %s; kfault disarms the fault that long after the container starts", faults[0].Duration))
+		notes = append(notes, fmt.Sprintf("spec.duration became duration: %s; kfault disarms the fault that long after the container starts", f.Duration))
 	}
 	notes = append(notes, "kfault arms the fault when a container starts: adding the annotation to a running pod has no effect until its containers are recreated")
-	return Encode(faults), notes, nil
+	return Encode([]Fault{f}), notes, nil
 }
 
 // Why KernelChaos's one and fixed have no exact equivalent, for their notes.

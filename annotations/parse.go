@@ -106,6 +106,19 @@ func Parse(value string) ([]Fault, error) {
 	return faults, nil
 }
 
+// FromFields builds one fault from a fault object that is already decoded (from command-line
+// flags, or a converted manifest), with Parse's defaults and validation and no text in
+// between. Values have decoded types: string, json.Number, bool, []any, map[string]any.
+// Error paths are relative to the fault, e.g. "probability".
+func FromFields(fields map[string]any) (Fault, error) {
+	var p parser
+	f := p.fault("", fields)
+	if len(p.errs) > 0 {
+		return Fault{}, p.errs
+	}
+	return f, nil
+}
+
 // errAnchors is the reason given for a YAML anchor or alias.
 const errAnchors = "YAML anchors and aliases (&name, *name) are not allowed in a kfault annotation" +
 	" (quote a value that starts with & or *, e.g. predicate: '*p == 0')"

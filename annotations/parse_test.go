@@ -568,3 +568,38 @@ func TestFaultsJSON(t *testing.T) {
 		})
 	}
 }
+
+// FromFields gives the fault Parse gives for the same object, and the same errors.
+func TestFromFields(t *testing.T) {
+	tests := map[string]struct {
+		text    string
+		fields  map[string]any
+		wantErr string
+	}{
+		"failtype":   {text: `{failtype: slab, times: 5}`, fields: map[string]any{"failtype": "slab", "times": json.Number("5")}},
+		"function":   {text: `{function: __x64_sys_mkdir, errno: EACCES, duration: 1m}`, fields: map[string]any{"function": "__x64_sys_mkdir", "errno": "EACCES", "duration": "1m"}},
+		"bad number": {fields: map[string]any{"failtype": "page", "probability": json.Number("101")}, wantErr: "probability: 101 is out of range (0, 100]"},
+		"no kind":    {fields: map[string]any{"times": json.Number("1")}, wantErr: "failtype: missing"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := FromFields(tc.fields)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := Parse(tc.text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !Faults(want).Equal(Faults{got}) {
+				t.Errorf("FromFields: %v\nParse:      %v", got, want[0])
+			}
+		})
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -150,8 +151,8 @@ func checkInjectTarget(t bpf.Target, pid int) error {
 	return fmt.Errorf("%s is the root cgroup: a fault there would hit every process on the node; give a cgroup below it", t.Path)
 }
 
-// injectFaults builds the fault list from the flags, through annotations.Parse so that the
-// flags get the same validation and defaults as an annotation.
+// injectFaults builds the fault list from the flags (through annotations.FromFields, so that
+// they get an annotation's validation and defaults), or reads it from --spec.
 func injectFaults(failtype, function, errno, specFile string, probability float64, times uint64, duration time.Duration, set map[string]bool) ([]annotations.Fault, error) {
 	n := 0
 	for _, s := range []string{failtype, function, specFile} {
@@ -178,30 +179,29 @@ func injectFaults(failtype, function, errno, specFile string, probability float6
 		}
 		return faults, nil
 	}
-	var b strings.Builder
+	fields := map[string]any{"probability": json.Number(strconv.FormatFloat(probability, 'g', -1, 64))}
 	if failtype != "" {
 		if errno != "" {
 			return nil, errors.New("--errno goes with --function; a failtype has its own return value")
 		}
-		fmt.Fprintf(&b, "failtype: %s\n", strconv.Quote(failtype))
+		fields["failtype"] = failtype
 	} else {
 		if errno == "" {
 			return nil, errors.New("--function needs --errno (e.g. --errno EACCES)")
 		}
-		fmt.Fprintf(&b, "function: %s\nerrno: %s\n", strconv.Quote(function), strconv.Quote(errno))
+		fields["function"], fields["errno"] = function, errno
 	}
-	fmt.Fprintf(&b, "probability: %s\n", strconv.FormatFloat(probability, 'g', -1, 64))
 	if times > 0 {
-		fmt.Fprintf(&b, "times: %d\n", times)
+		fields["times"] = json.Number(strconv.FormatUint(times, 10))
 	}
 	if duration > 0 {
-		fmt.Fprintf(&b, "duration: %s\n", strconv.Quote(duration.String()))
+		fields["duration"] = duration.String()
 	}
-	faults, err := annotations.Parse(b.String())
+	f, err := annotations.FromFields(fields)
 	if err != nil {
 		return nil, err
 	}
-	return faults, nil
+	return []annotations.Fault{f}, nil
 }
 
 // waitInjectDone waits for a signal, for every fault to have used its times budget, or for
