@@ -369,7 +369,7 @@ func (p *parser) fault(prefix string, m map[string]any) Fault {
 		f.Headers = p.headers(joinPath(prefix, "headers"), v)
 	}
 	if v, ok := present(m, "probability"); ok {
-		f.Probability = p.probability(joinPath(prefix, "probability"), v)
+		f.Probability = p.percent(joinPath(prefix, "probability"), v)
 	}
 	if v, ok := present(m, "times"); ok {
 		f.Times = p.times(joinPath(prefix, "times"), v)
@@ -590,20 +590,6 @@ func (p *parser) headers(path string, v any) []string {
 		}
 	}
 	return out
-}
-
-func (p *parser) probability(path string, v any) float64 {
-	n, ok := v.(json.Number)
-	if !ok {
-		p.errorf(path, "%s, want a number of percent in (0, 100]", describe(v))
-		return DefaultProbability
-	}
-	x, err := strconv.ParseFloat(n.String(), 64)
-	if err != nil || !(x > 0 && x <= 100) {
-		p.errorf(path, "%s is out of range (0, 100]", n)
-		return DefaultProbability
-	}
-	return x
 }
 
 func (p *parser) times(path string, v any) uint64 {

@@ -76,6 +76,7 @@ func (p *parser) selection(path string, v any) *Select {
 	return s
 }
 
+// percent reads a number of percent in (0, 100]: probability, select.percent.
 func (p *parser) percent(path string, v any) float64 {
 	n, ok := v.(json.Number)
 	if !ok {
