@@ -2,6 +2,7 @@ package bpf
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -124,6 +125,19 @@ func TestValidate(t *testing.T) {
 	}
 	if err != nil && strings.Contains("\n"+err.Error(), "\n[0]") {
 		t.Errorf("list: the valid fault 0 is named: %v", err)
+	}
+	// A cgroup holds maxSlots rules per hooked function: one more is refused at Prepare (at
+	// CreateContainer), not at arming.
+	slabs := make([]annotations.Fault, maxSlots+1)
+	for i := range slabs {
+		slabs[i] = annotations.Fault{FailType: annotations.Slab, Probability: 100}
+	}
+	if err := e.Validate(slabs[:maxSlots]); err != nil {
+		t.Errorf("%d slab faults: %v", maxSlots, err)
+	}
+	err = e.Validate(slabs)
+	if want := fmt.Sprintf("[%d].failtype: engine capacity exceeded: fault %d of this annotation on should_failslab; one container may have at most %d faults on one kernel function", maxSlots, maxSlots+1, maxSlots); err == nil || err.Error() != want || !errors.Is(err, ErrLimit) {
+		t.Errorf("%d slab faults: got %v, want %q", maxSlots+1, err, want)
 	}
 	if list, err := InjectableFunctions(); err == nil {
 		if _, ok := list["vfs_read"]; !ok {

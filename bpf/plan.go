@@ -61,8 +61,18 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	}
 	plan := Plan{Faults: faults, rules: make([]plannedRule, len(faults))}
 	var errs []error
+	perHook := map[string]int{} // a cgroup holds maxSlots rules per hooked function
 	for i, f := range faults {
 		r, field, err := e.planRule(f)
+		if err == nil {
+			if perHook[r.fn]++; perHook[r.fn] > maxSlots {
+				field = "failtype"
+				if f.Function != "" {
+					field = "function"
+				}
+				err = fmt.Errorf("%w: fault %d of this annotation on %s; one container may have at most %d faults on one kernel function", ErrLimit, perHook[r.fn], r.fn, maxSlots)
+			}
+		}
 		if err != nil {
 			var index string
 			if len(faults) > 1 {
