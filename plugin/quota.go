@@ -234,3 +234,43 @@ func (p *Plugin) checkQuota(ns, key string, res bpf.Resources) error {
 	defer p.mu.Unlock()
 	return p.checkQuotaLocked(ns, key, res)
 }
+
+// NamespaceQuota is one namespace's use of the engine against its quotas, for kfault status.
+type NamespaceQuota struct {
+	Namespace string          `json:"namespace"`
+	Resources []ResourceQuota `json:"resources"` // containers, hooks, chains, frames
+}
+
+// ResourceQuota is the use of one quota.
+type ResourceQuota struct {
+	Resource string `json:"resource"`
+	Used     int    `json:"used"`
+	Quota    int    `json:"quota"`
+	Key      string `json:"key"` // the config key the quota comes from
+}
+
+// quotaStatus reports every namespace with armed containers or a quotas.namespaces entry,
+// sorted.
+func (p *Plugin) quotaStatus() []NamespaceQuota {
+	quotas := p.Config().Quotas
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	names := map[string]bool{}
+	for ns := range quotas.Namespaces {
+		names[ns] = true
+	}
+	for _, a := range p.armed {
+		names[a.namespace] = true
+	}
+	out := []NamespaceQuota{}
+	for _, ns := range slices.Sorted(maps.Keys(names)) {
+		used := p.usedLocked(ns, "")
+		nq := NamespaceQuota{Namespace: ns}
+		for i, r := range quotaResources {
+			limit, key := quotas.limit(ns, r)
+			nq.Resources = append(nq.Resources, ResourceQuota{Resource: r.name, Used: len(used[i]), Quota: limit, Key: key})
+		}
+		out = append(out, nq)
+	}
+	return out
+}

@@ -401,3 +401,37 @@ func TestNRIQuotaSynchronize(t *testing.T) {
 		t.Fatalf("rejected lines %v", rl)
 	}
 }
+
+// TestQuotaStatus: status lists each namespace with armed containers or its own quotas, with
+// its usage and quotas; a disarm shows at once.
+func TestQuotaStatus(t *testing.T) {
+	u := newTestPlugin(t, "quotas: {namespaces: {idle: {frames: 1}}}")
+	a := ident{Source: SourceNRI, Namespace: "team-a", Container: "app"}
+	u.armForTest(t, "k1", a, chainFault("f1", "f2"))
+	u.armForTest(t, "k2", a, chainFault("f2", "f1"))
+	u.armForTest(t, "k3", ident{Source: SourceNRI, Namespace: "team-b", Container: "app"}, `{failtype: 0}`)
+	show := func() string {
+		var lines []string
+		for _, q := range u.Status().Quotas {
+			line := q.Namespace
+			for _, r := range q.Resources {
+				line += fmt.Sprintf(" %s=%d/%d", r.Resource, r.Used, r.Quota)
+			}
+			lines = append(lines, line)
+		}
+		return strings.Join(lines, "\n")
+	}
+	want := "idle containers=0/256 hooks=0/16 chains=0/63 frames=0/1\n" +
+		"team-a containers=2/256 hooks=1/16 chains=2/63 frames=2/8\n" +
+		"team-b containers=1/256 hooks=1/16 chains=0/63 frames=0/8"
+	if got := show(); got != want {
+		t.Fatalf("status quotas:\n%s\nwant\n%s", got, want)
+	}
+	u.disarm("k2", "test", true)
+	if got := show(); !strings.Contains(got, "team-a containers=1/256 hooks=1/16 chains=1/63 frames=2/8") {
+		t.Fatalf("after a disarm:\n%s", got)
+	}
+	if q := u.Status().Quotas[0].Resources[3]; q.Key != "quotas.namespaces.idle.frames" {
+		t.Errorf("idle frames key %q", q.Key)
+	}
+}
