@@ -435,3 +435,37 @@ func TestQuotaStatus(t *testing.T) {
 		t.Errorf("idle frames key %q", q.Key)
 	}
 }
+
+// TestNRIQuotaNotSelected: a container whose select rules leave every fault out arms nothing,
+// so a full namespace does not refuse it; one with a selected fault is refused.
+func TestNRIQuotaNotSelected(t *testing.T) {
+	h := newHarness(t)
+	tp := h.startPlugin("quotas: {namespaces: {team-a: {containers: 1}}}")
+	const value = `{failtype: 0, select: {ordinals: [0]}}`
+	for _, c := range []struct {
+		pod     string
+		wantErr string
+	}{{"db-0", ""}, {"db-1", ""}, {"db-2", ""}, {"db-0", "quota of 1 container"}} {
+		p := pod("team-a", c.pod, map[string]string{"faults.kfault.dev/pod": value})
+		ct, _ := h.container(p, "app")
+		err := h.rt.create(p, ct)
+		if c.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("%s: create error %v, want %q", c.pod, err, c.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.pod, err)
+		}
+		if err := h.rt.startCtr(p, ct); err != nil {
+			t.Fatalf("%s: start: %v", c.pod, err)
+		}
+	}
+	if got := tp.eng.armedKeys(); len(got) != 1 {
+		t.Fatalf("armed %v", got)
+	}
+	if n := len(tp.logLines("not selected")); n != 2 {
+		t.Fatalf("%d not selected lines, want 2", n)
+	}
+}
