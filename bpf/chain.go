@@ -151,18 +151,14 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 		return nil, fmt.Errorf("callchain: %w: call chains need task storage maps (kernel 5.11+), which this kernel lacks", ErrNotSupported)
 	}
 	last := len(frames) - 1
-	if frames[last].FuncName == fn {
-		if strings.TrimSpace(frames[last].Predicate) == "" {
-			// The hooked function is on the stack whenever the fault point is reached.
-			frames = frames[:last]
-		} else if e.mech == MechanismKprobe {
-			// The predicate would run in an fentry program, which the kernel calls after the
-			// kprobe of the same function: too late for the kprobe's decision.
-			return nil, fmt.Errorf("callchain[%d].predicate: a predicate on the hooked function %s %w yet with the kprobe mechanism (use fmod_ret)", last, fn, ErrNotSupported)
-		}
-		// fmod_ret: the frame's fentry program runs before the fmod_ret program in the same
-		// trampoline, so the frame is marked (or not) by the time the hot path looks.
+	if frames[last].FuncName == fn && strings.TrimSpace(frames[last].Predicate) != "" && e.mech == MechanismKprobe {
+		// The predicate would run in an fentry program, which the kernel calls after the
+		// kprobe of the same function: too late for the kprobe's decision. (fmod_ret: the
+		// frame's fentry program runs before the fmod_ret program in the same trampoline, so
+		// the frame is marked, or not, by the time the hot path looks.)
+		return nil, fmt.Errorf("callchain[%d].predicate: a predicate on the hooked function %s %w yet with the kprobe mechanism (use fmod_ret)", last, fn, ErrNotSupported)
 	}
+	frames = chainFrames(f, fn)
 	if len(frames) == 0 {
 		return nil, nil
 	}
@@ -180,13 +176,31 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 		if err != nil {
 			return nil, err
 		}
-		k := frameKey{fn: fr.FuncName, params: strings.TrimSpace(fr.Parameters), pred: strings.TrimSpace(fr.Predicate)}
+		k := frameKeyOf(fr)
 		p.frames = append(p.frames, plannedFrame{key: k, prog: prog})
-		fmt.Fprintf(&key, "%q %q %q;", k.fn, k.params, k.pred)
+		key.WriteString(k.id())
 	}
 	p.key = key.String()
 	return p, nil
 }
+
+// chainFrames are the frames of f's call chain that the engine tracks when f hooks fn: the
+// chain as written, less a last frame on the hooked function itself without a predicate (that
+// one is on the stack whenever the fault point is reached).
+func chainFrames(f annotations.Fault, fn string) []annotations.Frame {
+	frames := f.CallChain
+	if last := len(frames) - 1; last >= 0 && frames[last].FuncName == fn && strings.TrimSpace(frames[last].Predicate) == "" {
+		frames = frames[:last]
+	}
+	return frames
+}
+
+func frameKeyOf(fr annotations.Frame) frameKey {
+	return frameKey{fn: fr.FuncName, params: strings.TrimSpace(fr.Parameters), pred: strings.TrimSpace(fr.Predicate)}
+}
+
+// id is the frame's identity in a chain key: equal for frames the engine shares.
+func (k frameKey) id() string { return fmt.Sprintf("%q %q %q;", k.fn, k.params, k.pred) }
 
 // acquireChain gives r the chain of plan (nil: none), loading and attaching the programs of
 // frames that no armed rule used yet, and sets r.enc.ChainId.

@@ -3,6 +3,9 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/kfault/kfault/annotations"
@@ -38,6 +41,51 @@ func (p Plan) Only(indexes []int) Plan {
 		}
 	}
 	return out
+}
+
+// Capacities of the engine shared by every container on the node; the node config's quotas
+// are checked against them.
+const (
+	// MaxHooks is the number of distinct hooked functions armed at once.
+	MaxHooks = maxHooks
+	// MaxRules is the number of faults armed at once, over all containers.
+	MaxRules = maxRules
+	// MaxChains is the number of distinct call chains armed at once.
+	MaxChains = maxChains - 1
+	// MaxFrames is the number of distinct call-chain frames (function, parameters, predicate)
+	// armed at once.
+	MaxFrames = maxFrameIDs
+)
+
+// Resources are the engine's shared resources that a plan takes when armed, as keys that are
+// equal, across plans, exactly when the engine shares the resource: the hooked functions
+// (function names), the call chains and the call-chain frames (opaque keys). Each list is
+// sorted and without duplicates.
+type Resources struct {
+	Hooks, Chains, Frames []string
+}
+
+// Resources derives the plan's resources from its faults, so a plan that Prepare did not make
+// (a test's) gets the same answer. A fault whose hook is unknown counts for nothing.
+func (p Plan) Resources() Resources {
+	hooks, chains, frames := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, f := range p.Faults {
+		fn, _, err := hookOf(f)
+		if err != nil {
+			continue
+		}
+		hooks[fn] = true
+		var chain strings.Builder
+		for _, fr := range chainFrames(f, fn) {
+			k := frameKeyOf(fr).id()
+			frames[k] = true
+			chain.WriteString(k)
+		}
+		if chain.Len() > 0 {
+			chains[chain.String()] = true
+		}
+	}
+	return Resources{Hooks: slices.Sorted(maps.Keys(hooks)), Chains: slices.Sorted(maps.Keys(chains)), Frames: slices.Sorted(maps.Keys(frames))}
 }
 
 // ArmOptions continue an earlier arm of the same faults, as a restarted plugin does.

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 )
 
 // Every way a container reaches kfault (NRI CreateContainer, StartContainer and Synchronize,
@@ -84,6 +85,14 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		}
 	}
 	if !ph.arm {
+		// Creation: refuse early a container that its namespace's quotas cannot take now (the
+		// start, under the lock, has the last word). Only when the refusal can fail the
+		// creation (strict): in lenient mode the start decides, and logs it once.
+		if sel := selectedPlan(pp); ph.blockable && p.Config().Mode == Strict && len(sel.Faults) > 0 {
+			if err := p.checkQuota(c.id.Namespace, c.key, sel.Resources()); err != nil {
+				return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+			}
+		}
 		p.keepPrepared(c.key, value, pp.plan, pp.selection)
 		return nil
 	}
@@ -106,10 +115,23 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		}
 	}
 	err := p.arm(r)
+	var rejected *RejectError
+	if errors.As(err, &rejected) {
+		return p.reject(c.id, key, ph.name, err, ph.blockable)
+	}
 	if err != nil && ph.blockable && p.Config().Mode == Strict {
 		return err
 	}
 	return nil
+}
+
+// selectedPlan is the plan of the faults that their select rules chose (all of them when
+// none has a select rule).
+func selectedPlan(pp preparedPlan) bpf.Plan {
+	if !hasSelect(pp.selection) {
+		return pp.plan
+	}
+	return pp.plan.Only(annotations.Selected(pp.selection))
 }
 
 // hasSelect reports whether some fault has a select rule.

@@ -68,6 +68,10 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 //	  default: allow                      # allow | deny: namespaces not listed below
 //	  deny: [tenant-x]                    # predicates refused here (wins over allow)
 //	  allow: [chaos-team]                 # predicates allowed here when default is deny
+//	quotas:                               # per namespace, of the engine's node-wide capacities
+//	  default: {containers: 256, hooks: 16, chains: 63, frames: 8}  # the defaults: 1/4 of each
+//	  namespaces:
+//	    chaos-team: {containers: 1000, frames: 16}  # absent fields: quotas.default's
 //
 // For CRI pods the namespace is the Kubernetes namespace; for containers found by the
 // containerd event watcher it is the containerd namespace (nerdctl: "default").
@@ -77,6 +81,14 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 // authors should not read kernel data at all gets predicates: deny. A fault with a predicate
 // there is refused at admission like a fault in a denied namespace (strict: the container is
 // not created; lenient: a log line and no fault). Faults without predicates are unaffected.
+//
+// Quotas bound what one namespace's armed containers take of the engine, which every
+// container on the node shares (quota.go): containers with armed faults, distinct hooked
+// functions, call chains and call-chain frames. Something two containers of a namespace share
+// counts once. A container that would take its namespace over a quota is refused like a
+// disallowed one: strict, its creation or start fails with the quota, the usage and the key
+// to raise; lenient, a log line and no fault. Containers found by synchronization or the
+// containerd watcher run without their faults (logged).
 type Config struct {
 	AllowedNamespaces       []string         `json:"allowedNamespaces,omitempty"`
 	DeniedNamespaces        []string         `json:"deniedNamespaces,omitempty"`
@@ -88,6 +100,7 @@ type Config struct {
 	ControlSocket           string           `json:"controlSocket,omitempty"`
 	Events                  EventsConfig     `json:"events,omitzero"`
 	Predicates              PredicatesConfig `json:"predicates,omitzero"`
+	Quotas                  QuotasConfig     `json:"quotas,omitzero"`
 }
 
 // PredicatesConfig says in which namespaces call-chain predicates are allowed.
@@ -146,10 +159,25 @@ func ParseConfig(data []byte) (Config, error) {
 }
 
 // checkKeys rejects keys that t (a struct with json tags) does not have, naming the
-// key's full path and the known keys.
+// key's full path and the known keys. It follows pointers, and checks every value of a map
+// (keyed by names, as quotas.namespaces) against the map's element type.
 func checkKeys(prefix string, v any, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
 	m, ok := v.(map[string]any)
-	if !ok || t.Kind() != reflect.Struct {
+	if !ok {
+		return nil
+	}
+	if t.Kind() == reflect.Map {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if err := checkKeys(prefix+k+".", m[k], t.Elem()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if t.Kind() != reflect.Struct {
 		return nil
 	}
 	fields := map[string]reflect.Type{}
@@ -186,13 +214,15 @@ func DefaultConfig() Config {
 		ContainerdSocket: DefaultContainerdSocket,
 		Events:           EventsConfig{Enabled: &enabled, SkipNamespaces: []string{DefaultK8sNamespace}},
 		Predicates:       PredicatesConfig{Default: PredicatesAllow},
+		Quotas:           QuotasConfig{Default: defaultQuota()},
 	}
 }
 
 // Merge returns base with every field set in over replacing base's. A namespace list
 // present in over (even empty, `[]`) replaces base's. When over sets allowedNamespaces but
 // not deniedNamespaces, the namespaces it names explicitly leave the default deny list, so
-// that listing kube-system as allowed works ("*" does not name it).
+// that listing kube-system as allowed works ("*" does not name it). Quotas merge field by
+// field: quotas.default's, and each namespace's of quotas.namespaces.
 func Merge(base, over Config) Config {
 	out := base
 	if over.AllowedNamespaces != nil {
@@ -240,6 +270,7 @@ func Merge(base, over Config) Config {
 	if over.Predicates.Allow != nil {
 		out.Predicates.Allow = slices.Clone(over.Predicates.Allow)
 	}
+	out.Quotas = mergeQuotas(base.Quotas, over.Quotas)
 	return out
 }
 
@@ -283,6 +314,9 @@ func (c Config) Validate() error {
 	}
 	if !c.ControlDisabled() && c.ControlSocket != "" && !filepath.IsAbs(c.ControlSocket) {
 		return fmt.Errorf("node config: controlSocket: %q is not an absolute path (or off)", c.ControlSocket)
+	}
+	if err := c.Quotas.validate(); err != nil {
+		return err
 	}
 	if c.MetricsAddress != "" {
 		if err := checkMetricsAddress(c.MetricsAddress, c.MetricsAllowNonLoopback); err != nil {

@@ -90,6 +90,19 @@ func TestEventHandler(t *testing.T) {
 			wantState: map[string]bool{"default/n1": true},
 			wantLog:   "armed",
 		},
+		"over quota: logged, not armed (an event cannot block)": {
+			config:     "quotas: {namespaces: {default: {containers: 1}}}",
+			containers: map[string]string{"n1": fault, "n2": fault, "other/n3": fault},
+			steps: func(p map[string]uint32) []step {
+				return []step{
+					{"default", &apievents.TaskCreate{ContainerID: "n1", Pid: p["n1"]}},
+					{"default", &apievents.TaskCreate{ContainerID: "n2", Pid: p["n2"]}},
+					{"other", &apievents.TaskCreate{ContainerID: "n3", Pid: p["other/n3"]}},
+				}
+			},
+			wantArmed: []string{"default/n1", "other/n3"},
+			wantLog:   "rejected",
+		},
 		"unannotated container is left alone": {
 			containers: map[string]string{"plain": ""},
 			steps: func(p map[string]uint32) []step {

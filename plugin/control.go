@@ -33,6 +33,9 @@ type Status struct {
 	Mode       Mode          `json:"mode"`
 	StateDir   string        `json:"stateDir"`
 	Containers []StatusEntry `json:"containers"`
+	// Quotas: per namespace with armed containers or its own quotas, what its armed
+	// containers use of the engine and its quotas.
+	Quotas []NamespaceQuota `json:"quotas,omitempty"`
 }
 
 // StatusEntry is one container with faults: its state entry, with live counts when armed.
@@ -72,6 +75,7 @@ func (p *Plugin) Status() Status {
 		return st
 	}
 	st.Halted = store.Halted()
+	st.Quotas = p.quotaStatus()
 	for _, c := range p.containers() {
 		se := StatusEntry{Key: c.key, Entry: c.Entry, Recent: p.inj.get(c.key), Live: c.live}
 		for _, f := range c.faults {

@@ -74,8 +74,8 @@ type Plugin struct {
 	store      *Store
 	svcCtx     context.Context
 
-	mu    sync.Mutex          // serializes arm/disarm/sync
-	armed map[string]bpf.Plan // keys armed in the engine by this process, and what
+	mu    sync.Mutex           // serializes arm/disarm/sync
+	armed map[string]armedPlan // keys armed in the engine by this process, and what
 	// prepared holds plans made at CreateContainer for StartContainer to arm, so that a
 	// container's faults are compiled once (guarded by mu).
 	prepared map[string]preparedPlan
@@ -107,7 +107,7 @@ func New(o Options) (*Plugin, error) {
 		opts:     o,
 		log:      o.Logger,
 		engine:   o.Engine,
-		armed:    map[string]bpf.Plan{},
+		armed:    map[string]armedPlan{},
 		prepared: map[string]preparedPlan{},
 		svcCtx:   context.Background(),
 	}
@@ -176,6 +176,7 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 	p.log.Info("configured", "mode", cfg.Mode, "allowedNamespaces", cfg.AllowedNamespaces,
 		"deniedNamespaces", cfg.DeniedNamespaces, "stateDir", cfg.StateDir,
 		"predicates", cfg.Predicates.Default, "predicatesDenied", cfg.Predicates.Deny, "predicatesAllowed", cfg.Predicates.Allow,
+		"quotaDefault", cfg.Quotas.Default.String(), "quotaNamespaces", len(cfg.Quotas.Namespaces),
 		"metricsAddress", cfg.MetricsAddress, "containerdEvents", cfg.EventsEnabled(),
 		"stateEntries", len(store.Keys()))
 	if p.opts.StartServices != nil {
@@ -317,6 +318,14 @@ func (p *Plugin) reject(id ident, key, phase string, err error, blockable bool) 
 	return nil
 }
 
+// armedPlan is what a key armed in the engine holds: the plan, and for the quotas its
+// namespace and the engine resources the plan takes.
+type armedPlan struct {
+	plan      bpf.Plan
+	namespace string
+	res       bpf.Resources
+}
+
 // armRequest is everything arm needs.
 type armRequest struct {
 	key         string
@@ -336,7 +345,8 @@ type armRequest struct {
 }
 
 // arm resolves the cgroup and arms the rule, then records it. A rule already armed
-// under the same key is disarmed first.
+// under the same key is disarmed first. A *RejectError is a refusal (a quota) that the
+// caller reports as such; other errors are arming failures, already logged.
 func (p *Plugin) arm(r armRequest) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -357,6 +367,12 @@ func (p *Plugin) armLocked(r armRequest) error {
 	if hadPrev && prev.UserDisarmed && prev.Faults.Equal(r.plan.Faults) {
 		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
 		return nil
+	}
+	// The authoritative quota check: under the lock, against what is armed now (r.key's
+	// earlier arm, if any, is already disarmed above, so it does not count twice).
+	res := r.plan.Resources()
+	if err := p.checkQuotaLocked(r.id.Namespace, r.key, res); err != nil {
+		return &RejectError{Err: err}
 	}
 	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, r.pid, r.cgroupsPath)
 	if err != nil {
@@ -398,7 +414,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 			append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
 		return nil
 	}
-	p.armed[r.key] = r.plan
+	p.armed[r.key] = armedPlan{plan: r.plan, namespace: r.id.Namespace, res: res}
 
 	injected := opts.Injected
 	if injected == nil {
@@ -697,10 +713,10 @@ func (p *Plugin) containers() []containerView {
 // container, or one armed by an earlier run).
 func (p *Plugin) faultsOf(key string, e Entry) []annotations.Fault {
 	p.mu.Lock()
-	plan, ok := p.armed[key]
+	a, ok := p.armed[key]
 	p.mu.Unlock()
 	if ok {
-		return plan.Faults
+		return a.plan.Faults
 	}
 	return e.Faults
 }

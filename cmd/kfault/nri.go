@@ -41,6 +41,10 @@ The node config (--config, or the one NRI delivers) is YAML:
   metricsAllowNonLoopback: false #   this is true)
   controlSocket: /run/kfault/control.sock   # "off" disables kfault status/disarm
   events: {enabled: true, skipNamespaces: [k8s.io]}
+  predicates: {default: allow, deny: [...], allow: [...]}
+  quotas:                        # per namespace; default: 1/4 of each engine capacity
+    default: {containers: 256, hooks: 16, chains: 63, frames: 8}
+    namespaces: {chaos-a: {containers: 1000}}   # absent fields: the default's
 Flags given explicitly win over the config file and the NRI-delivered config.
 
 Flags:

@@ -18,7 +18,7 @@ func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	sock := fs.String("socket", plugin.DefaultControlSocket, "the plugin's control socket `path`")
 	asJSON := fs.Bool("json", false, "print JSON")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "usage: kfault status [--socket PATH] [--json]\n\nLists every container with a fault: armed or not, \"not selected\" when the fault's select rule left it out,\nand how many faults were injected.\nThe control socket is root only.\n\nFlags:\n")
+		fmt.Fprint(stderr, "usage: kfault status [--socket PATH] [--json]\n\nLists every container with a fault: armed or not, \"not selected\" when the fault's select rule left it out,\nand how many faults were injected; then each namespace's use of the engine against its\nquotas (quotas in the node config).\nThe control socket is root only.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -92,6 +92,7 @@ func writeStatus(w io.Writer, st plugin.Status) {
 		}
 	}
 	tw.Flush()
+	writeQuotas(w, st.Quotas)
 
 	var recent []string
 	for _, c := range st.Containers {
@@ -112,6 +113,28 @@ func writeStatus(w io.Writer, st plugin.Status) {
 			fmt.Fprintln(w, l)
 		}
 	}
+}
+
+// writeQuotas prints each namespace's use of the engine against its quotas ("used/quota").
+func writeQuotas(w io.Writer, quotas []plugin.NamespaceQuota) {
+	if len(quotas) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nquotas (used/quota; node config key quotas.namespaces.<namespace>.<resource>):")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	header := "NAMESPACE"
+	for _, r := range quotas[0].Resources {
+		header += "\t" + strings.ToUpper(r.Resource)
+	}
+	fmt.Fprintln(tw, header)
+	for _, q := range quotas {
+		line := q.Namespace
+		for _, r := range q.Resources {
+			line += fmt.Sprintf("\t%d/%d", r.Used, r.Quota)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
 }
 
 // short abbreviates 64-hex container IDs in keys.

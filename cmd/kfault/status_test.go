@@ -194,3 +194,26 @@ func TestWriteStatusNotSelected(t *testing.T) {
 		})
 	}
 }
+
+func TestWriteStatusQuotas(t *testing.T) {
+	res := func(used ...int) []plugin.ResourceQuota {
+		quota := []int{256, 16, 63, 8}
+		var out []plugin.ResourceQuota
+		for i, name := range []string{"containers", "hooks", "chains", "frames"} {
+			out = append(out, plugin.ResourceQuota{Resource: name, Used: used[i], Quota: quota[i]})
+		}
+		return out
+	}
+	st := plugin.Status{
+		Containers: []plugin.StatusEntry{{Key: "c1", Entry: plugin.Entry{Namespace: "team-a", Armed: true, Injected: []uint64{0}}}},
+		Quotas:     []plugin.NamespaceQuota{{Namespace: "team-a", Resources: res(1, 1, 2, 8)}},
+	}
+	var out bytes.Buffer
+	writeStatus(&out, st)
+	got := strings.Join(strings.Fields(out.String()), " ")
+	for _, want := range []string{"quotas (used/quota;", "NAMESPACE CONTAINERS HOOKS CHAINS FRAMES team-a 1/256 1/16 2/63 8/8"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
