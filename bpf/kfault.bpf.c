@@ -32,10 +32,12 @@
  * kfault_levels or kfault_frame_levels value). For each of those levels, outermost first, it
  * passes the current task's ancestor cgroup id at that level to check (with arg); at the first
  * nonzero answer it stores it in *ret and returns 1. It returns 0 when there is none, at once
- * when bits is 0. check is a global
- * function (eval_cgroup, kfault_frame_scoped): the verifier checks it once, not once per level,
- * and the loop stays a real, small loop. Always inlined, with a constant check, so the call is
- * direct (BPF has no indirect calls).
+ * when bits is 0. check is a global function (eval_cgroup, kfault_frame_scoped): the verifier
+ * checks it once, not once per level, and the loop stays a real, small loop. Always inlined, with
+ * a constant check, so the call is direct (BPF has no indirect calls). Its shape (the store
+ * through ret, the early return) is the loop the hooks had before it was shared: the hook
+ * programs compile to the same instructions; returning the answer instead made clang reorder
+ * blocks and spill in the bio programs.
  */
 static __always_inline int armed_ancestors(__u64 bits, __s64 (*check)(__u64 cgroup, __u32 arg), __u32 arg,
 					   __s64 *ret)

@@ -11,7 +11,8 @@
  * which (frame, slot) must be active when the frame is entered (the previous frame of that
  * chain; none for position 0).
  *
- * Per task (task storage, created on the first matching entry), per frame id:
+ * Per task (task storage, created on the first matching entry of a task in the frame's scope,
+ * see Scope below), per frame id:
  *   calls:    how many invocations of the frame's function are on this task's stack (counted
  *             while the storage exists and the frame program is attached);
  *   mask[u]:  bit L set = the invocation at recursion level L matched for user slot u: its
