@@ -125,7 +125,12 @@ func programCost(t *testing.T, e *Engine, fn string, loop func() time.Duration) 
 	if h == nil {
 		t.Fatalf("%s is not hooked", fn)
 	}
-	prog := h.coll.Programs[programName(e.mech, h.kind)]
+	return progCost(t, h.coll.Programs[programName(e.mech, h.kind)], loop)
+}
+
+// progCost is programCost for any program; call it with BPF run-time statistics enabled.
+func progCost(t *testing.T, prog *ebpf.Program, loop func() time.Duration) (float64, uint64) {
+	t.Helper()
 	before, err := prog.Stats()
 	if err != nil {
 		t.Fatalf("program stats: %v", err)

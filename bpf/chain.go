@@ -22,6 +22,10 @@ import (
 // position i-1 as its prerequisite, which is how order is enforced. Frames and chains are
 // reference counted: a frame's programs are attached while some armed rule's chain contains it
 // and detached with its last user. Nothing is pinned.
+//
+// A frame's entry program first checks the task's cgroup, as the hook programs do, against the
+// frame's scope: the cgroups (and their levels) of the armed rules whose chain goes through the
+// frame (kfault_frame_scope, kfault_frame_levels). Tasks elsewhere pay that check only.
 
 // Capacities; MAX_* in kfault_chain.bpf.h. Those that size an array of a generated type are
 // taken from it; TestLimits checks maxChains against kfault_chains and the C source.
@@ -30,6 +34,7 @@ const (
 	maxFrameUsers  = len(kfaultFrameInfo{}.Users) // chain positions sharing one frame
 	maxChains      = 256                          // distinct chains armed at once, id 0 unused
 	maxChainFrames = len(kfaultChain{}.Frames)    // frames per chain
+	maxFrameScopes = 16384                        // {cgroup, frame} pairs armed at once
 )
 
 const (
@@ -65,6 +70,51 @@ type frameProg struct {
 	prevs [maxFrameUsers]kfaultFrameUser
 	next  int // round-robin slot allocation (a freed slot is reused last)
 	refs  int
+	scope frameScope // the cgroups whose armed rules have a chain through this frame
+}
+
+// frameScope counts, for one frame, the armed rules whose chain goes through it: per cgroup id
+// (the kfault_frame_scope keys) and per cgroup level (the kfault_frame_levels bitmap). A rule
+// whose chain has the frame at two positions counts twice.
+type frameScope struct {
+	cgroups map[uint64]int
+	levels  [maxLevel + 1]int
+}
+
+// add counts one rule on cgroup at level, and says which map entries it turns on: the cgroup's
+// key, the level's bit.
+func (s *frameScope) add(cgroup uint64, level int) (newCgroup, newLevel bool) {
+	if s.cgroups == nil {
+		s.cgroups = map[uint64]int{}
+	}
+	s.cgroups[cgroup]++
+	s.levels[level]++
+	return s.cgroups[cgroup] == 1, s.levels[level] == 1
+}
+
+// remove undoes add, and says which map entries it turns off.
+func (s *frameScope) remove(cgroup uint64, level int) (goneCgroup, goneLevel bool) {
+	if s.cgroups[cgroup] <= 0 || s.levels[level] <= 0 {
+		return false, false // not counted: nothing to undo
+	}
+	s.cgroups[cgroup]--
+	s.levels[level]--
+	if s.cgroups[cgroup] == 0 {
+		delete(s.cgroups, cgroup)
+		goneCgroup = true
+	}
+	return goneCgroup, s.levels[level] == 0
+}
+
+// bits is the kfault_frame_levels value.
+func (s *frameScope) bits() uint64 {
+	var b uint64
+	for l, n := range s.levels {
+		if n > 0 {
+			b |= 1 << l
+		}
+	}
+	return b
 }
 
 // chainState is one distinct chain, shared by every rule with the same frames.
@@ -89,14 +139,16 @@ type plannedFrame struct {
 
 // chainSet is the engine's call-chain bookkeeping (guarded by Engine.mu).
 type chainSet struct {
-	frames     map[frameKey]*frameProg
-	frameIDs   [maxFrameIDs]bool
-	gen        uint32
-	chains     map[string]*chainState
-	chainIDs   [maxChains]bool
-	frameMap   *ebpf.Map // kfault_frames
-	chainMap   *ebpf.Map // kfault_chains
-	taskChains *ebpf.Map // kfault_task_chains
+	frames      map[frameKey]*frameProg
+	frameIDs    [maxFrameIDs]bool
+	gen         uint32
+	chains      map[string]*chainState
+	chainIDs    [maxChains]bool
+	frameMap    *ebpf.Map // kfault_frames
+	chainMap    *ebpf.Map // kfault_chains
+	taskChains  *ebpf.Map // kfault_task_chains
+	frameLevels *ebpf.Map // kfault_frame_levels
+	frameScope  *ebpf.Map // kfault_frame_scope
 }
 
 func (c *chainSet) createMaps(spec *ebpf.CollectionSpec) error {
@@ -112,11 +164,17 @@ func (c *chainSet) createMaps(spec *ebpf.CollectionSpec) error {
 	if c.taskChains, err = ebpf.NewMap(spec.Maps["kfault_task_chains"]); err != nil {
 		return fmt.Errorf("create map kfault_task_chains (task storage, needs Linux 5.11+): %w", err)
 	}
+	if c.frameLevels, err = ebpf.NewMap(spec.Maps["kfault_frame_levels"]); err != nil {
+		return fmt.Errorf("create map kfault_frame_levels: %w", err)
+	}
+	if c.frameScope, err = ebpf.NewMap(spec.Maps["kfault_frame_scope"]); err != nil {
+		return fmt.Errorf("create map kfault_frame_scope: %w", err)
+	}
 	return nil
 }
 
 func (c *chainSet) closeMaps() {
-	for _, m := range []*ebpf.Map{c.frameMap, c.chainMap, c.taskChains} {
+	for _, m := range []*ebpf.Map{c.frameMap, c.chainMap, c.taskChains, c.frameLevels, c.frameScope} {
 		if m != nil {
 			m.Close()
 		}
@@ -136,6 +194,8 @@ func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 		m["kfault_frames"] = e.chains.frameMap
 		m["kfault_chains"] = e.chains.chainMap
 		m["kfault_task_chains"] = e.chains.taskChains
+		m["kfault_frame_levels"] = e.chains.frameLevels
+		m["kfault_frame_scope"] = e.chains.frameScope
 	}
 	return m
 }
@@ -213,7 +273,7 @@ func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {
 		ch.refs++
 		r.chain = ch
 		r.enc.ChainId = ch.id
-		return nil
+		return e.scopeRule(r)
 	}
 	id := -1
 	for i := 1; i < maxChains; i++ {
@@ -275,6 +335,59 @@ func (e *Engine) acquireChain(r *rule, plan *chainPlan) error {
 	ch.refs = 1
 	r.chain = ch
 	r.enc.ChainId = ch.id
+	return e.scopeRule(r)
+}
+
+// scopeRule adds r's cgroup to the scope of every frame of r's chain, so that their entry
+// programs record state for its tasks. Called before r goes into kfault_rules. On error it
+// releases r's chain.
+func (e *Engine) scopeRule(r *rule) error {
+	t := r.owner.target
+	for i, fp := range r.chain.frames {
+		newCg, newLevel := fp.scope.add(t.ID, t.Level)
+		r.scoped = i + 1
+		if err := e.writeScope(fp, t.ID, newCg, newLevel, true); err != nil {
+			e.releaseChain(r)
+			return fmt.Errorf("callchain[%d] (%s): %w", i, fp.key.fn, err)
+		}
+	}
+	return nil
+}
+
+// unscopeRule undoes scopeRule (what of it was done).
+func (e *Engine) unscopeRule(r *rule) {
+	t := r.owner.target
+	for i := r.scoped - 1; i >= 0; i-- {
+		fp := r.chain.frames[i]
+		goneCg, goneLevel := fp.scope.remove(t.ID, t.Level)
+		if err := e.writeScope(fp, t.ID, goneCg, goneLevel, false); err != nil {
+			e.log.Warn("update frame scope", "frame", fp.key.String(), "cgroup", t.ID, "err", err)
+		}
+	}
+	r.scoped = 0
+}
+
+// writeScope writes what a frameScope change turned on or off: the {cgroup, frame} key and the
+// frame's level bitmap. A key goes in before its level bit and comes out after it, as for the
+// hook maps.
+func (e *Engine) writeScope(fp *frameProg, cgroup uint64, key, level, on bool) error {
+	c := &e.chains
+	k := kfaultFrameScopeKey{Cgroup: cgroup, Frame: fp.id}
+	if on && key {
+		if err := c.frameScope.Put(k, uint32(fp.scope.cgroups[cgroup])); err != nil {
+			return fmt.Errorf("write frame scope of cgroup %d: %w", cgroup, err)
+		}
+	}
+	if level {
+		if err := c.frameLevels.Put(fp.id, fp.scope.bits()); err != nil {
+			return fmt.Errorf("write frame levels: %w", err)
+		}
+	}
+	if !on && key {
+		if err := c.frameScope.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete frame scope of cgroup %d: %w", cgroup, err)
+		}
+	}
 	return nil
 }
 
@@ -285,6 +398,7 @@ func (e *Engine) releaseChain(r *rule) {
 	if ch == nil {
 		return
 	}
+	e.unscopeRule(r)
 	r.chain = nil
 	ch.refs--
 	if ch.refs > 0 {
@@ -332,9 +446,12 @@ func (e *Engine) acquireFrame(pf plannedFrame) (*frameProg, error) {
 	}
 	fp := &frameProg{key: pf.key, id: uint32(id), gen: c.gen}
 	// The new generation before the programs run: whatever a task kept from an earlier frame
-	// with this id reads as stale.
+	// with this id reads as stale. And an empty scope: a reused id starts with no levels.
 	if err := e.writeFrame(fp); err != nil {
 		return nil, err
+	}
+	if err := c.frameLevels.Put(fp.id, uint64(0)); err != nil {
+		return nil, fmt.Errorf("write frame levels: %w", err)
 	}
 	start := time.Now()
 	if err := e.loadFrame(fp, pf.prog); err != nil {

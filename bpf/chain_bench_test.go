@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/kfault/kfault/annotations"
 	"github.com/kfault/kfault/bpf/predicate"
@@ -243,5 +244,136 @@ func TestBenchFrameSteps(t *testing.T) {
 		lap("detach fexit")
 		coll.Close()
 		lap("close programs")
+	}
+}
+
+// TestBenchFrameBystander measures what a call-chain frame on a hot function costs a bystander:
+// a task in no armed cgroup calling read(2) of one byte from /dev/zero in a loop (one vfs_read
+// per iteration), with a chain frame on vfs_read armed for a sibling cgroup, against the same
+// loop with nothing attached, interleaved in the same run. Two figures:
+//
+//   - cgroup-first: the frame as armed. The entry program's scope check misses (one array
+//     lookup, one hash lookup for the one armed level) and returns; the exit program finds no
+//     task storage.
+//   - in scope, predicate false: the bystander's cgroup is added to the frame's scope maps by
+//     hand (no rule, so the hot path is unchanged), so the entry program goes on as it did for
+//     every task before the scope check: frame info, task-storage lookup, then the predicate
+//     (count == 4242, false for a 1-byte read). This is the cost without the cgroup-first
+//     check, plus the check itself (an upper bound of the old cost, by one hash lookup).
+//
+// The fault is a slab fault, so should_failslab is hooked as well; a 1-byte read of /dev/zero
+// allocates nothing, so the figures are the frame's. Beside each ratio, the entry and exit
+// programs' own run time per call (BPF stats; they leave out the trampoline). Not a test: KFAULT_BENCH=1, inside the test VM (make bench):
+//
+//	go test -c -o out/bpf.test ./bpf
+//	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchFrameBystander -test.v
+//
+// or KFAULT_TEST_RUN=TestBenchFrameBystander make bench. KFAULT_BENCH_OPS (default 200000)
+// sets the loop length, KFAULT_BENCH_ROUNDS (default 5) the interleaved rounds.
+func TestBenchFrameBystander(t *testing.T) {
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	requireBPF(t)
+	ops := envInt("KFAULT_BENCH_OPS", 200000)
+	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
+	e := newTestEngine(t, MechanismFmodRet)
+	// Siblings, as containers are: the bystander's ancestor at the armed level is its own
+	// cgroup, so the scope check does a real hash lookup (a miss).
+	parent := newCgroup(t, "", "bench-frame")
+	runner := newCgroup(t, parent.path, "bystander")
+	armed := newCgroup(t, parent.path, "armed")
+	fault := slabChain(annotations.Frame{FuncName: "vfs_read", Predicate: "count == 4242"})
+	arm := func() *frameProg {
+		t.Helper()
+		if err := e.armFaults("bench-frame", armed.target, []annotations.Fault{fault}, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, fp := range e.chains.frames {
+			return fp
+		}
+		t.Fatal("no frame attached")
+		return nil
+	}
+	// inScope puts the bystander's cgroup into fp's scope maps (on) or takes it out again.
+	inScope := func(fp *frameProg, on bool) {
+		t.Helper()
+		k := kfaultFrameScopeKey{Cgroup: runner.target.ID, Frame: fp.id}
+		bits := fp.scope.bits()
+		var err error
+		if on {
+			if err = e.chains.frameScope.Put(k, uint32(1)); err == nil {
+				err = e.chains.frameLevels.Put(fp.id, bits|1<<runner.target.Level)
+			}
+		} else {
+			if err = e.chains.frameLevels.Put(fp.id, bits); err == nil {
+				err = e.chains.frameScope.Delete(k)
+			}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	loop := func() time.Duration {
+		r := runVictim(t, runner, "read", ops)
+		if r.fail != 0 {
+			t.Fatalf("bystander reads failed: %v", r)
+		}
+		return r.elapsed
+	}
+	loop() // warm up
+
+	var base, out, in []time.Duration
+	for r := 0; r < rounds; r++ {
+		fp := arm()
+		out = append(out, loop())
+		inScope(fp, true)
+		in = append(in, loop())
+		inScope(fp, false)
+		if err := e.Disarm("bench-frame"); err != nil {
+			t.Fatal(err)
+		}
+		if left := loadedKfaultPrograms(t); len(left) != 0 {
+			t.Fatalf("programs left attached for the baseline: %v", left)
+		}
+		base = append(base, loop())
+	}
+	mb := median(base)
+	for _, c := range []struct {
+		what string
+		d    []time.Duration
+	}{
+		{"cgroup-first (bystander outside the scope)", out},
+		{"in scope, predicate false (no cgroup-first)", in},
+	} {
+		m := median(c.d)
+		fmt.Printf("bench frame vfs_read bystander, %-44s %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f\n",
+			c.what+":", float64(m)/float64(ops), float64(mb)/float64(ops), float64(m)/float64(mb))
+	}
+
+	// The programs' own run time per call, with BPF stats on (which add two clock reads).
+	fp := arm()
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("enable BPF stats: %v", err)
+	}
+	defer stats.Close()
+	for _, scoped := range []bool{false, true} {
+		inScope(fp, scoped)
+		what := "cgroup-first"
+		if scoped {
+			what = "in scope, predicate false"
+		}
+		for _, name := range []string{"kfault_frame_entry", "kfault_frame_exit"} {
+			perCall, calls := progCost(t, fp.coll.Programs[name], loop)
+			fmt.Printf("bench frame vfs_read bystander, %-26s %-18s %6.1f ns per call (%d calls, BPF stats)\n", what+":", name, perCall, calls)
+		}
+	}
+	inScope(fp, false)
+	if err := e.Disarm("bench-frame"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -7,12 +7,15 @@ package bpf
 //	test/vm/run -- out/e2e/bpf.test -test.v -test.run 'TestVMChain'
 
 import (
+	"bufio"
 	"errors"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/kfault/kfault/annotations"
@@ -181,4 +184,81 @@ func TestVMChainErrors(t *testing.T) {
 			t.Errorf("Armed() = %v after failed arms", e.Armed())
 		}
 	})
+}
+
+// TestVMChainScope: a frame's entry program records state only for tasks in the cgroups armed
+// with a chain through it. A shell in the armed cgroup and one in a bystander cgroup both look up
+// a missing name (d_alloc_parallel, the frame, without a predicate so that it matches for anyone
+// it runs for); the armed one then has task storage, the bystander none.
+func TestVMChainScope(t *testing.T) {
+	requireVM(t)
+	e := newTestEngine(t, MechanismFmodRet)
+	dir := tmpfsDir(t)
+	armed := newCgroup(t, "", "scope-armed")
+	by := newCgroup(t, "", "scope-bystander")
+	armOne(t, e, "scope", armed, slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}))
+	var fid uint32
+	for _, fp := range e.chains.frames {
+		fid = fp.id
+	}
+	for _, c := range []struct {
+		name  string
+		cg    *cgroup
+		state bool
+	}{{"armed", armed, true}, {"bystander", by, false}} {
+		found, v := shellTaskState(t, e, c.cg, filepath.Join(dir, "bananas"))
+		if found != c.state {
+			t.Errorf("%s: task state %v, want %v", c.name, found, c.state)
+		}
+		if found && (v.F[fid].Gen == 0 || v.F[fid].Calls != 0) {
+			t.Errorf("%s: frame %d state %+v: want this frame's generation, no call open", c.name, fid, v.F[fid])
+		}
+	}
+	// Disarmed: the scope is empty again (the frame is detached with its last rule).
+	if err := e.Disarm("scope"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.chains.frames); n != 0 {
+		t.Errorf("%d frames left after disarm", n)
+	}
+}
+
+// shellTaskState runs a shell in cg that checks whether path exists (a lookup in the shell's own
+// task), then looks the shell's task storage up (by pidfd) while it waits on stdin.
+func shellTaskState(t *testing.T, e *Engine, cg *cgroup, path string) (bool, kfaultTaskChains) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", `test -e "$1"; echo ready; read x`, "sh", path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := startInCgroup(cg, cmd); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		cmd.Wait()
+	}()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		t.Fatalf("shell: %q, %v", line, err)
+	}
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	var v kfaultTaskChains
+	err = e.chains.taskChains.Lookup(int32(pidfd), &v)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false, v
+	}
+	if err != nil {
+		t.Fatalf("look the task storage up: %v", err)
+	}
+	return true, v
 }

@@ -16,12 +16,16 @@
 //   - kfault_events (ring buffer): sampled injections (who was hit, when), read by samples.go;
 //   - kfault_event_drops (array, one entry): samples lost to a full ring buffer.
 //
-// Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add three more: kfault_frames
-// (frame id → generation and user slots), kfault_chains (chain id → its frames) and
+// Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add five more: kfault_frames
+// (frame id → generation and user slots), kfault_chains (chain id → its frames),
 // kfault_task_chains (task storage: per task, per frame, recursion-level masks of matched
-// entries). Each distinct frame (function, parameters, predicate) has one fentry/fexit pair,
-// with its compiled predicate spliced in, shared by every chain and container that uses it and
-// attached only while one does.
+// entries), and each frame's scope, the hook maps' counterpart: kfault_frame_levels (frame id →
+// bitmap of cgroup levels) and kfault_frame_scope ({cgroup id, frame id} → rules armed there
+// whose chain goes through the frame). Each distinct frame (function, parameters, predicate) has
+// one fentry/fexit pair, with its compiled predicate spliced in, shared by every chain and
+// container that uses it and attached only while one does. The entry program checks the scope
+// first, as the hooks do, so a task outside it pays one array lookup and one hash lookup per
+// armed level, and no predicate or task storage.
 //
 // A hook is attached when its first rule is armed and detached when its last rule goes, so an
 // idle engine runs nothing. Nothing is pinned: every link dies with the process.

@@ -128,6 +128,7 @@ type rule struct {
 	final  uint64 // injected count, frozen when the rule was removed
 	timer  *time.Timer
 	chain  *chainState // nil: no call chain
+	scoped int         // how many frames of chain have this rule's cgroup in their scope
 }
 
 type armedKey struct {

@@ -16,17 +16,50 @@
  * (bpf_get_current_ancestor_cgroup_id, which is the task's own cgroup when L is its own level)
  * has rules. The cost is one hash lookup per distinct armed level, whatever the number of armed
  * cgroups. Checks run cheapest first: cgroup -> rule state -> call chain -> probability -> times.
+ * The call-chain frame programs run the same scope check (armed_ancestors) first, against their
+ * own pair of maps, so that a frame costs tasks outside the armed cgroups that check and nothing
+ * else.
  */
 #include "kfault_bpf.h"
+
+#define MAX_HOOKS 64
+#define MAX_LEVELS 32
+#define MAX_SLOTS 8
+
+/*
+ * armed_ancestors is the cgroup scope check of every program, hook or frame, defined once. bits
+ * is the bitmap of the cgroup levels that have something armed for the calling program (a
+ * kfault_levels or kfault_frame_levels value). For each of those levels, outermost first, it
+ * passes the current task's ancestor cgroup id at that level to check (with arg); at the first
+ * nonzero answer it stores it in *ret and returns 1. It returns 0 when there is none, at once
+ * when bits is 0. check is a global function (eval_cgroup, kfault_frame_scoped): the verifier
+ * checks it once, not once per level, and the loop stays a real, small loop. Always inlined, with
+ * a constant check, so the call is direct (BPF has no indirect calls). Its shape (the store
+ * through ret, the early return) is the loop the hooks had before it was shared: the hook
+ * programs compile to the same instructions; returning the answer instead made clang reorder
+ * blocks and spill in the bio programs.
+ */
+static __always_inline int armed_ancestors(__u64 bits, __s64 (*check)(__u64 cgroup, __u32 arg), __u32 arg,
+					   __s64 *ret)
+{
+	for (int level = 0; level < MAX_LEVELS && bits; level++, bits >>= 1) {
+		if (!(bits & 1))
+			continue;
+		__u64 cgroup = bpf_get_current_ancestor_cgroup_id(level);
+		if (!cgroup)
+			break; /* the task's cgroup is shallower than this level, and than the next ones */
+		if ((*ret = check(cgroup, arg)))
+			return 1;
+	}
+	return 0;
+}
+
 #ifndef KFAULT_NO_CHAINS
 #include "kfault_chain.bpf.h" /* call chains: frame programs, per-task state, chain_active */
 #endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-#define MAX_HOOKS 64
-#define MAX_LEVELS 32
-#define MAX_SLOTS 8
 #define MAX_RULES 16384
 #define MAX_KEYS 16384
 
@@ -248,18 +281,7 @@ static __always_inline int match_current(__s64 *ret)
 	__u64 *bitsp = bpf_map_lookup_elem(&kfault_levels, &hook);
 	if (!bitsp)
 		return 0;
-	__u64 bits = *bitsp;
-
-	for (int level = 0; level < MAX_LEVELS && bits; level++, bits >>= 1) {
-		if (!(bits & 1))
-			continue;
-		__u64 cgroup = bpf_get_current_ancestor_cgroup_id(level);
-		if (!cgroup)
-			break; /* the task's cgroup is shallower than this level, and than the next ones */
-		if ((*ret = eval_cgroup(cgroup, 1)))
-			return 1;
-	}
-	return 0;
+	return armed_ancestors(*bitsp, eval_cgroup, 1, ret);
 }
 
 /* --- bio attribution through the bio's blkcg (buffered writeback is submitted by kworkers) --- */

@@ -11,7 +11,8 @@
  * which (frame, slot) must be active when the frame is entered (the previous frame of that
  * chain; none for position 0).
  *
- * Per task (task storage, created on the first matching entry), per frame id:
+ * Per task (task storage, created on the first matching entry of a task in the frame's scope,
+ * see Scope below), per frame id:
  *   calls:    how many invocations of the frame's function are on this task's stack (counted
  *             while the storage exists and the frame program is attached);
  *   mask[u]:  bit L set = the invocation at recursion level L matched for user slot u: its
@@ -27,6 +28,23 @@
  * gen: each frame id allocation gets a new generation; state whose gen differs is stale (the
  * frame id was freed and reused while the task was inside the old function) and reads as
  * empty.
+ *
+ * Scope: a frame's programs are attached for the whole node, but only tasks in the cgroups whose
+ * armed rules have a chain through the frame need its state. The entry program first runs the
+ * hook programs' cgroup check (armed_ancestors, kfault.bpf.c) against the frame's own maps:
+ *   kfault_frame_levels: frame id -> bitmap of the cgroup levels with rules using the frame
+ *   kfault_frame_scope:  {cgroup id, frame id} -> number of such rules armed on that cgroup
+ * and returns at once for any other task: one array lookup and one hash lookup per armed level,
+ * whatever the number of armed containers; no task storage, no predicate. The exit program has
+ * no scope check: its task-storage lookup finds nothing for a task without state (cheaper than
+ * the scope check), and an exit must undo its entry even if the task changed cgroups meanwhile.
+ *
+ * A task that changes cgroups inside a frame function (cgroup.procs written by someone else):
+ * entries are recorded only while it is in scope, exits always. Moving out, the exit of an
+ * unrecorded inner call can clear the outer level early (the chain reads inactive sooner); moving
+ * in, calls entered before are not on record (as for calls entered before the attach). Either
+ * way the state errs towards "not active": a mask bit is only ever set by an invocation still on
+ * the task's stack. Faults stay scoped anyway: the hot path checks the task's cgroup itself.
  */
 #ifndef KFAULT_CHAIN_BPF_H
 #define KFAULT_CHAIN_BPF_H
@@ -36,6 +54,7 @@
 #define MAX_CHAINS 256     /* distinct chains armed at once, id 0 unused */
 #define MAX_CHAIN_FRAMES 8 /* frames per chain */
 #define MAX_FRAME_LEVELS 32
+#define MAX_FRAME_SCOPES 16384 /* {cgroup, frame} pairs armed at once */
 
 #define FRAME_USER_VALID 1u
 #define FRAME_USER_HAS_PREV 2u
@@ -98,6 +117,26 @@ struct {
 	__type(value, struct chain);
 } kfault_chains SEC(".maps");
 
+struct frame_scope_key {
+	__u64 cgroup;
+	__u32 frame;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_FRAME_IDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} kfault_frame_levels SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_FRAME_SCOPES);
+	__type(key, struct frame_scope_key);
+	__type(value, __u32);
+} kfault_frame_scope SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_TASK_STORAGE_);
 	__uint(map_flags, BPF_F_NO_PREALLOC_);
@@ -153,6 +192,16 @@ volatile const __u32 frame_id = 0;
 volatile const __u32 frame_pred_default = 1;
 
 /*
+ * kfault_frame_scoped: rules armed on cgroup have a chain through this frame. The per-level check
+ * of armed_ancestors; a global function like eval_cgroup (verified once), scalar arguments only.
+ */
+__attribute__((noinline)) __s64 kfault_frame_scoped(__u64 cgroup, __u32 unused)
+{
+	struct frame_scope_key key = {.cgroup = cgroup, .frame = frame_id};
+	return bpf_map_lookup_elem(&kfault_frame_scope, &key) != 0;
+}
+
+/*
  * The frame's predicate: the engine replaces this body with the compiled predicate
  * (bpf/predicate Splice; ArgSource Tracing: ctx is the u64 argument array). R0 = 1 when it holds.
  */
@@ -166,6 +215,11 @@ SEC("fentry/d_alloc_parallel")
 int kfault_frame_entry(__u64 *ctx)
 {
 	__u32 key = frame_id;
+	/* Scope first: a task outside the cgroups armed with this frame pays this and returns. */
+	__u64 *levels = bpf_map_lookup_elem(&kfault_frame_levels, &key);
+	__s64 scoped = 0;
+	if (!levels || !armed_ancestors(*levels, kfault_frame_scoped, 0, &scoped))
+		return 0;
 	struct frame_info *fi = bpf_map_lookup_elem(&kfault_frames, &key);
 	if (!fi)
 		return 0;
@@ -229,6 +283,10 @@ int kfault_frame_entry(__u64 *ctx)
 	return 0;
 }
 
+/*
+ * No scope check here (see Scope above): a task without state pays the task-storage lookup only,
+ * and a task with state undoes its entry wherever it is now.
+ */
 SEC("fexit/d_alloc_parallel")
 int kfault_frame_exit(__u64 *ctx)
 {

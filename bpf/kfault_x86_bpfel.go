@@ -47,6 +47,13 @@ type kfaultFrameInfo struct {
 	Users [8]kfaultFrameUser
 }
 
+type kfaultFrameScopeKey struct {
+	_      structs.HostLayout
+	Cgroup uint64
+	Frame  uint32
+	Pad    uint32
+}
+
 type kfaultFrameUser struct {
 	_         structs.HostLayout
 	Flags     uint32
@@ -98,6 +105,8 @@ const (
 	kfaultMapKfaultCounters    = "kfault_counters"
 	kfaultMapKfaultEventDrops  = "kfault_event_drops"
 	kfaultMapKfaultEvents      = "kfault_events"
+	kfaultMapKfaultFrameLevels = "kfault_frame_levels"
+	kfaultMapKfaultFrameScope  = "kfault_frame_scope"
 	kfaultMapKfaultFrames      = "kfault_frames"
 	kfaultMapKfaultLevels      = "kfault_levels"
 	kfaultMapKfaultRules       = "kfault_rules"
@@ -181,14 +190,16 @@ type kfaultProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultMapSpecs struct {
-	KfaultChains     *ebpf.MapSpec `ebpf:"kfault_chains"`
-	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
-	KfaultEventDrops *ebpf.MapSpec `ebpf:"kfault_event_drops"`
-	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
-	KfaultFrames     *ebpf.MapSpec `ebpf:"kfault_frames"`
-	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
-	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
-	KfaultTaskChains *ebpf.MapSpec `ebpf:"kfault_task_chains"`
+	KfaultChains      *ebpf.MapSpec `ebpf:"kfault_chains"`
+	KfaultCounters    *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEventDrops  *ebpf.MapSpec `ebpf:"kfault_event_drops"`
+	KfaultEvents      *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultFrameLevels *ebpf.MapSpec `ebpf:"kfault_frame_levels"`
+	KfaultFrameScope  *ebpf.MapSpec `ebpf:"kfault_frame_scope"`
+	KfaultFrames      *ebpf.MapSpec `ebpf:"kfault_frames"`
+	KfaultLevels      *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultRules       *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultTaskChains  *ebpf.MapSpec `ebpf:"kfault_task_chains"`
 }
 
 // kfaultVariableSpecs contains global variables before they are loaded into the kernel.
@@ -226,14 +237,16 @@ func (o *kfaultObjects) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultMaps struct {
-	KfaultChains     *ebpf.Map `ebpf:"kfault_chains"`
-	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
-	KfaultEventDrops *ebpf.Map `ebpf:"kfault_event_drops"`
-	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
-	KfaultFrames     *ebpf.Map `ebpf:"kfault_frames"`
-	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
-	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
-	KfaultTaskChains *ebpf.Map `ebpf:"kfault_task_chains"`
+	KfaultChains      *ebpf.Map `ebpf:"kfault_chains"`
+	KfaultCounters    *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEventDrops  *ebpf.Map `ebpf:"kfault_event_drops"`
+	KfaultEvents      *ebpf.Map `ebpf:"kfault_events"`
+	KfaultFrameLevels *ebpf.Map `ebpf:"kfault_frame_levels"`
+	KfaultFrameScope  *ebpf.Map `ebpf:"kfault_frame_scope"`
+	KfaultFrames      *ebpf.Map `ebpf:"kfault_frames"`
+	KfaultLevels      *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultRules       *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultTaskChains  *ebpf.Map `ebpf:"kfault_task_chains"`
 }
 
 func (m *kfaultMaps) Close() error {
@@ -242,6 +255,8 @@ func (m *kfaultMaps) Close() error {
 		m.KfaultCounters,
 		m.KfaultEventDrops,
 		m.KfaultEvents,
+		m.KfaultFrameLevels,
+		m.KfaultFrameScope,
 		m.KfaultFrames,
 		m.KfaultLevels,
 		m.KfaultRules,

@@ -64,6 +64,7 @@ func TestLimits(t *testing.T) {
 		"MAX_FRAME_USERS":  maxFrameUsers,
 		"MAX_CHAINS":       maxChains,
 		"MAX_CHAIN_FRAMES": maxChainFrames,
+		"MAX_FRAME_SCOPES": maxFrameScopes,
 		// A recursion level needs a bit of the per-slot mask.
 		"MAX_FRAME_LEVELS": maskBits,
 	}
@@ -112,9 +113,11 @@ func TestLimits(t *testing.T) {
 		"kfault_event_drops": {1, u64},
 	}
 	chains := map[string]mapWant{
-		"kfault_frames":      {uint32(maxFrameIDs), unsafe.Sizeof(kfaultFrameInfo{})},
-		"kfault_chains":      {maxChains, unsafe.Sizeof(kfaultChain{})},
-		"kfault_task_chains": {0, unsafe.Sizeof(kfaultTaskChains{})},
+		"kfault_frames":       {uint32(maxFrameIDs), unsafe.Sizeof(kfaultFrameInfo{})},
+		"kfault_chains":       {maxChains, unsafe.Sizeof(kfaultChain{})},
+		"kfault_task_chains":  {0, unsafe.Sizeof(kfaultTaskChains{})},
+		"kfault_frame_levels": {uint32(maxFrameIDs), u64},
+		"kfault_frame_scope":  {maxFrameScopes, unsafe.Sizeof(uint32(0))},
 	}
 	check := func(obj string, s *ebpf.CollectionSpec, maps map[string]mapWant) {
 		t.Helper()

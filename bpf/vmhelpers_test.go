@@ -183,7 +183,15 @@ func victimPath(t testing.TB) string {
 		// cannot release its executable cleanly when that lives on the VM's 9p root, and the
 		// next exec of the same file fails (EINVAL).
 		out := filepath.Join(os.TempDir(), fmt.Sprintf("kfault-victim-%d", os.Getpid()))
-		if data, err := os.ReadFile(bin); err == nil {
+		src := filepath.Join(repo, "test", "progs", "kfault-victim.c")
+		// A prebuilt binary older than the source may lack an operation: build it then.
+		stale := false
+		if bi, err := os.Stat(bin); err == nil {
+			if si, err := os.Stat(src); err == nil && si.ModTime().After(bi.ModTime()) {
+				stale = true
+			}
+		}
+		if data, err := os.ReadFile(bin); err == nil && !stale {
 			if err := os.WriteFile(out, data, 0o755); err != nil {
 				victimBuild.err = err
 				return
@@ -191,7 +199,6 @@ func victimPath(t testing.TB) string {
 			victimBuild.path = out
 			return
 		}
-		src := filepath.Join(repo, "test", "progs", "kfault-victim.c")
 		cmd := exec.Command("gcc", "-static", "-O2", "-o", out, src)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			victimBuild.err = fmt.Errorf("%s missing and building it failed: %v\n%s\n(build it on the host: gcc -static -O2 -o %s %s)", bin, err, b, bin, src)

@@ -75,7 +75,11 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	pp, prepared := p.takePrepared(c.key, value)
 	if prepared {
 		// The config may have changed since the plan was made (NRI Configure).
-		if err := p.Config().checkPredicates(c.id.Namespace, pp.plan.Faults); err != nil {
+		cfg := p.Config()
+		if err := cfg.checkPredicates(c.id.Namespace, pp.plan.Faults); err != nil {
+			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
+		}
+		if err := cfg.checkFrames(pp.plan.Faults); err != nil {
 			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
 		}
 	} else {

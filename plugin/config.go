@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -42,6 +43,28 @@ const (
 // of it that allowedNamespaces names explicitly is dropped from it.
 var DefaultDeniedNamespaces = []string{"kube-system"}
 
+// DefaultDeniedFrames applies unless the config lists frames.deny: the functions call-chain
+// frames may not name. A pattern is a function name, or a prefix followed by "*". A frame's
+// fentry/fexit programs run for every task of the node that calls its function (tasks outside
+// the armed cgroups leave after the scope check, but they still enter the programs), so these
+// are functions that run so often, or in such a context, that a frame there costs the whole
+// node, records state for a task that did not call it, or recurses into BPF itself.
+var DefaultDeniedFrames = []string{
+	// The scheduler and the idle loop: every context switch and idle period of every CPU.
+	"schedule", "schedule_*", "__schedule", "preempt_schedule*", "io_schedule*",
+	"do_idle", "cpuidle_*", "default_idle*",
+	// Hard and soft interrupts, NMIs: they run on whatever task they interrupt, so a frame
+	// there would mark that task's state (the hot path never faults interrupt context either).
+	"irq_*", "__irq_*", "handle_irq_event*", "__do_softirq", "handle_softirqs", "do_softirq*", "nmi_*",
+	// The tick, timers and clocks: every CPU, every tick; BPF reads the clocks itself.
+	"tick_*", "hrtimer_*", "ktime_get*", "sched_clock*",
+	// What BPF trampolines and maps call around every program run (RCU, migration, spin
+	// locks): a frame there runs inside the programs' own entry and exit.
+	"rcu_*", "__rcu_*", "migrate_disable", "migrate_enable", "_raw_spin_*", "queued_spin_*",
+	// Retpoline thunks (not functions) and BPF's own machinery.
+	"__x86_indirect_thunk*", "__x86_return_thunk", "bpf_*", "__bpf_*",
+}
+
 // AllNamespaces in allowedNamespaces allows every namespace that is not denied.
 const AllNamespaces = "*"
 
@@ -72,6 +95,9 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 //	  default: {containers: 256, hooks: 16, chains: 63, frames: 8}  # the defaults: 1/4 of each
 //	  namespaces:
 //	    chaos-team: {containers: 1000, frames: 16}  # absent fields: quotas.default's
+//	frames:                               # functions call-chain frames may not name
+//	  deny: [schedule, rcu_*, ...]        # replaces DefaultDeniedFrames when given ([]: none)
+//	  denyExtra: [my_hot_fn, my_subsys_*] # denied on top of deny (default: none)
 //
 // For CRI pods the namespace is the Kubernetes namespace; for containers found by the
 // containerd event watcher it is the containerd namespace (nerdctl: "default").
@@ -89,6 +115,11 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 // disallowed one: strict, its creation or start fails with the quota, the usage and the key
 // to raise; lenient, a log line and no fault. Containers found by synchronization or the
 // containerd watcher run without their faults (logged).
+//
+// frames applies to every namespace: a fault whose callchain names a function that
+// frames.deny or frames.denyExtra matches is refused at admission the same way. A pattern is
+// a function name, or a prefix followed by "*" ("*" alone denies every frame, i.e. turns
+// call chains off). Add to the default list with denyExtra; replace it with deny.
 type Config struct {
 	AllowedNamespaces       []string         `json:"allowedNamespaces,omitempty"`
 	DeniedNamespaces        []string         `json:"deniedNamespaces,omitempty"`
@@ -101,6 +132,15 @@ type Config struct {
 	Events                  EventsConfig     `json:"events,omitzero"`
 	Predicates              PredicatesConfig `json:"predicates,omitzero"`
 	Quotas                  QuotasConfig     `json:"quotas,omitzero"`
+	Frames                  FramesConfig     `json:"frames,omitzero"`
+}
+
+// FramesConfig says which functions call-chain frames may not name, on the whole node.
+type FramesConfig struct {
+	// Deny replaces DefaultDeniedFrames when given (even empty).
+	Deny []string `json:"deny,omitempty"`
+	// DenyExtra is denied as well: the way to add to the default list without repeating it.
+	DenyExtra []string `json:"denyExtra,omitempty"`
 }
 
 // PredicatesConfig says in which namespaces call-chain predicates are allowed.
@@ -146,9 +186,14 @@ func ParseConfig(data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("node config: %w", err)
 	}
 	if m, ok := raw.(map[string]any); ok {
-		if v, ok := m["predicates"]; ok {
-			if _, isMap := v.(map[string]any); !isMap && v != nil {
-				return Config{}, fmt.Errorf("node config: predicates: %v is not a map: write e.g. {default: deny, allow: [chaos-a]} or {deny: [tenant-x]}", v)
+		for _, k := range []struct{ key, example string }{
+			{"predicates", "{default: deny, allow: [chaos-a]} or {deny: [tenant-x]}"},
+			{"frames", "{denyExtra: [my_hot_function]} or {deny: [schedule, rcu_*]}"},
+		} {
+			if v, ok := m[k.key]; ok {
+				if _, isMap := v.(map[string]any); !isMap && v != nil {
+					return Config{}, fmt.Errorf("node config: %s: %v is not a map: write e.g. %s", k.key, v, k.example)
+				}
 			}
 		}
 	}
@@ -215,6 +260,7 @@ func DefaultConfig() Config {
 		Events:           EventsConfig{Enabled: &enabled, SkipNamespaces: []string{DefaultK8sNamespace}},
 		Predicates:       PredicatesConfig{Default: PredicatesAllow},
 		Quotas:           QuotasConfig{Default: defaultQuota()},
+		Frames:           FramesConfig{Deny: slices.Clone(DefaultDeniedFrames)},
 	}
 }
 
@@ -271,6 +317,12 @@ func Merge(base, over Config) Config {
 		out.Predicates.Allow = slices.Clone(over.Predicates.Allow)
 	}
 	out.Quotas = mergeQuotas(base.Quotas, over.Quotas)
+	if over.Frames.Deny != nil {
+		out.Frames.Deny = slices.Clone(over.Frames.Deny)
+	}
+	if over.Frames.DenyExtra != nil {
+		out.Frames.DenyExtra = slices.Clone(over.Frames.DenyExtra)
+	}
 	return out
 }
 
@@ -304,6 +356,16 @@ func (c Config) Validate() error {
 			}
 			if n == AllNamespaces && list.key != "allowedNamespaces" {
 				return fmt.Errorf("node config: %s[%d]: %q means every namespace only in allowedNamespaces (to deny every namespace, leave allowedNamespaces empty)", list.key, i, n)
+			}
+		}
+	}
+	for _, list := range []struct {
+		key      string
+		patterns []string
+	}{{"frames.deny", c.Frames.Deny}, {"frames.denyExtra", c.Frames.DenyExtra}} {
+		for i, pat := range list.patterns {
+			if !framePattern.MatchString(pat) {
+				return fmt.Errorf("node config: %s[%d]: %q is not a function name or a prefix followed by * (e.g. schedule, rcu_*)", list.key, i, pat)
 			}
 		}
 	}
@@ -406,6 +468,59 @@ func (c Config) checkPredicates(ns string, faults []annotations.Fault) error {
 				return nil
 			}
 			path := fmt.Sprintf("callchain[%d].predicate", j)
+			if len(faults) > 1 {
+				path = fmt.Sprintf("[%d].%s", i, path)
+			}
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// framePattern is a frames.deny entry: a C identifier, a prefix of one followed by "*", or "*".
+var framePattern = regexp.MustCompile(`^(\*|[A-Za-z_][A-Za-z0-9_]*\*?)$`)
+
+// frameDenied returns the first pattern of patterns that matches function fn.
+func frameDenied(patterns []string, fn string) (string, bool) {
+	for _, pat := range patterns {
+		if prefix, ok := strings.CutSuffix(pat, "*"); ok {
+			if strings.HasPrefix(fn, prefix) {
+				return pat, true
+			}
+		} else if fn == pat {
+			return pat, true
+		}
+	}
+	return "", false
+}
+
+// FrameAllowed applies frames.deny and frames.denyExtra to function fn. The error names the
+// setting and the pattern that refuse it, and how to change them.
+func (c Config) FrameAllowed(fn string) error {
+	fn = strings.TrimSpace(fn)
+	if pat, ok := frameDenied(c.Frames.Deny, fn); ok {
+		why := ""
+		if slices.Contains(DefaultDeniedFrames, pat) {
+			why = " (the default list: scheduler, interrupt, timer, RCU and BPF functions, whose frame programs would run for every task of the node)"
+		}
+		return fmt.Errorf("frame function %q is denied by the kfault node config: it matches %q in frames.deny%s; set frames.deny without %q to allow it", fn, pat, why, pat)
+	}
+	if pat, ok := frameDenied(c.Frames.DenyExtra, fn); ok {
+		return fmt.Errorf("frame function %q is denied by the kfault node config: it matches %q in frames.denyExtra; remove %q from frames.denyExtra to allow it", fn, pat, pat)
+	}
+	return nil
+}
+
+// checkFrames refuses faults whose call chain names a function the node config denies. The
+// error names the first such field, as checkPredicates does ("[1].callchain[0].funcname: ...").
+func (c Config) checkFrames(faults []annotations.Fault) error {
+	for i, f := range faults {
+		for j, fr := range f.CallChain {
+			err := c.FrameAllowed(fr.FuncName)
+			if err == nil {
+				continue
+			}
+			path := fmt.Sprintf("callchain[%d].funcname", j)
 			if len(faults) > 1 {
 				path = fmt.Sprintf("[%d].%s", i, path)
 			}

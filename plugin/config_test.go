@@ -184,6 +184,54 @@ func TestParseAndResolveConfig(t *testing.T) {
 			nri:     "predicates: {allow: [a, ' ']}",
 			wantErr: "predicates.allow[1]: empty namespace name",
 		},
+		"frames: default deny list": {
+			check: func(t *testing.T, c Config) {
+				if !slices.Equal(c.Frames.Deny, DefaultDeniedFrames) || c.Frames.DenyExtra != nil {
+					t.Errorf("frames: %+v", c.Frames)
+				}
+			},
+		},
+		"frames: denyExtra adds to the default list": {
+			nri: "frames: {denyExtra: [my_fn, my_subsys_*]}",
+			check: func(t *testing.T, c Config) {
+				if !slices.Equal(c.Frames.Deny, DefaultDeniedFrames) || !slices.Equal(c.Frames.DenyExtra, []string{"my_fn", "my_subsys_*"}) {
+					t.Errorf("frames: %+v", c.Frames)
+				}
+			},
+		},
+		"frames: deny replaces the default list, a later layer's denyExtra keeps it": {
+			file: "frames: {deny: [schedule]}",
+			nri:  "frames: {denyExtra: [x]}",
+			check: func(t *testing.T, c Config) {
+				if !slices.Equal(c.Frames.Deny, []string{"schedule"}) || !slices.Equal(c.Frames.DenyExtra, []string{"x"}) {
+					t.Errorf("frames: %+v", c.Frames)
+				}
+			},
+		},
+		"frames: deny [] denies nothing": {
+			nri: "frames: {deny: []}",
+			check: func(t *testing.T, c Config) {
+				if c.Frames.Deny == nil || len(c.Frames.Deny) != 0 || c.FrameAllowed("schedule") != nil {
+					t.Errorf("frames: %+v", c.Frames)
+				}
+			},
+		},
+		"frames: not a map": {
+			nri:     "frames: [schedule]",
+			wantErr: "frames: [schedule] is not a map: write e.g. {denyExtra: [my_hot_function]}",
+		},
+		"frames: unknown key": {
+			nri:     "frames: {extra: [a]}",
+			wantErr: `unknown key "frames.extra" (known keys: deny, denyExtra)`,
+		},
+		"frames: star inside a pattern": {
+			nri:     "frames: {denyExtra: [ok, 'a*b']}",
+			wantErr: `frames.denyExtra[1]: "a*b" is not a function name or a prefix followed by *`,
+		},
+		"frames: empty pattern": {
+			nri:     "frames: {deny: ['']}",
+			wantErr: `frames.deny[0]: "" is not a function name`,
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -272,5 +320,49 @@ func TestPredicatesAllowed(t *testing.T) {
 				t.Fatalf("error %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestFrameAllowed(t *testing.T) {
+	def := DefaultConfig()
+	for _, fn := range []string{"schedule", "schedule_timeout", "__schedule", "do_idle", "irq_exit_rcu", "__do_softirq",
+		"handle_irq_event", "tick_sched_timer", "ktime_get_ns", "ktime_get", "rcu_read_unlock_strict", "__x86_indirect_thunk_rax",
+		"bpf_map_lookup_elem", "__bpf_prog_enter", "migrate_disable", "_raw_spin_lock"} {
+		if err := def.FrameAllowed(fn); err == nil || !strings.Contains(err.Error(), "frames.deny") {
+			t.Errorf("default config allows a frame on %s: %v", fn, err)
+		}
+	}
+	for _, fn := range []string{"d_alloc_parallel", "vfs_read", "__x64_sys_mount", "filename_lookup", "should_failslab", "schedulex", "ktime"} {
+		if err := def.FrameAllowed(fn); err != nil {
+			t.Errorf("default config refuses a frame on %s: %v", fn, err)
+		}
+	}
+	err := def.FrameAllowed("schedule_timeout")
+	want := `frame function "schedule_timeout" is denied by the kfault node config: it matches "schedule_*" in frames.deny (the default list: scheduler, interrupt, timer, RCU and BPF functions, whose frame programs would run for every task of the node); set frames.deny without "schedule_*" to allow it`
+	if err == nil || err.Error() != want {
+		t.Errorf("error:\n%v\nwant\n%s", err, want)
+	}
+	c := Config{Frames: FramesConfig{Deny: []string{"schedule"}, DenyExtra: []string{"vfs_*"}}}
+	if err := c.FrameAllowed("vfs_read"); err == nil || err.Error() != `frame function "vfs_read" is denied by the kfault node config: it matches "vfs_*" in frames.denyExtra; remove "vfs_*" from frames.denyExtra to allow it` {
+		t.Errorf("denyExtra: %v", err)
+	}
+	if err := c.FrameAllowed("rcu_read_lock"); err != nil {
+		t.Errorf("a replaced deny list still denies rcu_*: %v", err)
+	}
+	if err := (Config{Frames: FramesConfig{Deny: []string{"*"}}}).FrameAllowed("d_alloc_parallel"); err == nil {
+		t.Errorf(`"*" allows a frame`)
+	}
+	// checkFrames names the field; the fault index only for a list, as checkPredicates.
+	slab := annotations.Slab
+	ok := annotations.Fault{FailType: slab, CallChain: []annotations.Frame{{FuncName: "d_alloc_parallel"}}}
+	bad := annotations.Fault{FailType: slab, CallChain: []annotations.Frame{{FuncName: "vfs_read"}, {FuncName: "rcu_note_context_switch"}}}
+	if err := def.checkFrames([]annotations.Fault{ok, {FailType: slab}}); err != nil {
+		t.Errorf("checkFrames: %v", err)
+	}
+	if err := def.checkFrames([]annotations.Fault{bad}); err == nil || !strings.HasPrefix(err.Error(), `callchain[1].funcname: frame function "rcu_note_context_switch"`) {
+		t.Errorf("checkFrames, one fault: %v", err)
+	}
+	if err := def.checkFrames([]annotations.Fault{ok, bad}); err == nil || !strings.HasPrefix(err.Error(), `[1].callchain[1].funcname: `) {
+		t.Errorf("checkFrames, two faults: %v", err)
 	}
 }

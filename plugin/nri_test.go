@@ -688,6 +688,78 @@ func TestNRIPredicatesSwitch(t *testing.T) {
 	}
 }
 
+// TestNRIFramesDenied: a fault whose call chain names a function the node config denies
+// (frames.deny, default list; frames.denyExtra) is refused at admission, naming the field and
+// the setting, before the engine compiles anything; in every namespace.
+func TestNRIFramesDenied(t *testing.T) {
+	const (
+		schedFault = `{failtype: 0, callchain: [{funcname: schedule_timeout}, {funcname: d_alloc_parallel}]}`
+		listFault  = `[{failtype: 1}, {failtype: 0, callchain: [{funcname: vfs_read}]}]`
+	)
+	tests := map[string]struct {
+		config  string
+		fault   string
+		wantErr string // strict: substring of the creation error; "" = created and armed
+		refused bool   // lenient: rejected (logged), runs without the fault
+	}{
+		"default list": {
+			fault:   schedFault,
+			wantErr: `kfault: annotation faults.kfault.dev/pod: callchain[0].funcname: frame function "schedule_timeout" is denied by the kfault node config: it matches "schedule_*" in frames.deny (the default list`,
+		},
+		"allowed frames":       {fault: listFault},
+		"fault without frames": {fault: `{failtype: 0}`},
+		"denyExtra names the fault in a list": {
+			config:  "frames: {denyExtra: [vfs_*]}",
+			fault:   listFault,
+			wantErr: `kfault: annotation faults.kfault.dev/pod: [1].callchain[0].funcname: frame function "vfs_read" is denied by the kfault node config: it matches "vfs_*" in frames.denyExtra; remove "vfs_*" from frames.denyExtra to allow it`,
+		},
+		"deny replaces the default list": {config: "frames: {deny: [vfs_write]}", fault: schedFault},
+		"lenient: refused, runs without the fault": {
+			config: "mode: lenient", fault: schedFault, refused: true,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			tp := h.startPlugin(tc.config)
+			p := pod("team-a", "web", map[string]string{"faults.kfault.dev/pod": tc.fault})
+			c, _ := h.container(p, "app")
+			err := h.rt.create(p, c)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("create error %v, want %q", err, tc.wantErr)
+				}
+				if n := tp.eng.prepareCalls(); n != 0 {
+					t.Errorf("the engine prepared (compiled) the refused faults %d times", n)
+				}
+				if got := tp.eng.armedKeys(); len(got) != 0 {
+					t.Fatalf("armed: %v", got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := h.rt.startCtr(p, c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.refused {
+				rl := tp.logLines("rejected")
+				if len(rl) != 2 || !strings.Contains(fmt.Sprint(rl[0]["error"]), `in frames.deny`) {
+					t.Fatalf("rejected lines: %v", rl)
+				}
+				if got := tp.eng.armedKeys(); len(got) != 0 || tp.eng.prepareCalls() != 0 {
+					t.Fatalf("armed %v, prepared %d times", got, tp.eng.prepareCalls())
+				}
+				return
+			}
+			if got := tp.eng.armedKeys(); !slices.Equal(got, []string{c.Id}) {
+				t.Fatalf("armed %v", got)
+			}
+		})
+	}
+}
+
 func TestNRIArmFailure(t *testing.T) {
 	tests := map[string]struct {
 		mode      string

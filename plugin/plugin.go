@@ -232,6 +232,10 @@ func (p *Plugin) admit(id ident, key, value string, who annotations.Target) (bpf
 	if err := p.Config().checkPredicates(id.Namespace, faults); err != nil {
 		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
 	}
+	// Likewise a frame on a function the node denies (frames.deny, frames.denyExtra).
+	if err := p.Config().checkFrames(faults); err != nil {
+		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+	}
 	for _, f := range faults {
 		if len(f.Headers) > 0 {
 			p.headersNoted.Do(func() {

@@ -15,6 +15,7 @@
  *       stat  stat(PATH)                      (call chains: a lookup of PATH's last component)
  *       mount mount a tmpfs on PATH + umount  (call chains on __x64_sys_mount)
  *       loop  like slab, timing only (benchmarks)
+ *       read  read 1 byte from /dev/zero (vfs_read; benchmarks of frames on hot functions)
  * File descriptors (all optional):
  *   3  read end of the go pipe: the victim waits for one byte before the operations
  *   4  a memfd of at least sizeof(struct result) + N bytes: results are written there
@@ -61,7 +62,7 @@ static uint64_t now_ns(void)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s slab|page|bio|open|loop N [PATH]\n", argv[0]);
+		fprintf(stderr, "usage: %s slab|page|bio|open|stat|mount|loop|read N [PATH]\n", argv[0]);
 		return 2;
 	}
 	const char *op = argv[1];
@@ -103,6 +104,7 @@ int main(int argc, char **argv)
 	/* Per-operation setup. */
 	int pipefd[2] = {-1, -1};
 	int blk = -1;
+	int zero = -1;
 	if (!strcmp(op, "page")) {
 		if (pipe(pipefd) < 0) {
 			perror("kfault-victim: pipe");
@@ -112,6 +114,12 @@ int main(int argc, char **argv)
 		blk = open(path ? path : "/dev/nullb0", O_RDONLY | O_DIRECT);
 		if (blk < 0) {
 			perror("kfault-victim: open block device");
+			return 2;
+		}
+	} else if (!strcmp(op, "read")) {
+		zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+		if (zero < 0) {
+			perror("kfault-victim: open /dev/zero");
 			return 2;
 		}
 	} else if ((!strcmp(op, "stat") || !strcmp(op, "mount")) && !path) {
@@ -150,6 +158,9 @@ int main(int argc, char **argv)
 				err = errno;
 			else
 				close(fd);
+		} else if (!strcmp(op, "read")) {
+			if (read(zero, iobuf, 1) != 1)
+				err = errno ? errno : EPROTO;
 		} else if (op[0] == 'p') {
 			ssize_t w = write(pipefd[1], iobuf, sizeof(iobuf));
 			if (w < 0)
