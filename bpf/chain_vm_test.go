@@ -189,14 +189,17 @@ func TestVMChainErrors(t *testing.T) {
 // TestVMChainScope: a frame's entry program records state only for tasks in the cgroups armed
 // with a chain through it. A shell in the armed cgroup and one in a bystander cgroup both look up
 // a missing name (d_alloc_parallel, the frame, without a predicate so that it matches for anyone
-// it runs for); the armed one then has task storage, the bystander none.
+// it runs for); the armed one then has task storage, the bystander none. The fault is on mount,
+// which the shells never call: a slab fault under d_alloc_parallel would fail the shell's own
+// exec in the armed cgroup.
 func TestVMChainScope(t *testing.T) {
 	requireVM(t)
 	e := newTestEngine(t, MechanismFmodRet)
 	dir := tmpfsDir(t)
 	armed := newCgroup(t, "", "scope-armed")
 	by := newCgroup(t, "", "scope-bystander")
-	armOne(t, e, "scope", armed, slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}))
+	armOne(t, e, "scope", armed, annotations.Fault{Function: "__x64_sys_mount", Errno: int(unix.EPERM), Probability: 100,
+		CallChain: []annotations.Frame{{FuncName: "d_alloc_parallel"}}})
 	var fid uint32
 	for _, fp := range e.chains.frames {
 		fid = fp.id
