@@ -658,3 +658,61 @@ func TestVMNoFailAllocationsSpared(t *testing.T) {
 		}
 	})
 }
+
+// TestVMExecBoundary: a fault armed with the exec boundary hits the tasks that exec'd in the
+// armed cgroup after the arm, not a task that was already there (as runc's init is at NRI
+// StartContainer), and not a bystander cgroup. Then the disarm detaches the exec programs. In
+// both objects: task storage, and the thread-id hash map with its exit program.
+func TestVMExecBoundary(t *testing.T) {
+	requireVM(t)
+	for _, c := range []struct {
+		m        Mechanism
+		noChains bool
+	}{{MechanismFmodRet, false}, {MechanismKprobe, false}, {MechanismFmodRet, true}} {
+		name := c.m.String()
+		if c.noChains {
+			name += "-nochains"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newTestEngineWith(t, Options{Mechanism: c.m, NoCallChains: c.noChains})
+			victimCg := newCgroup(t, "", "victim")
+			byCg := newCgroup(t, "", "bystander")
+			early := startVictim(t, victimCg, "open", 50)
+			by := startVictim(t, byCg, "open", 50)
+			plan, err := e.Prepare([]annotations.Fault{{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Arm("victim", victimCg.target, plan, ArmOptions{ExecBoundary: true}); err != nil {
+				t.Fatalf("Arm: %v", err)
+			}
+			progs := loadedKfaultPrograms(t)
+			for _, p := range []string{"kfault_exec", "kfault_fork"} {
+				if !slices.Contains(progs, p) {
+					t.Errorf("%s not loaded while a rule with the exec boundary is armed: %v", p, progs)
+				}
+			}
+			late := startVictim(t, victimCg, "open", 50)
+			expectAll(t, "task in the cgroup before the arm (no exec since)", early.run(), 0)
+			lr := late.run()
+			expectAll(t, "task exec'd in the cgroup after the arm", lr, syscall.EACCES)
+			expectAll(t, "bystander", by.run(), 0)
+			if c.noChains {
+				// The exit program removed the late victim's thread id.
+				var tid, v uint32
+				n := 0
+				for it := e.exec.tasks.Iterate(); it.Next(&tid, &v); {
+					n++
+				}
+				t.Logf("kfault_exec_tasks entries after the victim exited: %d", n)
+				if n != 0 {
+					t.Errorf("kfault_exec_tasks holds %d entries after every eligible task exited", n)
+				}
+			}
+			if err := e.Disarm("victim"); err != nil {
+				t.Fatal(err)
+			}
+			requireNoKfaultPrograms(t)
+		})
+	}
+}

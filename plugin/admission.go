@@ -36,11 +36,17 @@ type phase struct {
 	// carryCounts: continue from the state's counts and durations (the container ran
 	// before this plugin process saw it).
 	carryCounts bool
+	// execBoundary: the container's process has not exec'd its program yet (the runtime's
+	// init is still doing its setup in the cgroup): arm with bpf.ArmOptions.ExecBoundary, so
+	// that faults hit the tasks that exec in the container from now on and what they fork,
+	// not the runtime's setup. The other arming phases find the container running and fault
+	// every task in it (see docs/runtimes.md).
+	execBoundary bool
 }
 
 var (
 	phaseCreate      = phase{name: "create", blockable: true}
-	phaseStart       = phase{name: "start", blockable: true, arm: true}
+	phaseStart       = phase{name: "start", blockable: true, arm: true, execBoundary: true}
 	phaseSynchronize = phase{name: "synchronize", arm: true, carryCounts: true}
 	phaseTaskCreate  = phase{name: "task create", arm: true, carryCounts: true}
 	phaseSync        = phase{name: "sync", arm: true, carryCounts: true}
@@ -103,6 +109,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	r := armRequest{
 		key: c.key, id: c.id, annotation: key, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
+		execBoundary: ph.execBoundary,
 	}
 	if hasSelect(pp.selection) {
 		r.selection = pp.selection
