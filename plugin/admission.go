@@ -19,7 +19,10 @@ type container struct {
 	podAnnotations, annotations map[string]string
 	pid                         int
 	cgroupsPath                 string
-	eventTime                   time.Time // when the containerd event was published (zero for NRI)
+	// runtime: the pod's CRI runtime handler (NRI) or the container's containerd runtime name
+	// (events); empty when unknown (the default runtime). Checked against sandboxRuntimes.
+	runtime   string
+	eventTime time.Time // when the containerd event was published (zero for NRI)
 	// who decides the faults' select rules: the pod UID and pod name (NRI), or the
 	// container ID and name (containerd events, which know no pod).
 	who annotations.Target
@@ -69,6 +72,10 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 			return nil
 		}
 		return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+	}
+	// A sandboxed runtime's container runs on a kernel of its own: refused in every phase.
+	if err := p.Config().RuntimeAllowed(c.runtime); err != nil {
+		return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
 	}
 	if keyErr != nil {
 		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: keyErr}, ph.blockable); rerr != nil {
