@@ -290,9 +290,14 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 	if opts.ExecBoundary {
 		// Scope first: an exec into the cgroup once the rules are in the maps is seen.
 		if err := e.scopeExec(t); err != nil {
-			return fmt.Errorf("arm %s: %w", key, err)
+			// Without the boundary (no BTF for tp_btf programs, say) the faults still work,
+			// for every task of the cgroup: the runtime's setup may be faulted too.
+			e.log.Warn("exec boundary unavailable: the faults apply to every task in the cgroup, including a container runtime's setup still running there",
+				"key", key, "cgroup", t.Path, "err", err)
+			opts.ExecBoundary = false
+		} else {
+			ak.execScoped = true
 		}
-		ak.execScoped = true
 	}
 	remaining := make([]time.Duration, len(plan.rules))
 	for i, p := range plan.rules {

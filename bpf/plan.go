@@ -101,7 +101,9 @@ type ArmOptions struct {
 	// process runs the container's program (the plugin at NRI StartContainer), whose runtime
 	// init is already in the cgroup and must finish its setup unfaulted. Tasks already running
 	// in the cgroup that never exec again are never faulted, so it is wrong for a container
-	// that already runs (Synchronize, kfault inject). See docs/runtimes.md.
+	// that already runs (Synchronize, kfault inject). When the exec programs cannot be loaded
+	// (they are tp_btf programs: they need BTF) Arm logs a warning and arms without the
+	// boundary. See docs/runtimes.md.
 	ExecBoundary bool
 }
 
