@@ -694,6 +694,17 @@ func TestVMExecBoundary(t *testing.T) {
 				}
 			}
 			late := startVictim(t, victimCg, "open", 50)
+			// A child forked without exec inherits eligibility: busybox sh exec'd in the cgroup
+			// after the arm, its subshell is only forked, and the subshell's open is faulted.
+			// The same script in the bystander opens.
+			vsub, bsub := subshellOpen(t, victimCg), subshellOpen(t, byCg)
+			t.Logf("subshell open: victim %q, bystander %q", vsub, bsub)
+			if !strings.Contains(vsub, "sub-fail") || !strings.Contains(vsub, "denied") {
+				t.Errorf("victim's forked subshell: %q, want its open to fail with Permission denied (sub-fail)", vsub)
+			}
+			if !strings.Contains(bsub, "sub-ok") {
+				t.Errorf("bystander's subshell: %q, want sub-ok", bsub)
+			}
 			expectAll(t, "task in the cgroup before the arm (no exec since)", early.run(), 0)
 			lr := late.run()
 			expectAll(t, "task exec'd in the cgroup after the arm", lr, syscall.EACCES)
@@ -716,4 +727,21 @@ func TestVMExecBoundary(t *testing.T) {
 			requireNoKfaultPrograms(t)
 		})
 	}
+}
+
+// subshellOpen runs busybox sh in cg; its subshell, forked without exec, opens /etc/passwd. The
+// output says sub-ok or sub-fail (with the shell's error).
+func subshellOpen(t *testing.T, cg *cgroup) string {
+	t.Helper()
+	var out strings.Builder
+	cmd := exec.Command("busybox", "sh", "-c", "(: < /etc/passwd) 2>&1 && echo sub-ok || echo sub-fail")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := startInCgroup(cg, cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		t.Fatalf("busybox sh in %s: %v: %s", cg.path, err, out.String())
+	}
+	return out.String()
 }
