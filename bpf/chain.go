@@ -189,6 +189,9 @@ func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 		"kfault_counters":    e.counters,
 		"kfault_events":      e.eventMap,
 		"kfault_event_drops": e.eventDrops,
+		"kfault_exec_levels": e.exec.levels,
+		"kfault_exec_scope":  e.exec.scopeMap,
+		"kfault_exec_tasks":  e.exec.tasks,
 	}
 	if e.chainsOn {
 		m["kfault_frames"] = e.chains.frameMap

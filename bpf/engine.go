@@ -96,6 +96,7 @@ type Engine struct {
 	closed       bool
 
 	chains   chainSet // call chains: frame programs, chain ids (chain.go)
+	exec     execSet  // the exec boundary: its programs and scope (exec.go)
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
@@ -135,6 +136,8 @@ type armedKey struct {
 	key    string
 	target Target
 	rules  []*rule
+	// execScoped: the key's cgroup is in the exec boundary's scope (ArmOptions.ExecBoundary).
+	execScoped bool
 }
 
 // NewEngine probes the override mechanisms and prepares the shared maps. It attaches nothing.
@@ -231,6 +234,9 @@ func (e *Engine) createMaps() error {
 	if e.eventDrops, err = ebpf.NewMap(e.spec.Maps["kfault_event_drops"]); err != nil {
 		return fmt.Errorf("create map kfault_event_drops: %w", err)
 	}
+	if err := e.exec.createMaps(e.spec); err != nil {
+		return err
+	}
 	if !e.chainsOn {
 		return nil
 	}
@@ -243,6 +249,7 @@ func (e *Engine) closeMaps() {
 			m.Close()
 		}
 	}
+	e.exec.closeMaps()
 	e.chains.closeMaps()
 }
 
@@ -280,6 +287,18 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 		e.disarmLocked(old)
 	}
 	ak := &armedKey{key: key, target: t}
+	if opts.ExecBoundary {
+		// Scope first: an exec into the cgroup once the rules are in the maps is seen.
+		if err := e.scopeExec(t); err != nil {
+			// Without the boundary (no BTF for tp_btf programs, say) the faults still work,
+			// for every task of the cgroup: the runtime's setup may be faulted too.
+			e.log.Warn("exec boundary unavailable: the faults apply to every task in the cgroup, including a container runtime's setup still running there",
+				"key", key, "cgroup", t.Path, "err", err)
+			opts.ExecBoundary = false
+		} else {
+			ak.execScoped = true
+		}
+	}
 	remaining := make([]time.Duration, len(plan.rules))
 	for i, p := range plan.rules {
 		var seed uint64
@@ -287,6 +306,9 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 			seed = opts.Injected[i]
 		}
 		r := &rule{owner: ak, index: i, fault: plan.Faults[i], enc: p.enc}
+		if opts.ExecBoundary {
+			r.enc.Flags |= ruleExec
+		}
 		ak.rules = append(ak.rules, r)
 		if d := r.fault.Duration; d > 0 {
 			remaining[i] = d - time.Since(since)
@@ -312,7 +334,7 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 		}
 	}
 	e.log.Info("armed", "key", key, "cgroup", t.Path, "cgroup_id", t.ID, "level", t.Level,
-		"faults", len(plan.rules), "mechanism", e.mech.String(), "took", time.Since(start).Round(time.Microsecond).String())
+		"faults", len(plan.rules), "mechanism", e.mech.String(), "exec_boundary", opts.ExecBoundary, "took", time.Since(start).Round(time.Microsecond).String())
 	return nil
 }
 
@@ -368,6 +390,10 @@ func (e *Engine) disarmLocked(ak *armedKey) {
 			r.timer.Stop()
 		}
 		e.removeRule(r)
+	}
+	if ak.execScoped {
+		ak.execScoped = false
+		e.unscopeExec(ak.target) // after the rules: no rule needs the boundary any more
 	}
 	if e.armed[ak.key] == ak {
 		delete(e.armed, ak.key)
@@ -442,6 +468,7 @@ func (e *Engine) Close() error {
 		errs = append(errs, e.detach(h))
 	}
 	e.closeChains()
+	e.detachExec()
 	e.mu.Unlock()
 	e.stopEvents()
 	e.closeMaps()

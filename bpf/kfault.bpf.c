@@ -57,6 +57,7 @@ static __always_inline int armed_ancestors(__u64 bits, __s64 (*check)(__u64 cgro
 #ifndef KFAULT_NO_CHAINS
 #include "kfault_chain.bpf.h" /* call chains: frame programs, per-task state, chain_active */
 #endif
+#include "kfault_exec.bpf.h" /* the exec boundary: per-task eligibility, exec and fork programs */
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -65,6 +66,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define RULE_ACTIVE 1u
 #define RULE_ALWAYS 2u /* probability 100%: no random draw */
+#define RULE_EXEC 4u   /* only for tasks past the exec boundary (kfault_exec.bpf.h) */
 
 struct rule_key {
 	__u64 cgroup;
@@ -177,23 +179,6 @@ static __always_inline int in_task(void)
 	return !(pc & (NMI_MASK | HARDIRQ_MASK | SOFTIRQ_OFFSET));
 }
 
-/*
- * runtime_setup_task tells whether the current task is the container runtime's own setup process.
- * kfault arms at NRI StartContainer, when runc's init ("runc:[2:INIT]") already sits in the
- * container's cgroup and still has its last setup steps (e.g. opening /proc/self/fd) to do before
- * it execs the container's program. Faults are for the container's code, not for the runtime:
- * failing those steps would kill the container before its first instruction. Only tasks that
- * matched a rule pay for this check.
- */
-static __always_inline int runtime_setup_task(void)
-{
-	char comm[16] = {};
-	if (bpf_get_current_comm(comm, sizeof(comm)))
-		return 0;
-	return comm[0] == 'r' && comm[1] == 'u' && comm[2] == 'n' && comm[3] == 'c' && comm[4] == ':' &&
-	       comm[5] == '[';
-}
-
 /* emit_sample reports injection number old+1 of rule r when it is one of the sampled ones. */
 static __always_inline void emit_sample(struct rule *r, __u64 old, __u64 cgroup)
 {
@@ -220,8 +205,9 @@ static __always_inline void emit_sample(struct rule *r, __u64 old, __u64 cgroup)
 /*
  * eval_cgroup decides whether one of the rules armed on cgroup (for this program's hook) injects a
  * fault now, and returns the value to inject (0: none; an injected value is never 0). With
- * task_checks, the current task must also be one faults are meant for (see in_task and
- * runtime_setup_task); the bio writeback path attributes through the bio and skips them.
+ * task_checks, the current task must also be one faults are meant for: in task context (in_task)
+ * and, for a rule armed with the exec boundary, past it (kfault_task_eligible); the bio writeback
+ * path attributes through the bio and skips them.
  *
  * A global function: the verifier checks it once, not once per unrolled cgroup level of its
  * callers. That cut a hook program's verification from about 47,000 to about 6,000 processed
@@ -234,7 +220,7 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 	struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
 	if (!set)
 		return 0;
-	if (task_checks && (!in_task() || runtime_setup_task()))
+	if (task_checks && !in_task())
 		return 0;
 	__u32 n = set->n;
 
@@ -244,6 +230,9 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 		struct rule *r = &set->rules[i];
 		__u32 flags = r->flags;
 		if (!(flags & RULE_ACTIVE))
+			continue;
+		/* Exec boundary: only after a rule matched the cgroup, so bystanders never pay it. */
+		if ((flags & RULE_EXEC) && task_checks && !kfault_task_eligible())
 			continue;
 		/* Call chain: every frame of the rule's chain is on this task's stack, in order. */
 #ifndef KFAULT_NO_CHAINS

@@ -105,16 +105,21 @@ const (
 	kfaultMapKfaultCounters    = "kfault_counters"
 	kfaultMapKfaultEventDrops  = "kfault_event_drops"
 	kfaultMapKfaultEvents      = "kfault_events"
+	kfaultMapKfaultExecLevels  = "kfault_exec_levels"
+	kfaultMapKfaultExecScope   = "kfault_exec_scope"
+	kfaultMapKfaultExecTasks   = "kfault_exec_tasks"
 	kfaultMapKfaultFrameLevels = "kfault_frame_levels"
 	kfaultMapKfaultFrameScope  = "kfault_frame_scope"
 	kfaultMapKfaultFrames      = "kfault_frames"
 	kfaultMapKfaultLevels      = "kfault_levels"
 	kfaultMapKfaultRules       = "kfault_rules"
 	kfaultMapKfaultTaskChains  = "kfault_task_chains"
+	kfaultProgKfaultExec       = "kfault_exec"
 	kfaultProgKfaultFmBio      = "kfault_fm_bio"
 	kfaultProgKfaultFmFunc     = "kfault_fm_func"
 	kfaultProgKfaultFmPage     = "kfault_fm_page"
 	kfaultProgKfaultFmSlab     = "kfault_fm_slab"
+	kfaultProgKfaultFork       = "kfault_fork"
 	kfaultProgKfaultFrameEntry = "kfault_frame_entry"
 	kfaultProgKfaultFrameExit  = "kfault_frame_exit"
 	kfaultProgKfaultKpBio      = "kfault_kp_bio"
@@ -174,10 +179,12 @@ type kfaultSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultProgramSpecs struct {
+	KfaultExec       *ebpf.ProgramSpec `ebpf:"kfault_exec"`
 	KfaultFmBio      *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
 	KfaultFmFunc     *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
 	KfaultFmPage     *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
 	KfaultFmSlab     *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
+	KfaultFork       *ebpf.ProgramSpec `ebpf:"kfault_fork"`
 	KfaultFrameEntry *ebpf.ProgramSpec `ebpf:"kfault_frame_entry"`
 	KfaultFrameExit  *ebpf.ProgramSpec `ebpf:"kfault_frame_exit"`
 	KfaultKpBio      *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
@@ -194,6 +201,9 @@ type kfaultMapSpecs struct {
 	KfaultCounters    *ebpf.MapSpec `ebpf:"kfault_counters"`
 	KfaultEventDrops  *ebpf.MapSpec `ebpf:"kfault_event_drops"`
 	KfaultEvents      *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultExecLevels  *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecScope   *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks   *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
 	KfaultFrameLevels *ebpf.MapSpec `ebpf:"kfault_frame_levels"`
 	KfaultFrameScope  *ebpf.MapSpec `ebpf:"kfault_frame_scope"`
 	KfaultFrames      *ebpf.MapSpec `ebpf:"kfault_frames"`
@@ -241,6 +251,9 @@ type kfaultMaps struct {
 	KfaultCounters    *ebpf.Map `ebpf:"kfault_counters"`
 	KfaultEventDrops  *ebpf.Map `ebpf:"kfault_event_drops"`
 	KfaultEvents      *ebpf.Map `ebpf:"kfault_events"`
+	KfaultExecLevels  *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecScope   *ebpf.Map `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks   *ebpf.Map `ebpf:"kfault_exec_tasks"`
 	KfaultFrameLevels *ebpf.Map `ebpf:"kfault_frame_levels"`
 	KfaultFrameScope  *ebpf.Map `ebpf:"kfault_frame_scope"`
 	KfaultFrames      *ebpf.Map `ebpf:"kfault_frames"`
@@ -255,6 +268,9 @@ func (m *kfaultMaps) Close() error {
 		m.KfaultCounters,
 		m.KfaultEventDrops,
 		m.KfaultEvents,
+		m.KfaultExecLevels,
+		m.KfaultExecScope,
+		m.KfaultExecTasks,
 		m.KfaultFrameLevels,
 		m.KfaultFrameScope,
 		m.KfaultFrames,
@@ -283,10 +299,12 @@ type kfaultVariables struct {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultPrograms struct {
+	KfaultExec       *ebpf.Program `ebpf:"kfault_exec"`
 	KfaultFmBio      *ebpf.Program `ebpf:"kfault_fm_bio"`
 	KfaultFmFunc     *ebpf.Program `ebpf:"kfault_fm_func"`
 	KfaultFmPage     *ebpf.Program `ebpf:"kfault_fm_page"`
 	KfaultFmSlab     *ebpf.Program `ebpf:"kfault_fm_slab"`
+	KfaultFork       *ebpf.Program `ebpf:"kfault_fork"`
 	KfaultFrameEntry *ebpf.Program `ebpf:"kfault_frame_entry"`
 	KfaultFrameExit  *ebpf.Program `ebpf:"kfault_frame_exit"`
 	KfaultKpBio      *ebpf.Program `ebpf:"kfault_kp_bio"`
@@ -297,10 +315,12 @@ type kfaultPrograms struct {
 
 func (p *kfaultPrograms) Close() error {
 	return _KfaultClose(
+		p.KfaultExec,
 		p.KfaultFmBio,
 		p.KfaultFmFunc,
 		p.KfaultFmPage,
 		p.KfaultFmSlab,
+		p.KfaultFork,
 		p.KfaultFrameEntry,
 		p.KfaultFrameExit,
 		p.KfaultKpBio,

@@ -43,12 +43,18 @@ const (
 	kfaultNoChainsMapKfaultCounters   = "kfault_counters"
 	kfaultNoChainsMapKfaultEventDrops = "kfault_event_drops"
 	kfaultNoChainsMapKfaultEvents     = "kfault_events"
+	kfaultNoChainsMapKfaultExecLevels = "kfault_exec_levels"
+	kfaultNoChainsMapKfaultExecScope  = "kfault_exec_scope"
+	kfaultNoChainsMapKfaultExecTasks  = "kfault_exec_tasks"
 	kfaultNoChainsMapKfaultLevels     = "kfault_levels"
 	kfaultNoChainsMapKfaultRules      = "kfault_rules"
+	kfaultNoChainsProgKfaultExec      = "kfault_exec"
+	kfaultNoChainsProgKfaultExit      = "kfault_exit"
 	kfaultNoChainsProgKfaultFmBio     = "kfault_fm_bio"
 	kfaultNoChainsProgKfaultFmFunc    = "kfault_fm_func"
 	kfaultNoChainsProgKfaultFmPage    = "kfault_fm_page"
 	kfaultNoChainsProgKfaultFmSlab    = "kfault_fm_slab"
+	kfaultNoChainsProgKfaultFork      = "kfault_fork"
 	kfaultNoChainsProgKfaultKpBio     = "kfault_kp_bio"
 	kfaultNoChainsProgKfaultKpFunc    = "kfault_kp_func"
 	kfaultNoChainsProgKfaultKpPage    = "kfault_kp_page"
@@ -104,10 +110,13 @@ type kfaultNoChainsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultNoChainsProgramSpecs struct {
+	KfaultExec   *ebpf.ProgramSpec `ebpf:"kfault_exec"`
+	KfaultExit   *ebpf.ProgramSpec `ebpf:"kfault_exit"`
 	KfaultFmBio  *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
 	KfaultFmFunc *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
 	KfaultFmPage *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
 	KfaultFmSlab *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
+	KfaultFork   *ebpf.ProgramSpec `ebpf:"kfault_fork"`
 	KfaultKpBio  *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
 	KfaultKpFunc *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
 	KfaultKpPage *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
@@ -121,6 +130,9 @@ type kfaultNoChainsMapSpecs struct {
 	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
 	KfaultEventDrops *ebpf.MapSpec `ebpf:"kfault_event_drops"`
 	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultExecLevels *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecScope  *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks  *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
 	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
 	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
 }
@@ -161,6 +173,9 @@ type kfaultNoChainsMaps struct {
 	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
 	KfaultEventDrops *ebpf.Map `ebpf:"kfault_event_drops"`
 	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
+	KfaultExecLevels *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecScope  *ebpf.Map `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks  *ebpf.Map `ebpf:"kfault_exec_tasks"`
 	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
 	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
 }
@@ -170,6 +185,9 @@ func (m *kfaultNoChainsMaps) Close() error {
 		m.KfaultCounters,
 		m.KfaultEventDrops,
 		m.KfaultEvents,
+		m.KfaultExecLevels,
+		m.KfaultExecScope,
+		m.KfaultExecTasks,
 		m.KfaultLevels,
 		m.KfaultRules,
 	)
@@ -192,10 +210,13 @@ type kfaultNoChainsVariables struct {
 //
 // It can be passed to loadKfaultNoChainsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultNoChainsPrograms struct {
+	KfaultExec   *ebpf.Program `ebpf:"kfault_exec"`
+	KfaultExit   *ebpf.Program `ebpf:"kfault_exit"`
 	KfaultFmBio  *ebpf.Program `ebpf:"kfault_fm_bio"`
 	KfaultFmFunc *ebpf.Program `ebpf:"kfault_fm_func"`
 	KfaultFmPage *ebpf.Program `ebpf:"kfault_fm_page"`
 	KfaultFmSlab *ebpf.Program `ebpf:"kfault_fm_slab"`
+	KfaultFork   *ebpf.Program `ebpf:"kfault_fork"`
 	KfaultKpBio  *ebpf.Program `ebpf:"kfault_kp_bio"`
 	KfaultKpFunc *ebpf.Program `ebpf:"kfault_kp_func"`
 	KfaultKpPage *ebpf.Program `ebpf:"kfault_kp_page"`
@@ -204,10 +225,13 @@ type kfaultNoChainsPrograms struct {
 
 func (p *kfaultNoChainsPrograms) Close() error {
 	return _KfaultNoChainsClose(
+		p.KfaultExec,
+		p.KfaultExit,
 		p.KfaultFmBio,
 		p.KfaultFmFunc,
 		p.KfaultFmPage,
 		p.KfaultFmSlab,
+		p.KfaultFork,
 		p.KfaultKpBio,
 		p.KfaultKpFunc,
 		p.KfaultKpPage,

@@ -96,6 +96,15 @@ type ArmOptions struct {
 	// Since is when the faults were first armed: a duration runs from then, and a fault whose
 	// duration has elapsed is not armed again (its count stays as seeded). Zero: now.
 	Since time.Time
+	// ExecBoundary arms the faults for the tasks that exec a program in the cgroup from now on,
+	// and for what they fork, instead of for every task in it: for a container armed before its
+	// process runs the container's program (the plugin at NRI StartContainer), whose runtime
+	// init is already in the cgroup and must finish its setup unfaulted. Tasks already running
+	// in the cgroup that never exec again are never faulted, so it is wrong for a container
+	// that already runs (Synchronize, kfault inject). When the exec programs cannot be loaded
+	// (they are tp_btf programs: they need BTF) Arm logs a warning and arms without the
+	// boundary. See docs/runtimes.md.
+	ExecBoundary bool
 }
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the

@@ -11,6 +11,7 @@ import (
 const (
 	ruleActive = 1 << 0
 	ruleAlways = 1 << 1
+	ruleExec   = 1 << 2 // only for tasks past the exec boundary (ArmOptions.ExecBoundary)
 )
 
 // Fixed capacities; MAX_* in kfault.bpf.c. Those that size an array of a generated type are

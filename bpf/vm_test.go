@@ -658,3 +658,90 @@ func TestVMNoFailAllocationsSpared(t *testing.T) {
 		}
 	})
 }
+
+// TestVMExecBoundary: a fault armed with the exec boundary hits the tasks that exec'd in the
+// armed cgroup after the arm, not a task that was already there (as runc's init is at NRI
+// StartContainer), and not a bystander cgroup. Then the disarm detaches the exec programs. In
+// both objects: task storage, and the thread-id hash map with its exit program.
+func TestVMExecBoundary(t *testing.T) {
+	requireVM(t)
+	for _, c := range []struct {
+		m        Mechanism
+		noChains bool
+	}{{MechanismFmodRet, false}, {MechanismKprobe, false}, {MechanismFmodRet, true}} {
+		name := c.m.String()
+		if c.noChains {
+			name += "-nochains"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newTestEngineWith(t, Options{Mechanism: c.m, NoCallChains: c.noChains})
+			victimCg := newCgroup(t, "", "victim")
+			byCg := newCgroup(t, "", "bystander")
+			early := startVictim(t, victimCg, "open", 50)
+			by := startVictim(t, byCg, "open", 50)
+			plan, err := e.Prepare([]annotations.Fault{{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Arm("victim", victimCg.target, plan, ArmOptions{ExecBoundary: true}); err != nil {
+				t.Fatalf("Arm: %v", err)
+			}
+			progs := loadedKfaultPrograms(t)
+			for _, p := range []string{"kfault_exec", "kfault_fork"} {
+				// loadedKfaultPrograms names them "kfault_exec (id 9)".
+				if !slices.ContainsFunc(progs, func(l string) bool { return strings.HasPrefix(l, p+" ") }) {
+					t.Errorf("%s not loaded while a rule with the exec boundary is armed: %v", p, progs)
+				}
+			}
+			late := startVictim(t, victimCg, "open", 50)
+			// A child forked without exec inherits eligibility: busybox sh exec'd in the cgroup
+			// after the arm, its subshell is only forked, and the subshell's open is faulted.
+			// The same script in the bystander opens.
+			vsub, bsub := subshellOpen(t, victimCg), subshellOpen(t, byCg)
+			t.Logf("subshell open: victim %q, bystander %q", vsub, bsub)
+			if !strings.Contains(vsub, "sub-fail") || !strings.Contains(vsub, "denied") {
+				t.Errorf("victim's forked subshell: %q, want its open to fail with Permission denied (sub-fail)", vsub)
+			}
+			if !strings.Contains(bsub, "sub-ok") {
+				t.Errorf("bystander's subshell: %q, want sub-ok", bsub)
+			}
+			expectAll(t, "task in the cgroup before the arm (no exec since)", early.run(), 0)
+			lr := late.run()
+			expectAll(t, "task exec'd in the cgroup after the arm", lr, syscall.EACCES)
+			expectAll(t, "bystander", by.run(), 0)
+			if c.noChains {
+				// The exit program removed the late victim's thread id.
+				var tid, v uint32
+				n := 0
+				for it := e.exec.tasks.Iterate(); it.Next(&tid, &v); {
+					n++
+				}
+				t.Logf("kfault_exec_tasks entries after the victim exited: %d", n)
+				if n != 0 {
+					t.Errorf("kfault_exec_tasks holds %d entries after every eligible task exited", n)
+				}
+			}
+			if err := e.Disarm("victim"); err != nil {
+				t.Fatal(err)
+			}
+			requireNoKfaultPrograms(t)
+		})
+	}
+}
+
+// subshellOpen runs busybox sh in cg; its subshell, forked without exec, opens /etc/passwd. The
+// output says sub-ok or sub-fail (with the shell's error).
+func subshellOpen(t *testing.T, cg *cgroup) string {
+	t.Helper()
+	var out strings.Builder
+	cmd := exec.Command("busybox", "sh", "-c", "(: < /etc/passwd) 2>&1 && echo sub-ok || echo sub-fail")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := startInCgroup(cg, cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		t.Fatalf("busybox sh in %s: %v: %s", cg.path, err, out.String())
+	}
+	return out.String()
+}

@@ -19,7 +19,10 @@ type container struct {
 	podAnnotations, annotations map[string]string
 	pid                         int
 	cgroupsPath                 string
-	eventTime                   time.Time // when the containerd event was published (zero for NRI)
+	// runtime: the pod's CRI runtime handler (NRI) or the container's containerd runtime name
+	// (events); empty when unknown (the default runtime). Checked against sandboxRuntimes.
+	runtime   string
+	eventTime time.Time // when the containerd event was published (zero for NRI)
 	// who decides the faults' select rules: the pod UID and pod name (NRI), or the
 	// container ID and name (containerd events, which know no pod).
 	who annotations.Target
@@ -36,11 +39,17 @@ type phase struct {
 	// carryCounts: continue from the state's counts and durations (the container ran
 	// before this plugin process saw it).
 	carryCounts bool
+	// execBoundary: the container's process has not exec'd its program yet (the runtime's
+	// init is still doing its setup in the cgroup): arm with bpf.ArmOptions.ExecBoundary, so
+	// that faults hit the tasks that exec in the container from now on and what they fork,
+	// not the runtime's setup. The other arming phases find the container running and fault
+	// every task in it (see docs/runtimes.md).
+	execBoundary bool
 }
 
 var (
 	phaseCreate      = phase{name: "create", blockable: true}
-	phaseStart       = phase{name: "start", blockable: true, arm: true}
+	phaseStart       = phase{name: "start", blockable: true, arm: true, execBoundary: true}
 	phaseSynchronize = phase{name: "synchronize", arm: true, carryCounts: true}
 	phaseTaskCreate  = phase{name: "task create", arm: true, carryCounts: true}
 	phaseSync        = phase{name: "sync", arm: true, carryCounts: true}
@@ -63,6 +72,10 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 			return nil
 		}
 		return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+	}
+	// A sandboxed runtime's container runs on a kernel of its own: refused in every phase.
+	if err := p.Config().RuntimeAllowed(c.runtime); err != nil {
+		return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
 	}
 	if keyErr != nil {
 		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: keyErr}, ph.blockable); rerr != nil {
@@ -103,6 +116,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	r := armRequest{
 		key: c.key, id: c.id, annotation: key, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
+		execBoundary: ph.execBoundary,
 	}
 	if hasSelect(pp.selection) {
 		r.selection = pp.selection

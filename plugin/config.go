@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"path"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -65,6 +67,13 @@ var DefaultDeniedFrames = []string{
 	"__x86_indirect_thunk*", "__x86_return_thunk", "bpf_*", "__bpf_*",
 }
 
+// DefaultSandboxRuntimes applies unless the config lists sandboxRuntimes: the runtimes whose
+// containers run under a kernel of their own (gVisor's runsc, Kata Containers' VMs). kfault's
+// faults are the host kernel's: armed on such a container's cgroup they would hit the sandbox's
+// own machinery (the gVisor Sentry, the VM's qemu/virtiofsd), not the container's code, so they
+// are refused.
+var DefaultSandboxRuntimes = []string{"runsc", "gvisor", "kata*"}
+
 // AllNamespaces in allowedNamespaces allows every namespace that is not denied.
 const AllNamespaces = "*"
 
@@ -98,6 +107,7 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 //	frames:                               # functions call-chain frames may not name
 //	  deny: [schedule, rcu_*, ...]        # replaces DefaultDeniedFrames when given ([]: none)
 //	  denyExtra: [my_hot_fn, my_subsys_*] # denied on top of deny (default: none)
+//	sandboxRuntimes: [runsc, gvisor, kata*]  # runtimes refused (the default); []: none
 //
 // For CRI pods the namespace is the Kubernetes namespace; for containers found by the
 // containerd event watcher it is the containerd namespace (nerdctl: "default").
@@ -120,6 +130,12 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 // frames.deny or frames.denyExtra matches is refused at admission the same way. A pattern is
 // a function name, or a prefix followed by "*" ("*" alone denies every frame, i.e. turns
 // call chains off). Add to the default list with denyExtra; replace it with deny.
+//
+// sandboxRuntimes lists the runtimes whose containers kfault refuses to arm, as glob patterns
+// (path.Match) on the runtime's name: the CRI runtime handler of the pod (NRI), or containerd's
+// runtime name of the container, both as given (io.containerd.runsc.v1) and as its short name
+// (runsc). A refusal is like a disallowed namespace's: strict, the container's creation fails
+// with the runtime and the pattern; lenient, a log line and no fault. docs/runtimes.md.
 type Config struct {
 	AllowedNamespaces       []string         `json:"allowedNamespaces,omitempty"`
 	DeniedNamespaces        []string         `json:"deniedNamespaces,omitempty"`
@@ -133,6 +149,7 @@ type Config struct {
 	Predicates              PredicatesConfig `json:"predicates,omitzero"`
 	Quotas                  QuotasConfig     `json:"quotas,omitzero"`
 	Frames                  FramesConfig     `json:"frames,omitzero"`
+	SandboxRuntimes         []string         `json:"sandboxRuntimes,omitempty"`
 }
 
 // FramesConfig says which functions call-chain frames may not name, on the whole node.
@@ -261,6 +278,7 @@ func DefaultConfig() Config {
 		Predicates:       PredicatesConfig{Default: PredicatesAllow},
 		Quotas:           QuotasConfig{Default: defaultQuota()},
 		Frames:           FramesConfig{Deny: slices.Clone(DefaultDeniedFrames)},
+		SandboxRuntimes:  slices.Clone(DefaultSandboxRuntimes),
 	}
 }
 
@@ -323,6 +341,9 @@ func Merge(base, over Config) Config {
 	if over.Frames.DenyExtra != nil {
 		out.Frames.DenyExtra = slices.Clone(over.Frames.DenyExtra)
 	}
+	if over.SandboxRuntimes != nil {
+		out.SandboxRuntimes = slices.Clone(over.SandboxRuntimes)
+	}
 	return out
 }
 
@@ -367,6 +388,11 @@ func (c Config) Validate() error {
 			if !framePattern.MatchString(pat) {
 				return fmt.Errorf("node config: %s[%d]: %q is not a function name or a prefix followed by * (e.g. schedule, rcu_*)", list.key, i, pat)
 			}
+		}
+	}
+	for i, pat := range c.SandboxRuntimes {
+		if _, err := path.Match(pat, ""); err != nil || strings.TrimSpace(pat) == "" {
+			return fmt.Errorf("node config: sandboxRuntimes[%d]: %q is not a runtime name or glob pattern (e.g. runsc, kata*)", i, pat)
 		}
 	}
 	switch c.Predicates.Default {
@@ -525,6 +551,42 @@ func (c Config) checkFrames(faults []annotations.Fault) error {
 				path = fmt.Sprintf("[%d].%s", i, path)
 			}
 			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// runtimeShortName is containerd's runtime name without its io.containerd. prefix and .vN
+// suffix (io.containerd.kata-qemu.v2: kata-qemu); other names as they are.
+func runtimeShortName(name string) string {
+	rest, ok := strings.CutPrefix(name, "io.containerd.")
+	if !ok {
+		return name
+	}
+	if i := strings.LastIndex(rest, ".v"); i > 0 {
+		if _, err := strconv.Atoi(rest[i+2:]); err == nil {
+			return rest[:i]
+		}
+	}
+	return rest
+}
+
+// RuntimeAllowed applies sandboxRuntimes to a container's runtime (a CRI runtime handler or a
+// containerd runtime name; empty: the default runtime, allowed). The error names the runtime,
+// the pattern and why.
+func (c Config) RuntimeAllowed(runtime string) error {
+	runtime = strings.TrimSpace(runtime)
+	if runtime == "" {
+		return nil
+	}
+	short := runtimeShortName(runtime)
+	for _, pat := range c.SandboxRuntimes {
+		for _, name := range []string{runtime, short} {
+			if ok, _ := path.Match(pat, name); ok {
+				return fmt.Errorf("runtime %q is a sandbox (it matches %q in the kfault node config's sandboxRuntimes): "+
+					"its containers run on a kernel of their own, and a host kernel fault would hit the sandbox, not the container's code; "+
+					"kfault refuses to arm it (docs/runtimes.md)", runtime, pat)
+			}
 		}
 	}
 	return nil

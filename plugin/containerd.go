@@ -24,7 +24,7 @@ func (s containerdSource) Container(ctx context.Context, namespace, id string) (
 	if err != nil {
 		return ContainerInfo{}, err
 	}
-	info := ContainerInfo{Namespace: namespace, ID: id, Labels: c.Labels}
+	info := ContainerInfo{Namespace: namespace, ID: id, Labels: c.Labels, Runtime: c.Runtime.Name}
 	if c.Spec != nil {
 		var spec specs.Spec
 		if err := json.Unmarshal(c.Spec.GetValue(), &spec); err != nil {

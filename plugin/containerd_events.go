@@ -44,6 +44,7 @@ type ContainerInfo struct {
 	Labels      map[string]string
 	Annotations map[string]string // the OCI spec's annotations
 	CgroupsPath string            // the OCI spec's linux.cgroupsPath
+	Runtime     string            // containerd's runtime name (io.containerd.runc.v2)
 }
 
 // Name is the container's name for logs and metrics: nerdctl's name label, or the ID.
@@ -131,6 +132,7 @@ func (h *EventHandler) armTask(ctx context.Context, namespace, id string, pid ui
 		key:         eventKey(namespace, id),
 		id:          ident{Source: SourceContainerd, Namespace: namespace, Container: info.Name(), ContainerID: id},
 		annotations: info.Annotations, pid: int(pid), cgroupsPath: info.CgroupsPath, eventTime: at,
+		runtime: info.Runtime,
 		// No pod: the container ID is the percent draw's identity (a new container draws
 		// anew, as a new pod does), and the name (nerdctl's, e.g. compose's proj-web-2) holds
 		// the ordinal.

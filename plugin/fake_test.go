@@ -32,6 +32,8 @@ type fakeRule struct {
 	already []uint64
 	since   time.Time
 	counts  []uint64
+	// execBoundary: armed with bpf.ArmOptions.ExecBoundary.
+	execBoundary bool
 }
 
 func newFakeEngine() *fakeEngine { return &fakeEngine{rules: map[string]*fakeRule{}} }
@@ -72,7 +74,7 @@ func (f *fakeEngine) Arm(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOp
 	}
 	counts := make([]uint64, len(plan.Faults))
 	copy(counts, opts.Injected)
-	f.rules[key] = &fakeRule{target: t, faults: plan.Faults, already: slices.Clone(opts.Injected), since: since, counts: counts}
+	f.rules[key] = &fakeRule{target: t, faults: plan.Faults, already: slices.Clone(opts.Injected), since: since, counts: counts, execBoundary: opts.ExecBoundary}
 	return nil
 }
 

@@ -215,7 +215,7 @@ func nriContainer(pod *api.PodSandbox, c *api.Container) container {
 		id: ident{Source: SourceNRI, Namespace: pod.GetNamespace(), Pod: pod.GetName(),
 			Container: c.GetName(), ContainerID: c.GetId()},
 		podAnnotations: pod.GetAnnotations(), annotations: c.GetAnnotations(),
-		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(),
+		pid: int(c.GetPid()), cgroupsPath: c.GetLinux().GetCgroupsPath(), runtime: pod.GetRuntimeHandler(),
 		who: annotations.Target{UID: pod.GetUid(), Name: pod.GetName()},
 	}
 }

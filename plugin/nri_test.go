@@ -385,6 +385,11 @@ func TestNRILifecycle(t *testing.T) {
 	if len(r.faults) != 1 || r.faults[0].CallChain[0].FuncName != "__x64_sys_mount" || r.already != nil {
 		t.Errorf("faults %+v already %v", r.faults, r.already)
 	}
+	// Armed at StartContainer, before the container's program runs: with the exec boundary,
+	// so that the runtime's init finishes its setup unfaulted.
+	if !r.execBoundary {
+		t.Error("armed at StartContainer without the exec boundary")
+	}
 	st := h.readState()[app.Id]
 	if !st.Armed || st.Namespace != "default" || st.Pod != "web" || st.Container != "app" ||
 		st.CgroupPath != appDir || !st.Faults.Equal(mustFaults(slabFault)) || st.Annotation != "faults.kfault.dev/container.app" {
@@ -895,6 +900,10 @@ func TestNRISynchronizeAfterRestart(t *testing.T) {
 	r, _ := tp2.eng.rule(keep.Id)
 	if !slices.Equal(r.already, []uint64{3, 5}) {
 		t.Errorf("alreadyInjected %v, want [3 5]", r.already)
+	}
+	// A running container's processes will not exec again: every task in it is faulted.
+	if r.execBoundary {
+		t.Error("re-armed at Synchronize with the exec boundary: the running container's processes would never be faulted")
 	}
 	if r.target.Path != keepDir {
 		t.Errorf("target %+v, want %s", r.target, keepDir)

@@ -342,6 +342,8 @@ type armRequest struct {
 	carryCounts bool
 	// eventTime: when the containerd event that triggered this was published.
 	eventTime time.Time
+	// execBoundary: arm with bpf.ArmOptions.ExecBoundary (phase.execBoundary).
+	execBoundary bool
 	// selection: the decisions of the annotation's select rules (nil when it has none);
 	// plan then holds the selected faults only, and notSelected the others.
 	selection   []annotations.Decision
@@ -388,7 +390,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	// Continue from the state: the counts (times budgets) and, for faults with a
 	// duration, what is left of it since the first arm (the engine leaves off the faults
 	// whose duration has elapsed).
-	var opts bpf.ArmOptions
+	opts := bpf.ArmOptions{ExecBoundary: r.execBoundary}
 	armedAt := time.Now().UTC()
 	if r.carryCounts && hadPrev && prev.Faults.Equal(r.plan.Faults) && len(prev.Injected) == len(r.plan.Faults) {
 		opts.Injected = slices.Clone(prev.Injected)
@@ -438,7 +440,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
-		"faults", described, "alreadyInjected", opts.Injected, "armSeconds", elapsed.Seconds())
+		"faults", described, "alreadyInjected", opts.Injected, "execBoundary", opts.ExecBoundary, "armSeconds", elapsed.Seconds())
 	if slices.Contains(active, false) {
 		attrs = append(attrs, "activeFaults", active)
 	}

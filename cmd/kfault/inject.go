@@ -97,6 +97,8 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	const key = "inject"
 	plan, err := engine.Prepare(faults)
 	if err == nil {
+		// No exec boundary: the cgroup's processes already run, and every task in it is
+		// faulted, whether or not it execs again (docs/runtimes.md).
 		err = engine.Arm(key, target, plan, bpf.ArmOptions{})
 	}
 	if err != nil {
