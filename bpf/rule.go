@@ -11,6 +11,8 @@ import (
 const (
 	ruleActive = 1 << 0
 	ruleAlways = 1 << 1
+	// ruleDevices: a bio rule that fails only bios to its devices (kfault_rule_devs).
+	ruleDevices = 1 << 2
 )
 
 // Fixed capacities; MAX_* in kfault.bpf.c. Those that size an array of a generated type are
@@ -19,6 +21,10 @@ const (
 	maxHooks = 64                         // distinct hooked functions at once (kfault_levels)
 	maxSlots = len(kfaultRuleSet{}.Rules) // rules per {cgroup, hooked function}
 	maxRules = 16384                      // rules (counters) at once (kfault_counters)
+	// maxRuleDevs is the number of {rule, device} pairs at once (kfault_rule_devs).
+	maxRuleDevs = 16384
+	// MaxProtectedDevices is the number of protected block devices (kfault_protected_devs).
+	MaxProtectedDevices = 64
 )
 
 // hookKind selects the program variant: each failtype's fault point reads its own arguments
