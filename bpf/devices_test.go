@@ -34,7 +34,7 @@ func TestResolveDevice(t *testing.T) {
 		"sda":                              "want a block device path under /dev",
 		"4096:1":                           "out of range",
 		"/dev/../etc/passwd":               "want a block device path under /dev",
-		"/dev/ok\nbad":                     "want a block device path under /dev",
+		"/dev/ok\nbad":                     "non-printable",
 		"/dev/" + strings.Repeat("x", 200): "bytes long",
 	} {
 		if _, err := ResolveDevice(in); err == nil || !strings.Contains(err.Error(), want) {
