@@ -201,36 +201,46 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 }
 
 // protectDevices resolves the node config's bio section to block devices (see Config) and
-// hands them to the engine. A protectPaths entry that does not exist is skipped (kubelet's root
-// on a node without kubelet); one on a filesystem without a block device is logged.
+// hands them to the engine.
 func (p *Plugin) protectDevices(cfg Config) error {
-	var devs []bpf.Dev
-	for _, path := range append(slices.Clone(cfg.Bio.ProtectPaths), cfg.StateDir) {
-		d, anonymous, err := bpf.PathDevice(path)
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			p.log.Warn("bio.protectPaths: path does not exist, nothing to protect", "path", path)
-			continue
-		case err != nil:
-			return fmt.Errorf("node config: bio.protectPaths: %s: %w", path, err)
-		case anonymous:
-			p.log.Warn("bio.protectPaths: the filesystem has no block device of its own (tmpfs, overlay: nothing to protect; btrfs: name its disk in bio.protectDevices)", "path", path, "device", d.String())
-			continue
-		}
-		devs = append(devs, d)
+	devs, err := ResolveProtected(append(slices.Clone(cfg.Bio.ProtectPaths), cfg.StateDir), cfg.Bio.ProtectDevices, p.log)
+	if err != nil {
+		return err
 	}
-	for i, s := range cfg.Bio.ProtectDevices {
-		d, err := bpf.ResolveDevice(s)
-		if err != nil {
-			return fmt.Errorf("node config: bio.protectDevices[%d]: %w", i, err)
-		}
-		devs = append(devs, d)
-	}
-	devs = bpf.WithSlaves(devs)
 	if err := p.opts.Engine.SetProtectedDevices(devs); err != nil {
 		return fmt.Errorf("node config: bio: %w", err)
 	}
 	return nil
+}
+
+// ResolveProtected returns the block devices to protect from bio faults: those holding paths
+// (st_dev), those of devices (major:minor or /dev paths), and the devices under them (dm, md).
+// A path that does not exist is skipped (kubelet's root on a node without kubelet), one on a
+// filesystem without a block device of its own is logged and skipped.
+func ResolveProtected(paths, devices []string, log *slog.Logger) ([]bpf.Dev, error) {
+	var devs []bpf.Dev
+	for _, path := range paths {
+		d, anonymous, err := bpf.PathDevice(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			log.Warn("bio.protectPaths: path does not exist, nothing to protect", "path", path)
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("node config: bio.protectPaths: %s: %w", path, err)
+		case anonymous:
+			log.Warn("bio.protectPaths: the filesystem has no block device of its own (tmpfs, overlay: nothing to protect; btrfs: name its disk in bio.protectDevices)", "path", path, "device", d.String())
+			continue
+		}
+		devs = append(devs, d)
+	}
+	for i, s := range devices {
+		d, err := bpf.ResolveDevice(s)
+		if err != nil {
+			return nil, fmt.Errorf("node config: bio.protectDevices[%d]: %w", i, err)
+		}
+		devs = append(devs, d)
+	}
+	return bpf.WithSlaves(devs), nil
 }
 
 // ident names a container in logs, state and metrics.

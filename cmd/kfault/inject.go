@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kfault/kfault/annotations"
 	"github.com/kfault/kfault/bpf"
+	"github.com/kfault/kfault/plugin"
 )
 
 func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -93,6 +95,16 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer engine.Close()
+	// As the plugin does with its default node config: bio faults never fail the devices
+	// holding the node's /, containerd's and kubelet's roots and kfault's state.
+	protect, err := plugin.ResolveProtected(append(slices.Clone(plugin.DefaultProtectPaths), plugin.DefaultStateDir), nil, log)
+	if err == nil {
+		err = engine.SetProtectedDevices(protect)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kfault inject: protected devices:", err)
+		return 1
+	}
 
 	const key = "inject"
 	plan, err := engine.Prepare(faults)
