@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -137,22 +136,46 @@ func TestVMBioNodeFilesystem(t *testing.T) {
 			if err := e.Disarm("fs-victim"); err != nil {
 				t.Fatal(err)
 			}
-			// A failed metadata write back is noticed at the next metadata change: the
-			// bystander's write may be the one that makes ext4 remount.
-			err = bystanderWrite(t, byCg, mnt, "after")
-			t.Logf("bystander after the fault: %v", err)
-			for i := 0; i < 50 && !readOnly(mnt); i++ {
-				time.Sleep(100 * time.Millisecond)
+			// What the report saw: the journal aborted ("Detected aborted journal") and the
+			// filesystem refuses writes with EROFS, for every task. A failed metadata write back
+			// is noticed at the next metadata change, so the bystander tries twice.
+			var errs []error
+			for _, name := range []string{"after", "after2"} {
+				err := bystanderWrite(t, byCg, mnt, name)
+				t.Logf("bystander after the fault (%s): %v", name, err)
+				errs = append(errs, err)
 			}
-			if !readOnly(mnt) {
-				t.Fatalf("the filesystem is still writable: the reproduction no longer reproduces (injected %v)", c)
+			if out, err := exec.Command("sh", "-c", "dmesg | grep -E 'EXT4-fs|JBD2|Buffer I/O' | tail -n 8").CombinedOutput(); err == nil {
+				t.Logf("kernel log:\n%s", out)
 			}
-			if err == nil {
-				t.Errorf("bystander after the fault: success, want it to fail (read-only file system)")
+			t.Logf("statfs says read-only: %v", readOnly(mnt))
+			if errs[1] == nil || !strings.Contains(errs[1].Error(), "Read-only file system") {
+				t.Fatalf("bystander after the fault: %v, want a read-only file system: the reproduction no longer reproduces (injected %v)", errs[1], c)
 			}
-			if err := bystanderWrite(t, byCg, mnt, "after2"); err == nil || !strings.Contains(err.Error(), "Read-only") {
-				t.Errorf("bystander once remounted: %v, want a read-only file system", err)
+		})
+
+		// Informational: with metadata, flush and FUA bios spared but no device protected, the
+		// victim's own sync still writes the filesystem's metadata blocks back (plain writes),
+		// so device protection is what keeps the node's filesystem safe. Logged, not asserted.
+		t.Run("metadata spared, unprotected (logged)", func(t *testing.T) {
+			mnt, _ := loopExt4Opts(t, "errors=remount-ro")
+			victimCg, byCg := newCgroup(t, "", "fs-victim"), newCgroup(t, "", "fs-bystander")
+			if err := bystanderWrite(t, byCg, mnt, "before"); err != nil {
+				t.Fatalf("bystander before the fault: %v", err)
 			}
+			dropCaches(t, mnt)
+			if err := e.SetProtectedDevices(nil); err != nil {
+				t.Fatal(err)
+			}
+			armOne(t, e, "fs-victim", victimCg, fault)
+			_, err := smallFiles(victimCg, filepath.Join(mnt, "victim"), 100)
+			c, _ := e.Counts("fs-victim")
+			if err := e.Disarm("fs-victim"); err != nil {
+				t.Fatal(err)
+			}
+			err1 := bystanderWrite(t, byCg, mnt, "after")
+			err2 := bystanderWrite(t, byCg, mnt, "after2")
+			t.Logf("victim: %v; injected %v; bystander after: %v / %v; read-only: %v", err, c, err1, err2, readOnly(mnt))
 		})
 
 		t.Run("protected: nothing fails, the filesystem stays writable", func(t *testing.T) {

@@ -509,8 +509,16 @@ SEC("fmod_ret/should_fail_bio")
 __s64 kfault_fm_bio(__u64 *ctx)
 {
 	__s64 ret = 0;
-	/* should_fail_bio(struct bio *bio) */
-	if (decide_bio((struct bio *)ctx[0], &ret))
+	/*
+	 * should_fail_bio(struct bio *bio). Loaded from ctx, the verifier types the argument as a
+	 * BTF pointer, which may not be tagged (eval_cgroup's arg) nor passed to a global function;
+	 * read through a probe read it is a plain number, as a kprobe's register is. The bio is only
+	 * ever read with probe reads.
+	 */
+	__u64 bio = 0;
+	if (bpf_probe_read_kernel(&bio, sizeof(bio), &ctx[0]))
+		return 0;
+	if (decide_bio((struct bio *)bio, &ret))
 		return ret;
 	return 0;
 }
