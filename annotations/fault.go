@@ -75,6 +75,7 @@ type Fault struct {
 	Errno       int           // with Function: the positive errno to return as -Errno
 	CallChain   []Frame       // outermost frame first
 	Headers     []string      // accepted for KernelChaos compatibility, unused (BTF)
+	Devices     []string      // bio only: block devices (/dev paths or major:minor) to limit the fault to
 	Probability float64       // percent, in (0, 100]
 	Times       uint64        // maximum number of injected faults; 0 = unlimited
 	Duration    time.Duration // 0 = until disarmed

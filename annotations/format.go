@@ -64,6 +64,9 @@ func (f Fault) String() string {
 			}
 		}
 	}
+	if len(f.Devices) > 0 {
+		fmt.Fprintf(&b, " on devices %s", strings.Join(f.Devices, ", "))
+	}
 	if f.Probability != DefaultProbability {
 		fmt.Fprintf(&b, ", probability %s%%", formatFloat(f.Probability))
 	} else {
@@ -138,6 +141,12 @@ func encodeFault(f Fault) []string {
 			lines = append(lines, "- "+yamlString(h))
 		}
 	}
+	if len(f.Devices) > 0 {
+		lines = append(lines, "devices:")
+		for _, d := range f.Devices {
+			lines = append(lines, "- "+yamlString(d))
+		}
+	}
 	if f.Probability != DefaultProbability {
 		lines = append(lines, "probability: "+formatFloat(f.Probability))
 	}
@@ -187,6 +196,7 @@ type jsonFault struct {
 	Errno       string      `json:"errno,omitempty"`
 	CallChain   []Frame     `json:"callchain,omitempty"`
 	Headers     []string    `json:"headers,omitempty"`
+	Devices     []string    `json:"devices,omitempty"`
 	Probability *float64    `json:"probability,omitempty"`
 	Times       uint64      `json:"times,omitempty"`
 	Duration    string      `json:"duration,omitempty"`
@@ -204,7 +214,7 @@ type jsonSelect struct {
 func EncodeJSON(faults []Fault) string {
 	out := make([]jsonFault, len(faults))
 	for i, f := range faults {
-		j := jsonFault{CallChain: f.CallChain, Headers: f.Headers, Times: f.Times}
+		j := jsonFault{CallChain: f.CallChain, Headers: f.Headers, Devices: f.Devices, Times: f.Times}
 		if f.Function != "" {
 			j.Function, j.Errno = f.Function, formatErrno(f.Errno)
 		} else {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -34,6 +35,8 @@ const (
 	// (accepted for KernelChaos compatibility, unused: real header paths are short).
 	MaxHeaders     = 32
 	MaxHeaderBytes = 256
+	// MaxDevices bounds the entries of devices (block devices a bio fault is limited to).
+	MaxDevices = 8
 	// DefaultProbability applies when probability is absent.
 	DefaultProbability = 100.0
 )
@@ -41,7 +44,7 @@ const (
 // Field names of a fault object and of a callchain frame, in the order they are
 // checked and printed.
 var (
-	faultFields = []string{"failtype", "function", "errno", "callchain", "headers", "probability", "times", "duration", "select"}
+	faultFields = []string{"failtype", "function", "errno", "callchain", "headers", "devices", "probability", "times", "duration", "select"}
 	frameFields = []string{"funcname", "parameters", "predicate"}
 )
 
@@ -368,6 +371,14 @@ func (p *parser) fault(prefix string, m map[string]any) Fault {
 	if v, ok := present(m, "headers"); ok {
 		f.Headers = p.headers(joinPath(prefix, "headers"), v)
 	}
+	if v, ok := present(m, "devices"); ok {
+		path := joinPath(prefix, "devices")
+		if hasFn && f.Function != FailPoints[Bio].Function || !hasFn && hasFT && f.FailType != Bio {
+			p.errorf(path, "only valid on bio faults (failtype 2 or function %s)", FailPoints[Bio].Function)
+		} else {
+			f.Devices = p.devices(path, v)
+		}
+	}
 	if v, ok := present(m, "probability"); ok {
 		f.Probability = p.percent(joinPath(prefix, "probability"), v)
 	}
@@ -590,6 +601,80 @@ func (p *parser) headers(path string, v any) []string {
 		}
 	}
 	return out
+}
+
+// devices reads a list of block devices: absolute /dev paths or "major:minor". Paths are only
+// checked for their shape here; the node resolves them (bpf.ResolveDevice).
+func (p *parser) devices(path string, v any) []string {
+	list, ok := v.([]any)
+	if !ok {
+		p.errorf(path, "%s, want a list of block devices (/dev/... paths or major:minor)", describe(v))
+		return nil
+	}
+	if len(list) == 0 {
+		p.errorf(path, "empty list: leave devices out to fail bios on every unprotected device")
+		return nil
+	}
+	if len(list) > MaxDevices {
+		p.errorf(path, "%d entries, at most %d allowed", len(list), MaxDevices)
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for i, item := range list {
+		s, ok := item.(string)
+		if !ok {
+			p.errorf(indexPath(path, i), "%s, want a string (/dev/... path or major:minor)", describe(item))
+			continue
+		}
+		if err := CheckDevice(s); err != nil {
+			p.errorf(indexPath(path, i), "%s: %v", show(s), err)
+			continue
+		}
+		if seen[s] {
+			p.errorf(indexPath(path, i), "%s is listed twice", show(s))
+			continue
+		}
+		seen[s] = true
+		out = append(out, s)
+	}
+	return out
+}
+
+// CheckDevice checks the shape of one devices entry: an absolute, clean path under /dev, or
+// major:minor with a major below 4096 and a minor below 1<<20 (the kernel's dev_t).
+func CheckDevice(s string) error {
+	if len(s) > MaxNameBytes {
+		return fmt.Errorf("%d bytes long, at most %d allowed", len(s), MaxNameBytes)
+	}
+	if _, _, ok, err := ParseDevNumber(s); ok {
+		return err
+	}
+	if !strings.HasPrefix(s, "/dev/") || path.Clean(s) != s || len(s) == len("/dev/") {
+		return errors.New("want a block device path under /dev (e.g. /dev/nullb0) or major:minor (e.g. 259:0)")
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("contains a space, non-printable or non-ASCII byte at offset %d", i)
+		}
+	}
+	return nil
+}
+
+// ParseDevNumber reads "major:minor". ok says whether s has that shape (digits, a colon,
+// digits); err whether the numbers are out of the kernel's dev_t range (12-bit major,
+// 20-bit minor).
+func ParseDevNumber(s string) (major, minor uint32, ok bool, err error) {
+	a, b, found := strings.Cut(s, ":")
+	if !found || a == "" || b == "" || strings.Trim(a, "0123456789") != "" || strings.Trim(b, "0123456789") != "" {
+		return 0, 0, false, nil
+	}
+	ma, err1 := strconv.ParseUint(a, 10, 32)
+	mi, err2 := strconv.ParseUint(b, 10, 32)
+	if err1 != nil || err2 != nil || ma >= 1<<12 || mi >= 1<<20 {
+		return 0, 0, true, errors.New("major:minor out of range (major < 4096, minor < 1048576)")
+	}
+	return uint32(ma), uint32(mi), true, nil
 }
 
 func (p *parser) times(path string, v any) uint64 {

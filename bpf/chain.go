@@ -184,14 +184,16 @@ func (c *chainSet) closeMaps() {
 // mapReplacements are the engine's shared maps, for every program instance it loads.
 func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 	m := map[string]*ebpf.Map{
-		"kfault_rules":       e.rules,
-		"kfault_levels":      e.levels,
-		"kfault_counters":    e.counters,
-		"kfault_events":      e.eventMap,
-		"kfault_event_drops": e.eventDrops,
-		"kfault_exec_levels": e.exec.levels,
-		"kfault_exec_scope":  e.exec.scopeMap,
-		"kfault_exec_tasks":  e.exec.tasks,
+		"kfault_rules":          e.rules,
+		"kfault_levels":         e.levels,
+		"kfault_counters":       e.counters,
+		"kfault_events":         e.eventMap,
+		"kfault_event_drops":    e.eventDrops,
+		"kfault_exec_levels":    e.exec.levels,
+		"kfault_exec_scope":     e.exec.scopeMap,
+		"kfault_exec_tasks":     e.exec.tasks,
+		"kfault_rule_devs":      e.ruleDevs,
+		"kfault_protected_devs": e.protected,
 	}
 	if e.chainsOn {
 		m["kfault_frames"] = e.chains.frameMap

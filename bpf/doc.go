@@ -7,14 +7,18 @@
 // There is one loaded program per hooked kernel function (should_failslab,
 // should_fail_alloc_page, should_fail_bio, or any function on the error-injection list),
 // shared by every armed rule; never one per container. Each instance is loaded from a copy of
-// the collection spec with its hook id as a load-time constant (.rodata), and the engine's five
+// the collection spec with its hook id as a load-time constant (.rodata), and the engine's seven
 // maps replace the object's own (CollectionOptions.MapReplacements):
 //
 //   - kfault_rules (hash): {cgroup id, hook id} → up to 8 rules;
 //   - kfault_levels (array): hook id → bitmap of the cgroup levels that have rules;
 //   - kfault_counters (array): rule id → faults injected (seedable, read by Counts);
 //   - kfault_events (ring buffer): sampled injections (who was hit, when), read by samples.go;
-//   - kfault_event_drops (array, one entry): samples lost to a full ring buffer.
+//   - kfault_event_drops (array, one entry): samples lost to a full ring buffer;
+//   - kfault_rule_devs (hash): {rule id, dev} → 1, the devices of bio rules with a devices
+//     list (RULE_DEVICES);
+//   - kfault_protected_devs (hash): dev → 1, the node's protected block devices
+//     (SetProtectedDevices), never failed by any bio rule.
 //
 // Call chains (chain.go, kfault_chain.bpf.h, docs/call-chains.md) add five more: kfault_frames
 // (frame id → generation and user slots), kfault_chains (chain id → its frames),
@@ -51,7 +55,12 @@
 // Slab and page faults never fail __GFP_NOFAIL allocations (the value comes from BTF's
 // ___GFP_NOFAIL_BIT on 6.10+, else 0x8000). Bio faults attribute direct I/O by current and
 // buffered writeback through bio->bi_blkg's cgroup (CO-RE; needs the io controller on the
-// target's cgroup for the blkcg to be that cgroup).
+// target's cgroup for the blkcg to be that cgroup). Once a bio's cgroup has a rule set for the
+// hook, and only then, the bio is read (bio_never, eval_cgroup): a bio with REQ_META,
+// REQ_PREFLUSH or REQ_FUA (bio_never_flags, from BTF enum req_flag_bits) or to a protected
+// device (bio->bi_bdev->bd_dev in kfault_protected_devs: one hash lookup) is never failed, and a
+// rule with devices fails only bios whose device is in kfault_rule_devs under its rule id (one
+// more hash lookup per such rule). Bios of tasks outside the armed cgroups pay none of this.
 //
 // # Mechanisms
 //

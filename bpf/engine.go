@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kfault/kfault/annotations"
 )
 
@@ -81,7 +83,13 @@ type Engine struct {
 	rules, levels, counters *ebpf.Map
 	eventMap                *ebpf.Map // ring buffer of sampled injections (samples.go)
 	eventDrops              *ebpf.Map // samples the hot path could not write (ring buffer full)
-	events                  *events
+	ruleDevs                *ebpf.Map // {counter, dev} of the bio rules with devices
+	protected               *ebpf.Map // dev: the node's protected block devices
+	protectedDevs           []Dev     // what protected holds, sorted
+	// bioNever is bio_never_flags: the bi_opf flags of bios never failed (REQ_META,
+	// REQ_PREFLUSH, REQ_FUA). Tests clear it to reproduce what unrestricted bio faults do.
+	bioNever uint32
+	events   *events
 
 	hooks   map[string]*hook   // by function name
 	hookIDs [maxHooks]bool     // ids in use
@@ -129,6 +137,7 @@ type rule struct {
 	final  uint64 // injected count, frozen when the rule was removed
 	timer  *time.Timer
 	chain  *chainState // nil: no call chain
+	devs   []Dev       // bio rules with devices: written to kfault_rule_devs under the counter
 	scoped int         // how many frames of chain have this rule's cgroup in their scope
 }
 
@@ -183,6 +192,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		kspec:       kspec,
 		cache:       kernelTypes,
 		nofail:      gfpNoFail(kspec),
+		bioNever:    bioNeverFlags(kspec),
 		hooks:       map[string]*hook{},
 		sets:        map[setKey][]*rule{},
 		armed:       map[string]*armedKey{},
@@ -237,6 +247,12 @@ func (e *Engine) createMaps() error {
 	if err := e.exec.createMaps(e.spec); err != nil {
 		return err
 	}
+	if e.ruleDevs, err = ebpf.NewMap(e.spec.Maps["kfault_rule_devs"]); err != nil {
+		return fmt.Errorf("create map kfault_rule_devs: %w", err)
+	}
+	if e.protected, err = ebpf.NewMap(e.spec.Maps["kfault_protected_devs"]); err != nil {
+		return fmt.Errorf("create map kfault_protected_devs: %w", err)
+	}
 	if !e.chainsOn {
 		return nil
 	}
@@ -244,13 +260,53 @@ func (e *Engine) createMaps() error {
 }
 
 func (e *Engine) closeMaps() {
-	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap, e.eventDrops} {
+	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap, e.eventDrops, e.ruleDevs, e.protected} {
 		if m != nil {
 			m.Close()
 		}
 	}
 	e.exec.closeMaps()
 	e.chains.closeMaps()
+}
+
+// SetProtectedDevices replaces the node's protected block devices: no bio to one of them is
+// ever failed, by any rule. Pass WithSlaves of the devices holding the node's filesystems.
+// Plans prepared before keep their devices; the plugin sets these once, before admitting any.
+func (e *Engine) SetProtectedDevices(devs []Dev) error {
+	devs = slices.Clone(devs)
+	slices.Sort(devs)
+	devs = slices.Compact(devs)
+	if len(devs) > MaxProtectedDevices {
+		return fmt.Errorf("%w: %d protected devices, at most %d", ErrLimit, len(devs), MaxProtectedDevices)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	// Add the new ones first, then drop the old ones: no moment without either protection.
+	for _, d := range devs {
+		if err := e.protected.Put(uint32(d), uint8(1)); err != nil {
+			return fmt.Errorf("protect device %s: %w", d, err)
+		}
+	}
+	for _, d := range e.protectedDevs {
+		if !slices.Contains(devs, d) {
+			if err := e.protected.Delete(uint32(d)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("unprotect device %s: %w", d, err)
+			}
+		}
+	}
+	e.protectedDevs = devs
+	e.log.Info("protected block devices", "devices", fmt.Sprint(devs))
+	return nil
+}
+
+// ProtectedDevices returns the protected block devices, sorted.
+func (e *Engine) ProtectedDevices() []Dev {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.protectedDevs)
 }
 
 // Mechanism is the mechanism in use: MechanismFmodRet or MechanismKprobe.
@@ -305,7 +361,7 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 		if opts.Injected != nil {
 			seed = opts.Injected[i]
 		}
-		r := &rule{owner: ak, index: i, fault: plan.Faults[i], enc: p.enc}
+		r := &rule{owner: ak, index: i, fault: plan.Faults[i], enc: p.enc, devs: p.devs}
 		if opts.ExecBoundary {
 			r.enc.Flags |= ruleExec
 		}
@@ -509,8 +565,15 @@ func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
 		undo()
 		return fmt.Errorf("seed counter: %w", err)
 	}
+	if err := e.writeDevs(id, r.devs); err != nil {
+		e.deleteDevs(id, r.devs)
+		e.ruleIDs[id] = false
+		undo()
+		return err
+	}
 	set := append(slices.Clone(e.sets[sk]), r)
 	if err := e.writeSet(sk, set); err != nil {
+		e.deleteDevs(id, r.devs)
 		e.ruleIDs[id] = false
 		undo()
 		return err
@@ -552,6 +615,7 @@ func (e *Engine) removeRule(r *rule) {
 		e.sets[sk] = set
 	}
 	e.releaseChain(r) // once the rule is out of kfault_rules
+	e.deleteDevs(r.enc.Counter, r.devs)
 	if c, err := e.readCounter(r.enc.Counter); err == nil {
 		r.final = injected(c, r.enc.Limit)
 	}
@@ -582,6 +646,28 @@ func (e *Engine) writeSet(sk setKey, set []*rule) error {
 		return fmt.Errorf("write rules of cgroup %d: %w", sk.cgroup, err)
 	}
 	return nil
+}
+
+// writeDevs writes the devices of the rule with counter id (before the rule is in kfault_rules).
+func (e *Engine) writeDevs(id uint32, devs []Dev) error {
+	for _, d := range devs {
+		if err := e.ruleDevs.Put(kfaultRuleDev{Counter: id, Dev: uint32(d)}, uint8(1)); err != nil {
+			if errors.Is(err, unix.E2BIG) {
+				return fmt.Errorf("%w: more than %d {fault, device} pairs armed", ErrLimit, maxRuleDevs)
+			}
+			return fmt.Errorf("write devices of rule %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// deleteDevs removes the devices of the rule with counter id (after it left kfault_rules).
+func (e *Engine) deleteDevs(id uint32, devs []Dev) {
+	for _, d := range devs {
+		if err := e.ruleDevs.Delete(kfaultRuleDev{Counter: id, Dev: uint32(d)}); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			e.log.Warn("delete rule device", "rule", id, "device", d.String(), "err", err)
+		}
+	}
 }
 
 func (e *Engine) writeLevels(h *hook) error {
@@ -662,6 +748,9 @@ func (e *Engine) attach(h *hook) error {
 	}
 	if err := spec.Variables["hook_id"].Set(h.id); err != nil {
 		return fmt.Errorf("set hook_id: %w", err)
+	}
+	if err := spec.Variables["bio_never_flags"].Set(e.bioNever); err != nil {
+		return fmt.Errorf("set bio_never_flags: %w", err)
 	}
 	for name, v := range map[string]uint64{
 		"gfp_nofail":          e.nofail,

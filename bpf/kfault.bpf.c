@@ -39,7 +39,7 @@
  * programs compile to the same instructions; returning the answer instead made clang reorder
  * blocks and spill in the bio programs.
  */
-static __always_inline int armed_ancestors(__u64 bits, __s64 (*check)(__u64 cgroup, __u32 arg), __u32 arg,
+static __always_inline int armed_ancestors(__u64 bits, __s64 (*check)(__u64 cgroup, __u64 arg), __u64 arg,
 					   __s64 *ret)
 {
 	for (int level = 0; level < MAX_LEVELS && bits; level++, bits >>= 1) {
@@ -66,7 +66,11 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define RULE_ACTIVE 1u
 #define RULE_ALWAYS 2u /* probability 100%: no random draw */
-#define RULE_EXEC 4u   /* only for tasks past the exec boundary (kfault_exec.bpf.h) */
+#define RULE_EXEC 4u    /* only for tasks past the exec boundary (kfault_exec.bpf.h) */
+#define RULE_DEVICES 8u /* bio: only bios to the devices of kfault_rule_devs {counter, dev} */
+
+#define MAX_RULE_DEVS 16384
+#define MAX_PROTECTED_DEVS 64
 
 struct rule_key {
 	__u64 cgroup;
@@ -142,6 +146,34 @@ struct {
 	__type(value, __u64);
 } kfault_event_drops SEC(".maps");
 
+/*
+ * Block devices (kernel dev_t: major << 20 | minor) of the rules with a devices list: a rule
+ * with RULE_DEVICES fails a bio only when {its counter, the bio's device} is here.
+ */
+struct rule_dev {
+	__u32 counter;
+	__u32 dev;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_RULE_DEVS);
+	__type(key, struct rule_dev);
+	__type(value, __u8);
+} kfault_rule_devs SEC(".maps");
+
+/*
+ * The node's protected block devices (those holding /, containerd's and kubelet's roots, the
+ * plugin's state, what the node config adds, and the devices under them): no bio to them is
+ * ever failed, whatever the rule.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PROTECTED_DEVS);
+	__type(key, __u32);
+	__type(value, __u8);
+} kfault_protected_devs SEC(".maps");
+
 /* Set per loaded instance by the engine. */
 volatile const __u32 hook_id = 0;
 /* __GFP_NOFAIL of the running kernel (from BTF when it has ___GFP_NOFAIL_BIT, else 0x8000). */
@@ -155,6 +187,15 @@ volatile const __u64 gfp_nofail = 0x8000;
  */
 volatile const __u64 per_cpu_offset_addr = 0; /* &__per_cpu_offset[0] */
 volatile const __u64 preempt_count_addr = 0;  /* per-cpu address of the preempt count */
+
+/*
+ * bi_opf flags of the bios never failed: REQ_META | REQ_PREFLUSH | REQ_FUA of the running kernel
+ * (from BTF enum req_flag_bits; the engine's fallback is 6.1's bits 12, 18 and 17). Filesystem
+ * metadata and journal writes (jbd2 writes with REQ_META | REQ_SYNC | REQ_IDLE, its commit
+ * blocks add REQ_PREFLUSH | REQ_FUA) are never failed: failing them makes the filesystem abort
+ * its journal and remount read-only for every task on the node.
+ */
+volatile const __u32 bio_never_flags = (1u << 12) | (1u << 17) | (1u << 18);
 
 /* Sampling: a rule's first sample_first injections, then every (sample_mask+1)th. */
 volatile const __u64 sample_first = 8;
@@ -203,24 +244,79 @@ static __always_inline void emit_sample(struct rule *r, __u64 old, __u64 cgroup)
 }
 
 /*
+ * eval_cgroup's arg: bit 0 asks for the task checks; the other bits are the bio of a bio hook
+ * (0 for the other hooks; a struct bio is at least 8-byte aligned). Global functions take
+ * scalars only, so the bio travels as a number and is read with probe reads.
+ */
+#define ARG_TASK_CHECKS 1u
+
+struct block_device {
+	__u32 bd_dev; /* dev_t */
+} __attribute__((preserve_access_index));
+
+struct blkcg_gq;
+
+struct bio {
+	struct block_device *bi_bdev; /* 5.12+; the partition's, at should_fail_bio time */
+	__u32 bi_opf;
+	struct blkcg_gq *bi_blkg;
+} __attribute__((preserve_access_index));
+
+/*
+ * bio_never tells whether bio must never be failed: metadata, flush or FUA (bio_never_flags), a
+ * device that cannot be told (no bi_bdev: kernels before 5.12), or a protected device. Else it
+ * stores the bio's device in *dev. should_fail_bio runs in submit_bio_noacct before the partition
+ * remap, and the remap (6.1) only shifts the sector: bi_bdev is the partition's block_device, so
+ * bd_dev is the dev_t that stat() shows for /dev/sda1 (st_rdev) and for files on it (st_dev).
+ * A stacked device (dm, md) resubmits clones to the devices below it: those are protected too
+ * (the engine adds the slaves of a protected device).
+ */
+static __always_inline int bio_never(struct bio *bio, __u32 *dev)
+{
+	__u32 opf = 0;
+	struct block_device *bdev = 0;
+	__u32 d = 0;
+
+	if (CORE_READ_INTO(&opf, bio->bi_opf) || (opf & bio_never_flags))
+		return 1;
+	if (!CORE_FIELD_EXISTS(bio->bi_bdev))
+		return 1;
+	if (CORE_READ_INTO(&bdev, bio->bi_bdev) || !bdev)
+		return 1;
+	if (CORE_READ_INTO(&d, bdev->bd_dev))
+		return 1;
+	if (bpf_map_lookup_elem(&kfault_protected_devs, &d))
+		return 1;
+	*dev = d;
+	return 0;
+}
+
+/*
  * eval_cgroup decides whether one of the rules armed on cgroup (for this program's hook) injects a
  * fault now, and returns the value to inject (0: none; an injected value is never 0). With
- * task_checks, the current task must also be one faults are meant for: in task context (in_task)
- * and, for a rule armed with the exec boundary, past it (kfault_task_eligible); the bio writeback
- * path attributes through the bio and skips them.
+ * ARG_TASK_CHECKS in arg, the current task must also be one faults are meant for: in task
+ * context (in_task) and, for a rule armed with the exec boundary, past it (kfault_task_eligible);
+ * the bio writeback path attributes through the bio and skips them. With a bio in arg, the bio
+ * must be one that may fail (bio_never) and a rule with devices must list the bio's device: both
+ * only after a rule set matched, so bios of tasks outside the armed cgroups pay nothing for them.
  *
  * A global function: the verifier checks it once, not once per unrolled cgroup level of its
  * callers. That cut a hook program's verification from about 47,000 to about 6,000 processed
  * instructions, most of the time a first arm took. Its arguments are scalars only, which global
  * functions take since 5.6 (a map-value pointer would need 5.12).
  */
-__attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
+__attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u64 arg)
 {
 	struct rule_key key = {.cgroup = cgroup, .hook = hook_id};
 	struct rule_set *set = bpf_map_lookup_elem(&kfault_rules, &key);
 	if (!set)
 		return 0;
-	if (task_checks && !in_task())
+	if ((arg & ARG_TASK_CHECKS) && !in_task())
+		return 0;
+	/* A bio hook passes the bio: its flags and device are read once a rule set matched. */
+	__u32 dev = 0;
+	__u64 bio = arg & ~(__u64)ARG_TASK_CHECKS;
+	if (bio && bio_never((struct bio *)bio, &dev))
 		return 0;
 	__u32 n = set->n;
 
@@ -232,7 +328,7 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 		if (!(flags & RULE_ACTIVE))
 			continue;
 		/* Exec boundary: only after a rule matched the cgroup, so bystanders never pay it. */
-		if ((flags & RULE_EXEC) && task_checks && !kfault_task_eligible())
+		if ((flags & RULE_EXEC) && (arg & ARG_TASK_CHECKS) && !kfault_task_eligible())
 			continue;
 		/* Call chain: every frame of the rule's chain is on this task's stack, in order. */
 #ifndef KFAULT_NO_CHAINS
@@ -242,6 +338,12 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 		if (r->chain_id) /* never armed: the engine refuses call chains with this object */
 			continue;
 #endif
+		/* Devices: one hash lookup, only for the rules that list devices. */
+		if (flags & RULE_DEVICES) {
+			struct rule_dev rd = {.counter = r->counter, .dev = dev};
+			if (!bio || !bpf_map_lookup_elem(&kfault_rule_devs, &rd))
+				continue;
+		}
 
 		__u32 idx = r->counter;
 		__u64 *count = bpf_map_lookup_elem(&kfault_counters, &idx);
@@ -263,14 +365,14 @@ __attribute__((noinline)) __s64 eval_cgroup(__u64 cgroup, __u32 task_checks)
 	return 0;
 }
 
-/* match_current looks the current task's cgroup subtree up. */
-static __always_inline int match_current(__s64 *ret)
+/* match_current looks the current task's cgroup subtree up; bio is 0 for non-bio hooks. */
+static __always_inline int match_current(__u64 bio, __s64 *ret)
 {
 	__u32 hook = hook_id;
 	__u64 *bitsp = bpf_map_lookup_elem(&kfault_levels, &hook);
 	if (!bitsp)
 		return 0;
-	return armed_ancestors(*bitsp, eval_cgroup, 1, ret);
+	return armed_ancestors(*bitsp, eval_cgroup, bio | ARG_TASK_CHECKS, ret);
 }
 
 /* --- bio attribution through the bio's blkcg (buffered writeback is submitted by kworkers) --- */
@@ -297,9 +399,6 @@ struct blkcg_gq {
 	struct blkcg *blkcg;
 } __attribute__((preserve_access_index));
 
-struct bio {
-	struct blkcg_gq *bi_blkg;
-} __attribute__((preserve_access_index));
 
 static __always_inline int match_bio(struct bio *bio, __s64 *ret)
 {
@@ -345,7 +444,7 @@ static __always_inline int match_bio(struct bio *bio, __s64 *ret)
 			break;
 		__u64 cgroup = 0;
 		CORE_READ_INTO(&cgroup, kn->id);
-		if (cgroup && (*ret = eval_cgroup(cgroup, 0)))
+		if (cgroup && (*ret = eval_cgroup(cgroup, (__u64)bio)))
 			return 1;
 	}
 	return 0;
@@ -358,13 +457,13 @@ static __always_inline int decide_gfp(__u64 gfp, __s64 *ret)
 	/* The kernel's own failslab and fail_page_alloc never fail __GFP_NOFAIL allocations. */
 	if ((__u32)gfp & gfp_nofail)
 		return 0;
-	return match_current(ret);
+	return match_current(0, ret);
 }
 
 static __always_inline int decide_bio(struct bio *bio, __s64 *ret)
 {
 	/* Direct I/O: current is the submitter. Writeback: attribute through the bio's blkcg. */
-	return match_current(ret) || match_bio(bio, ret);
+	return match_current((__u64)bio, ret) || match_bio(bio, ret);
 }
 
 /*
@@ -398,8 +497,16 @@ SEC("fmod_ret/should_fail_bio")
 __s64 kfault_fm_bio(__u64 *ctx)
 {
 	__s64 ret = 0;
-	/* should_fail_bio(struct bio *bio) */
-	if (decide_bio((struct bio *)ctx[0], &ret))
+	/*
+	 * should_fail_bio(struct bio *bio). Loaded from ctx, the verifier types the argument as a
+	 * BTF pointer, which may not be tagged (eval_cgroup's arg) nor passed to a global function;
+	 * read through a probe read it is a plain number, as a kprobe's register is. The bio is only
+	 * ever read with probe reads.
+	 */
+	__u64 bio = 0;
+	if (bpf_probe_read_kernel(&bio, sizeof(bio), &ctx[0]))
+		return 0;
+	if (decide_bio((struct bio *)bio, &ret))
 		return ret;
 	return 0;
 }
@@ -409,7 +516,7 @@ SEC("fmod_ret/should_failslab")
 __s64 kfault_fm_func(__u64 *ctx)
 {
 	__s64 ret = 0;
-	if (match_current(&ret))
+	if (match_current(0, &ret))
 		return ret;
 	return 0;
 }
@@ -447,7 +554,7 @@ SEC("kprobe/should_failslab")
 int kfault_kp_func(struct pt_regs *regs)
 {
 	__s64 ret = 0;
-	if (match_current(&ret))
+	if (match_current(0, &ret))
 		bpf_override_return(regs, ret);
 	return 0;
 }

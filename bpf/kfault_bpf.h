@@ -7,6 +7,7 @@
 #ifndef KFAULT_BPF_H
 #define KFAULT_BPF_H
 
+typedef unsigned char __u8;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
 typedef signed long long __s64;

@@ -195,7 +195,7 @@ volatile const __u32 frame_pred_default = 1;
  * kfault_frame_scoped: rules armed on cgroup have a chain through this frame. The per-level check
  * of armed_ancestors; a global function like eval_cgroup (verified once), scalar arguments only.
  */
-__attribute__((noinline)) __s64 kfault_frame_scoped(__u64 cgroup, __u32 unused)
+__attribute__((noinline)) __s64 kfault_frame_scoped(__u64 cgroup, __u64 unused)
 {
 	struct frame_scope_key key = {.cgroup = cgroup, .frame = frame_id};
 	return bpf_map_lookup_elem(&kfault_frame_scope, &key) != 0;

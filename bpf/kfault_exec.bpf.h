@@ -84,7 +84,7 @@ static __always_inline int kfault_task_eligible(void)
 }
 
 /* The per-level check of armed_ancestors for the exec program (a global function, verified once). */
-__attribute__((noinline)) __s64 kfault_exec_scoped(__u64 cgroup, __u32 unused)
+__attribute__((noinline)) __s64 kfault_exec_scoped(__u64 cgroup, __u64 unused)
 {
 	return bpf_map_lookup_elem(&kfault_exec_scope, &cgroup) != 0;
 }

@@ -73,6 +73,12 @@ type kfaultRule struct {
 	Pad       uint32
 }
 
+type kfaultRuleDev struct {
+	_       structs.HostLayout
+	Counter uint32
+	Dev     uint32
+}
+
 type kfaultRuleKey struct {
 	_      structs.HostLayout
 	Cgroup uint64
@@ -101,40 +107,43 @@ type kfaultTaskChains struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kfaultMapKfaultChains      = "kfault_chains"
-	kfaultMapKfaultCounters    = "kfault_counters"
-	kfaultMapKfaultEventDrops  = "kfault_event_drops"
-	kfaultMapKfaultEvents      = "kfault_events"
-	kfaultMapKfaultExecLevels  = "kfault_exec_levels"
-	kfaultMapKfaultExecScope   = "kfault_exec_scope"
-	kfaultMapKfaultExecTasks   = "kfault_exec_tasks"
-	kfaultMapKfaultFrameLevels = "kfault_frame_levels"
-	kfaultMapKfaultFrameScope  = "kfault_frame_scope"
-	kfaultMapKfaultFrames      = "kfault_frames"
-	kfaultMapKfaultLevels      = "kfault_levels"
-	kfaultMapKfaultRules       = "kfault_rules"
-	kfaultMapKfaultTaskChains  = "kfault_task_chains"
-	kfaultProgKfaultExec       = "kfault_exec"
-	kfaultProgKfaultFmBio      = "kfault_fm_bio"
-	kfaultProgKfaultFmFunc     = "kfault_fm_func"
-	kfaultProgKfaultFmPage     = "kfault_fm_page"
-	kfaultProgKfaultFmSlab     = "kfault_fm_slab"
-	kfaultProgKfaultFork       = "kfault_fork"
-	kfaultProgKfaultFrameEntry = "kfault_frame_entry"
-	kfaultProgKfaultFrameExit  = "kfault_frame_exit"
-	kfaultProgKfaultKpBio      = "kfault_kp_bio"
-	kfaultProgKfaultKpFunc     = "kfault_kp_func"
-	kfaultProgKfaultKpPage     = "kfault_kp_page"
-	kfaultProgKfaultKpSlab     = "kfault_kp_slab"
-	kfaultVarFrameId           = "frame_id"
-	kfaultVarFramePredDefault  = "frame_pred_default"
-	kfaultVarGfpNofail         = "gfp_nofail"
-	kfaultVarHookId            = "hook_id"
-	kfaultVarPerCpuOffsetAddr  = "per_cpu_offset_addr"
-	kfaultVarPreemptCountAddr  = "preempt_count_addr"
-	kfaultVarSampleFirst       = "sample_first"
-	kfaultVarSampleMask        = "sample_mask"
-	kfaultVarUnusedEvent       = "unused_event"
+	kfaultMapKfaultChains        = "kfault_chains"
+	kfaultMapKfaultCounters      = "kfault_counters"
+	kfaultMapKfaultEventDrops    = "kfault_event_drops"
+	kfaultMapKfaultEvents        = "kfault_events"
+	kfaultMapKfaultExecLevels    = "kfault_exec_levels"
+	kfaultMapKfaultExecScope     = "kfault_exec_scope"
+	kfaultMapKfaultExecTasks     = "kfault_exec_tasks"
+	kfaultMapKfaultFrameLevels   = "kfault_frame_levels"
+	kfaultMapKfaultFrameScope    = "kfault_frame_scope"
+	kfaultMapKfaultFrames        = "kfault_frames"
+	kfaultMapKfaultLevels        = "kfault_levels"
+	kfaultMapKfaultProtectedDevs = "kfault_protected_devs"
+	kfaultMapKfaultRuleDevs      = "kfault_rule_devs"
+	kfaultMapKfaultRules         = "kfault_rules"
+	kfaultMapKfaultTaskChains    = "kfault_task_chains"
+	kfaultProgKfaultExec         = "kfault_exec"
+	kfaultProgKfaultFmBio        = "kfault_fm_bio"
+	kfaultProgKfaultFmFunc       = "kfault_fm_func"
+	kfaultProgKfaultFmPage       = "kfault_fm_page"
+	kfaultProgKfaultFmSlab       = "kfault_fm_slab"
+	kfaultProgKfaultFork         = "kfault_fork"
+	kfaultProgKfaultFrameEntry   = "kfault_frame_entry"
+	kfaultProgKfaultFrameExit    = "kfault_frame_exit"
+	kfaultProgKfaultKpBio        = "kfault_kp_bio"
+	kfaultProgKfaultKpFunc       = "kfault_kp_func"
+	kfaultProgKfaultKpPage       = "kfault_kp_page"
+	kfaultProgKfaultKpSlab       = "kfault_kp_slab"
+	kfaultVarBioNeverFlags       = "bio_never_flags"
+	kfaultVarFrameId             = "frame_id"
+	kfaultVarFramePredDefault    = "frame_pred_default"
+	kfaultVarGfpNofail           = "gfp_nofail"
+	kfaultVarHookId              = "hook_id"
+	kfaultVarPerCpuOffsetAddr    = "per_cpu_offset_addr"
+	kfaultVarPreemptCountAddr    = "preempt_count_addr"
+	kfaultVarSampleFirst         = "sample_first"
+	kfaultVarSampleMask          = "sample_mask"
+	kfaultVarUnusedEvent         = "unused_event"
 )
 
 // loadKfault returns the embedded CollectionSpec for kfault.
@@ -197,25 +206,28 @@ type kfaultProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultMapSpecs struct {
-	KfaultChains      *ebpf.MapSpec `ebpf:"kfault_chains"`
-	KfaultCounters    *ebpf.MapSpec `ebpf:"kfault_counters"`
-	KfaultEventDrops  *ebpf.MapSpec `ebpf:"kfault_event_drops"`
-	KfaultEvents      *ebpf.MapSpec `ebpf:"kfault_events"`
-	KfaultExecLevels  *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
-	KfaultExecScope   *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
-	KfaultExecTasks   *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
-	KfaultFrameLevels *ebpf.MapSpec `ebpf:"kfault_frame_levels"`
-	KfaultFrameScope  *ebpf.MapSpec `ebpf:"kfault_frame_scope"`
-	KfaultFrames      *ebpf.MapSpec `ebpf:"kfault_frames"`
-	KfaultLevels      *ebpf.MapSpec `ebpf:"kfault_levels"`
-	KfaultRules       *ebpf.MapSpec `ebpf:"kfault_rules"`
-	KfaultTaskChains  *ebpf.MapSpec `ebpf:"kfault_task_chains"`
+	KfaultChains        *ebpf.MapSpec `ebpf:"kfault_chains"`
+	KfaultCounters      *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEventDrops    *ebpf.MapSpec `ebpf:"kfault_event_drops"`
+	KfaultEvents        *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultExecLevels    *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecScope     *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks     *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
+	KfaultFrameLevels   *ebpf.MapSpec `ebpf:"kfault_frame_levels"`
+	KfaultFrameScope    *ebpf.MapSpec `ebpf:"kfault_frame_scope"`
+	KfaultFrames        *ebpf.MapSpec `ebpf:"kfault_frames"`
+	KfaultLevels        *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultProtectedDevs *ebpf.MapSpec `ebpf:"kfault_protected_devs"`
+	KfaultRuleDevs      *ebpf.MapSpec `ebpf:"kfault_rule_devs"`
+	KfaultRules         *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultTaskChains    *ebpf.MapSpec `ebpf:"kfault_task_chains"`
 }
 
 // kfaultVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultVariableSpecs struct {
+	BioNeverFlags    *ebpf.VariableSpec `ebpf:"bio_never_flags"`
 	FrameId          *ebpf.VariableSpec `ebpf:"frame_id"`
 	FramePredDefault *ebpf.VariableSpec `ebpf:"frame_pred_default"`
 	GfpNofail        *ebpf.VariableSpec `ebpf:"gfp_nofail"`
@@ -247,19 +259,21 @@ func (o *kfaultObjects) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultMaps struct {
-	KfaultChains      *ebpf.Map `ebpf:"kfault_chains"`
-	KfaultCounters    *ebpf.Map `ebpf:"kfault_counters"`
-	KfaultEventDrops  *ebpf.Map `ebpf:"kfault_event_drops"`
-	KfaultEvents      *ebpf.Map `ebpf:"kfault_events"`
-	KfaultExecLevels  *ebpf.Map `ebpf:"kfault_exec_levels"`
-	KfaultExecScope   *ebpf.Map `ebpf:"kfault_exec_scope"`
-	KfaultExecTasks   *ebpf.Map `ebpf:"kfault_exec_tasks"`
-	KfaultFrameLevels *ebpf.Map `ebpf:"kfault_frame_levels"`
-	KfaultFrameScope  *ebpf.Map `ebpf:"kfault_frame_scope"`
-	KfaultFrames      *ebpf.Map `ebpf:"kfault_frames"`
-	KfaultLevels      *ebpf.Map `ebpf:"kfault_levels"`
-	KfaultRules       *ebpf.Map `ebpf:"kfault_rules"`
-	KfaultTaskChains  *ebpf.Map `ebpf:"kfault_task_chains"`
+	KfaultChains        *ebpf.Map `ebpf:"kfault_chains"`
+	KfaultCounters      *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEventDrops    *ebpf.Map `ebpf:"kfault_event_drops"`
+	KfaultEvents        *ebpf.Map `ebpf:"kfault_events"`
+	KfaultExecLevels    *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecScope     *ebpf.Map `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks     *ebpf.Map `ebpf:"kfault_exec_tasks"`
+	KfaultFrameLevels   *ebpf.Map `ebpf:"kfault_frame_levels"`
+	KfaultFrameScope    *ebpf.Map `ebpf:"kfault_frame_scope"`
+	KfaultFrames        *ebpf.Map `ebpf:"kfault_frames"`
+	KfaultLevels        *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultProtectedDevs *ebpf.Map `ebpf:"kfault_protected_devs"`
+	KfaultRuleDevs      *ebpf.Map `ebpf:"kfault_rule_devs"`
+	KfaultRules         *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultTaskChains    *ebpf.Map `ebpf:"kfault_task_chains"`
 }
 
 func (m *kfaultMaps) Close() error {
@@ -275,6 +289,8 @@ func (m *kfaultMaps) Close() error {
 		m.KfaultFrameScope,
 		m.KfaultFrames,
 		m.KfaultLevels,
+		m.KfaultProtectedDevs,
+		m.KfaultRuleDevs,
 		m.KfaultRules,
 		m.KfaultTaskChains,
 	)
@@ -284,6 +300,7 @@ func (m *kfaultMaps) Close() error {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultVariables struct {
+	BioNeverFlags    *ebpf.Variable `ebpf:"bio_never_flags"`
 	FrameId          *ebpf.Variable `ebpf:"frame_id"`
 	FramePredDefault *ebpf.Variable `ebpf:"frame_pred_default"`
 	GfpNofail        *ebpf.Variable `ebpf:"gfp_nofail"`

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kfaultNoChainsRuleDev struct {
+	_       structs.HostLayout
+	Counter uint32
+	Dev     uint32
+}
+
 type kfaultNoChainsRuleKey struct {
 	_      structs.HostLayout
 	Cgroup uint64
@@ -40,32 +46,35 @@ type kfaultNoChainsRuleSet struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	kfaultNoChainsMapKfaultCounters   = "kfault_counters"
-	kfaultNoChainsMapKfaultEventDrops = "kfault_event_drops"
-	kfaultNoChainsMapKfaultEvents     = "kfault_events"
-	kfaultNoChainsMapKfaultExecLevels = "kfault_exec_levels"
-	kfaultNoChainsMapKfaultExecScope  = "kfault_exec_scope"
-	kfaultNoChainsMapKfaultExecTasks  = "kfault_exec_tasks"
-	kfaultNoChainsMapKfaultLevels     = "kfault_levels"
-	kfaultNoChainsMapKfaultRules      = "kfault_rules"
-	kfaultNoChainsProgKfaultExec      = "kfault_exec"
-	kfaultNoChainsProgKfaultExit      = "kfault_exit"
-	kfaultNoChainsProgKfaultFmBio     = "kfault_fm_bio"
-	kfaultNoChainsProgKfaultFmFunc    = "kfault_fm_func"
-	kfaultNoChainsProgKfaultFmPage    = "kfault_fm_page"
-	kfaultNoChainsProgKfaultFmSlab    = "kfault_fm_slab"
-	kfaultNoChainsProgKfaultFork      = "kfault_fork"
-	kfaultNoChainsProgKfaultKpBio     = "kfault_kp_bio"
-	kfaultNoChainsProgKfaultKpFunc    = "kfault_kp_func"
-	kfaultNoChainsProgKfaultKpPage    = "kfault_kp_page"
-	kfaultNoChainsProgKfaultKpSlab    = "kfault_kp_slab"
-	kfaultNoChainsVarGfpNofail        = "gfp_nofail"
-	kfaultNoChainsVarHookId           = "hook_id"
-	kfaultNoChainsVarPerCpuOffsetAddr = "per_cpu_offset_addr"
-	kfaultNoChainsVarPreemptCountAddr = "preempt_count_addr"
-	kfaultNoChainsVarSampleFirst      = "sample_first"
-	kfaultNoChainsVarSampleMask       = "sample_mask"
-	kfaultNoChainsVarUnusedEvent      = "unused_event"
+	kfaultNoChainsMapKfaultCounters      = "kfault_counters"
+	kfaultNoChainsMapKfaultEventDrops    = "kfault_event_drops"
+	kfaultNoChainsMapKfaultEvents        = "kfault_events"
+	kfaultNoChainsMapKfaultExecLevels    = "kfault_exec_levels"
+	kfaultNoChainsMapKfaultExecScope     = "kfault_exec_scope"
+	kfaultNoChainsMapKfaultExecTasks     = "kfault_exec_tasks"
+	kfaultNoChainsMapKfaultLevels        = "kfault_levels"
+	kfaultNoChainsMapKfaultProtectedDevs = "kfault_protected_devs"
+	kfaultNoChainsMapKfaultRuleDevs      = "kfault_rule_devs"
+	kfaultNoChainsMapKfaultRules         = "kfault_rules"
+	kfaultNoChainsProgKfaultExec         = "kfault_exec"
+	kfaultNoChainsProgKfaultExit         = "kfault_exit"
+	kfaultNoChainsProgKfaultFmBio        = "kfault_fm_bio"
+	kfaultNoChainsProgKfaultFmFunc       = "kfault_fm_func"
+	kfaultNoChainsProgKfaultFmPage       = "kfault_fm_page"
+	kfaultNoChainsProgKfaultFmSlab       = "kfault_fm_slab"
+	kfaultNoChainsProgKfaultFork         = "kfault_fork"
+	kfaultNoChainsProgKfaultKpBio        = "kfault_kp_bio"
+	kfaultNoChainsProgKfaultKpFunc       = "kfault_kp_func"
+	kfaultNoChainsProgKfaultKpPage       = "kfault_kp_page"
+	kfaultNoChainsProgKfaultKpSlab       = "kfault_kp_slab"
+	kfaultNoChainsVarBioNeverFlags       = "bio_never_flags"
+	kfaultNoChainsVarGfpNofail           = "gfp_nofail"
+	kfaultNoChainsVarHookId              = "hook_id"
+	kfaultNoChainsVarPerCpuOffsetAddr    = "per_cpu_offset_addr"
+	kfaultNoChainsVarPreemptCountAddr    = "preempt_count_addr"
+	kfaultNoChainsVarSampleFirst         = "sample_first"
+	kfaultNoChainsVarSampleMask          = "sample_mask"
+	kfaultNoChainsVarUnusedEvent         = "unused_event"
 )
 
 // loadKfaultNoChains returns the embedded CollectionSpec for kfaultNoChains.
@@ -127,20 +136,23 @@ type kfaultNoChainsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultNoChainsMapSpecs struct {
-	KfaultCounters   *ebpf.MapSpec `ebpf:"kfault_counters"`
-	KfaultEventDrops *ebpf.MapSpec `ebpf:"kfault_event_drops"`
-	KfaultEvents     *ebpf.MapSpec `ebpf:"kfault_events"`
-	KfaultExecLevels *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
-	KfaultExecScope  *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
-	KfaultExecTasks  *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
-	KfaultLevels     *ebpf.MapSpec `ebpf:"kfault_levels"`
-	KfaultRules      *ebpf.MapSpec `ebpf:"kfault_rules"`
+	KfaultCounters      *ebpf.MapSpec `ebpf:"kfault_counters"`
+	KfaultEventDrops    *ebpf.MapSpec `ebpf:"kfault_event_drops"`
+	KfaultEvents        *ebpf.MapSpec `ebpf:"kfault_events"`
+	KfaultExecLevels    *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecScope     *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks     *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
+	KfaultLevels        *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultProtectedDevs *ebpf.MapSpec `ebpf:"kfault_protected_devs"`
+	KfaultRuleDevs      *ebpf.MapSpec `ebpf:"kfault_rule_devs"`
+	KfaultRules         *ebpf.MapSpec `ebpf:"kfault_rules"`
 }
 
 // kfaultNoChainsVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultNoChainsVariableSpecs struct {
+	BioNeverFlags    *ebpf.VariableSpec `ebpf:"bio_never_flags"`
 	GfpNofail        *ebpf.VariableSpec `ebpf:"gfp_nofail"`
 	HookId           *ebpf.VariableSpec `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.VariableSpec `ebpf:"per_cpu_offset_addr"`
@@ -170,14 +182,16 @@ func (o *kfaultNoChainsObjects) Close() error {
 //
 // It can be passed to loadKfaultNoChainsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultNoChainsMaps struct {
-	KfaultCounters   *ebpf.Map `ebpf:"kfault_counters"`
-	KfaultEventDrops *ebpf.Map `ebpf:"kfault_event_drops"`
-	KfaultEvents     *ebpf.Map `ebpf:"kfault_events"`
-	KfaultExecLevels *ebpf.Map `ebpf:"kfault_exec_levels"`
-	KfaultExecScope  *ebpf.Map `ebpf:"kfault_exec_scope"`
-	KfaultExecTasks  *ebpf.Map `ebpf:"kfault_exec_tasks"`
-	KfaultLevels     *ebpf.Map `ebpf:"kfault_levels"`
-	KfaultRules      *ebpf.Map `ebpf:"kfault_rules"`
+	KfaultCounters      *ebpf.Map `ebpf:"kfault_counters"`
+	KfaultEventDrops    *ebpf.Map `ebpf:"kfault_event_drops"`
+	KfaultEvents        *ebpf.Map `ebpf:"kfault_events"`
+	KfaultExecLevels    *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecScope     *ebpf.Map `ebpf:"kfault_exec_scope"`
+	KfaultExecTasks     *ebpf.Map `ebpf:"kfault_exec_tasks"`
+	KfaultLevels        *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultProtectedDevs *ebpf.Map `ebpf:"kfault_protected_devs"`
+	KfaultRuleDevs      *ebpf.Map `ebpf:"kfault_rule_devs"`
+	KfaultRules         *ebpf.Map `ebpf:"kfault_rules"`
 }
 
 func (m *kfaultNoChainsMaps) Close() error {
@@ -189,6 +203,8 @@ func (m *kfaultNoChainsMaps) Close() error {
 		m.KfaultExecScope,
 		m.KfaultExecTasks,
 		m.KfaultLevels,
+		m.KfaultProtectedDevs,
+		m.KfaultRuleDevs,
 		m.KfaultRules,
 	)
 }
@@ -197,6 +213,7 @@ func (m *kfaultNoChainsMaps) Close() error {
 //
 // It can be passed to loadKfaultNoChainsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultNoChainsVariables struct {
+	BioNeverFlags    *ebpf.Variable `ebpf:"bio_never_flags"`
 	GfpNofail        *ebpf.Variable `ebpf:"gfp_nofail"`
 	HookId           *ebpf.Variable `ebpf:"hook_id"`
 	PerCpuOffsetAddr *ebpf.Variable `ebpf:"per_cpu_offset_addr"`

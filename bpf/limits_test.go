@@ -59,14 +59,16 @@ func TestLimits(t *testing.T) {
 		"MAX_RULES":  maxRules,
 		// kfault_rules: Go has no constant; every key holds a rule, so it fills after
 		// kfault_counters (checked below).
-		"MAX_KEYS":         int(spec.Maps["kfault_rules"].MaxEntries),
-		"MAX_FRAME_IDS":    maxFrameIDs,
-		"MAX_FRAME_USERS":  maxFrameUsers,
-		"MAX_CHAINS":       maxChains,
-		"MAX_CHAIN_FRAMES": maxChainFrames,
-		"MAX_FRAME_SCOPES": maxFrameScopes,
-		"MAX_EXEC_SCOPES":  maxExecScopes,
-		"MAX_EXEC_TASKS":   maxExecTasks,
+		"MAX_KEYS":           int(spec.Maps["kfault_rules"].MaxEntries),
+		"MAX_RULE_DEVS":      maxRuleDevs,
+		"MAX_PROTECTED_DEVS": MaxProtectedDevices,
+		"MAX_FRAME_IDS":      maxFrameIDs,
+		"MAX_FRAME_USERS":    maxFrameUsers,
+		"MAX_CHAINS":         maxChains,
+		"MAX_CHAIN_FRAMES":   maxChainFrames,
+		"MAX_FRAME_SCOPES":   maxFrameScopes,
+		"MAX_EXEC_SCOPES":    maxExecScopes,
+		"MAX_EXEC_TASKS":     maxExecTasks,
 		// A recursion level needs a bit of the per-slot mask.
 		"MAX_FRAME_LEVELS": maskBits,
 	}
@@ -109,10 +111,12 @@ func TestLimits(t *testing.T) {
 	}
 	u64 := unsafe.Sizeof(uint64(0))
 	common := map[string]mapWant{
-		"kfault_rules":       {0, unsafe.Sizeof(kfaultRuleSet{})},
-		"kfault_levels":      {maxHooks, u64},
-		"kfault_counters":    {maxRules, u64},
-		"kfault_event_drops": {1, u64},
+		"kfault_rules":          {0, unsafe.Sizeof(kfaultRuleSet{})},
+		"kfault_levels":         {maxHooks, u64},
+		"kfault_counters":       {maxRules, u64},
+		"kfault_event_drops":    {1, u64},
+		"kfault_rule_devs":      {maxRuleDevs, 1},
+		"kfault_protected_devs": {MaxProtectedDevices, 1},
 	}
 	chains := map[string]mapWant{
 		"kfault_frames":       {uint32(maxFrameIDs), unsafe.Sizeof(kfaultFrameInfo{})},

@@ -25,6 +25,7 @@ type plannedRule struct {
 	kind  hookKind
 	enc   kfaultRule
 	chain *chainPlan
+	devs  []Dev // bio faults with devices: the resolved devices
 }
 
 // Only returns the plan of the faults at indexes, in that order, with their prepared rules:
@@ -172,11 +173,49 @@ func (e *Engine) planRule(f annotations.Fault) (r plannedRule, field string, err
 	if err != nil {
 		return plannedRule{}, field, err
 	}
+	devs, field, err := e.planDevices(f, kind)
+	if err != nil {
+		return plannedRule{}, field, err
+	}
+	if len(devs) > 0 {
+		enc.Flags |= ruleDevices
+	}
 	chain, err := e.planChain(f, fn)
 	if err != nil {
 		return plannedRule{}, "", err
 	}
-	return plannedRule{fn: fn, kind: kind, enc: enc, chain: chain}, "", nil
+	return plannedRule{fn: fn, kind: kind, enc: enc, chain: chain, devs: devs}, "", nil
+}
+
+// planDevices resolves the devices of a bio fault on this node: paths to their st_rdev. A
+// protected device is refused (the hot path would never fail it anyway). On error, field is
+// the entry ("devices[1]").
+func (e *Engine) planDevices(f annotations.Fault, kind hookKind) ([]Dev, string, error) {
+	if len(f.Devices) == 0 {
+		return nil, "", nil
+	}
+	if kind != kindBio {
+		return nil, "devices", fmt.Errorf("only valid on bio faults (failtype 2 or function %s)", annotations.FailPoints[annotations.Bio].Function)
+	}
+	if len(f.Devices) > annotations.MaxDevices {
+		return nil, "devices", fmt.Errorf("%d entries, at most %d allowed", len(f.Devices), annotations.MaxDevices)
+	}
+	protected := e.ProtectedDevices()
+	var devs []Dev
+	for i, s := range f.Devices {
+		field := fmt.Sprintf("devices[%d]", i)
+		d, err := ResolveDevice(s)
+		if err != nil {
+			return nil, field, err
+		}
+		if slices.Contains(protected, d) {
+			return nil, field, fmt.Errorf("%s (%s) is %w", s, d, errProtected)
+		}
+		if !slices.Contains(devs, d) {
+			devs = append(devs, d)
+		}
+	}
+	return devs, "", nil
 }
 
 // Validate is Prepare without keeping the result: `kfault validate` and tests use it.

@@ -12,6 +12,8 @@ const (
 	ruleActive = 1 << 0
 	ruleAlways = 1 << 1
 	ruleExec   = 1 << 2 // only for tasks past the exec boundary (ArmOptions.ExecBoundary)
+	// ruleDevices: a bio rule that fails only bios to its devices (kfault_rule_devs).
+	ruleDevices = 1 << 3
 )
 
 // Fixed capacities; MAX_* in kfault.bpf.c. Those that size an array of a generated type are
@@ -20,6 +22,10 @@ const (
 	maxHooks = 64                         // distinct hooked functions at once (kfault_levels)
 	maxSlots = len(kfaultRuleSet{}.Rules) // rules per {cgroup, hooked function}
 	maxRules = 16384                      // rules (counters) at once (kfault_counters)
+	// maxRuleDevs is the number of {rule, device} pairs at once (kfault_rule_devs).
+	maxRuleDevs = 16384
+	// MaxProtectedDevices is the number of protected block devices (kfault_protected_devs).
+	MaxProtectedDevices = 64
 )
 
 // hookKind selects the program variant: each failtype's fault point reads its own arguments

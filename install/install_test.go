@@ -164,6 +164,7 @@ var wantHostMounts = map[string]mountSpec{
 	"btf":                   {"/sys/kernel/btf", corev1.HostPathDirectory, "/sys/kernel/btf", true, "", "kernel BTF"},
 	"debugfs":               {"/sys/kernel/debug", corev1.HostPathDirectory, "/sys/kernel/debug", true, "", "the error-injection list"},
 	"state":                 {"/var/lib/kfault", corev1.HostPathDirectoryOrCreate, "/var/lib/kfault", false, "", "the state directory"},
+	"host-root":             {"/", corev1.HostPathDirectory, "/host", true, "", "the node's root, stat()ed for bio.protectPaths"},
 }
 
 func TestDaemonSet(t *testing.T) {

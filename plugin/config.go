@@ -108,6 +108,20 @@ var ErrNoNamespaceAllowed = errors.New("kfault injects nothing on this node unti
 //	  deny: [schedule, rcu_*, ...]        # replaces DefaultDeniedFrames when given ([]: none)
 //	  denyExtra: [my_hot_fn, my_subsys_*] # denied on top of deny (default: none)
 //	sandboxRuntimes: [runsc, gvisor, kata*]  # runtimes refused (the default); []: none
+//	bio:                                  # block devices bio faults never fail
+//	  protectPaths: [/, /var/lib/containerd, /var/lib/kubelet]  # the default; replaces it when given
+//	  protectDevices: ["259:0", /dev/sdb] # added to the devices of protectPaths (default: none)
+//
+// bio protects the node's filesystems from bio faults (failtype 2): no bio to a protected block
+// device is ever failed, whatever the fault, and a fault whose devices list names one is
+// refused. The devices are those holding protectPaths (their st_dev, resolved when the config
+// is applied; a path that does not exist is skipped with a warning), the one holding stateDir
+// (always), those of protectDevices (major:minor or a /dev path), and, recursively, the devices
+// under any of them (device-mapper and md slaves). A path on a filesystem with no block device
+// of its own (tmpfs, overlay) has nothing to protect; btrfs reports an anonymous device number
+// (major 0) that no bio carries: name the btrfs disk in protectDevices (a warning says so).
+// Bios with REQ_META, REQ_PREFLUSH or REQ_FUA (filesystem metadata, journal writes) are never
+// failed on any device.
 //
 // For CRI pods the namespace is the Kubernetes namespace; for containers found by the
 // containerd event watcher it is the containerd namespace (nerdctl: "default").
@@ -150,6 +164,23 @@ type Config struct {
 	Quotas                  QuotasConfig     `json:"quotas,omitzero"`
 	Frames                  FramesConfig     `json:"frames,omitzero"`
 	SandboxRuntimes         []string         `json:"sandboxRuntimes,omitempty"`
+	Bio                     BioConfig        `json:"bio,omitzero"`
+}
+
+// DefaultProtectPaths applies unless the config lists bio.protectPaths: the node's root, and
+// containerd's and kubelet's roots (images, overlay upper layers, emptyDirs).
+var DefaultProtectPaths = []string{"/", "/var/lib/containerd", "/var/lib/kubelet"}
+
+// MaxProtectEntries bounds bio.protectPaths and bio.protectDevices, each.
+const MaxProtectEntries = 32
+
+// BioConfig says which block devices bio faults never fail, on the whole node.
+type BioConfig struct {
+	// ProtectPaths replaces DefaultProtectPaths when given (even empty): the devices holding
+	// these paths are protected. stateDir's is protected whatever this says.
+	ProtectPaths []string `json:"protectPaths,omitempty"`
+	// ProtectDevices are protected as well: major:minor or /dev paths.
+	ProtectDevices []string `json:"protectDevices,omitempty"`
 }
 
 // FramesConfig says which functions call-chain frames may not name, on the whole node.
@@ -206,6 +237,7 @@ func ParseConfig(data []byte) (Config, error) {
 		for _, k := range []struct{ key, example string }{
 			{"predicates", "{default: deny, allow: [chaos-a]} or {deny: [tenant-x]}"},
 			{"frames", "{denyExtra: [my_hot_function]} or {deny: [schedule, rcu_*]}"},
+			{"bio", `{protectPaths: [/, /var/lib/containerd], protectDevices: ["259:0"]}`},
 		} {
 			if v, ok := m[k.key]; ok {
 				if _, isMap := v.(map[string]any); !isMap && v != nil {
@@ -279,6 +311,7 @@ func DefaultConfig() Config {
 		Quotas:           QuotasConfig{Default: defaultQuota()},
 		Frames:           FramesConfig{Deny: slices.Clone(DefaultDeniedFrames)},
 		SandboxRuntimes:  slices.Clone(DefaultSandboxRuntimes),
+		Bio:              BioConfig{ProtectPaths: slices.Clone(DefaultProtectPaths)},
 	}
 }
 
@@ -344,6 +377,12 @@ func Merge(base, over Config) Config {
 	if over.SandboxRuntimes != nil {
 		out.SandboxRuntimes = slices.Clone(over.SandboxRuntimes)
 	}
+	if over.Bio.ProtectPaths != nil {
+		out.Bio.ProtectPaths = slices.Clone(over.Bio.ProtectPaths)
+	}
+	if over.Bio.ProtectDevices != nil {
+		out.Bio.ProtectDevices = slices.Clone(over.Bio.ProtectDevices)
+	}
 	return out
 }
 
@@ -406,9 +445,35 @@ func (c Config) Validate() error {
 	if err := c.Quotas.validate(); err != nil {
 		return err
 	}
+	if err := c.Bio.validate(); err != nil {
+		return err
+	}
 	if c.MetricsAddress != "" {
 		if err := checkMetricsAddress(c.MetricsAddress, c.MetricsAllowNonLoopback); err != nil {
 			return fmt.Errorf("node config: metricsAddress: %w", err)
+		}
+	}
+	return nil
+}
+
+func (b BioConfig) validate() error {
+	for _, list := range []struct {
+		key     string
+		entries []string
+	}{{"bio.protectPaths", b.ProtectPaths}, {"bio.protectDevices", b.ProtectDevices}} {
+		if len(list.entries) > MaxProtectEntries {
+			return fmt.Errorf("node config: %s: %d entries, at most %d", list.key, len(list.entries), MaxProtectEntries)
+		}
+		for i, e := range list.entries {
+			if list.key == "bio.protectPaths" {
+				if !filepath.IsAbs(e) {
+					return fmt.Errorf("node config: %s[%d]: %q is not an absolute path", list.key, i, e)
+				}
+				continue
+			}
+			if err := annotations.CheckDevice(e); err != nil {
+				return fmt.Errorf("node config: %s[%d]: %q: %w", list.key, i, e, err)
+			}
 		}
 	}
 	return nil

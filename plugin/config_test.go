@@ -228,6 +228,34 @@ func TestParseAndResolveConfig(t *testing.T) {
 			nri:     "frames: {denyExtra: [ok, 'a*b']}",
 			wantErr: `frames.denyExtra[1]: "a*b" is not a function name or a prefix followed by *`,
 		},
+		"bio: default protected paths": {
+			check: func(t *testing.T, c Config) {
+				if !slices.Equal(c.Bio.ProtectPaths, DefaultProtectPaths) || c.Bio.ProtectDevices != nil {
+					t.Errorf("bio: %+v", c.Bio)
+				}
+			},
+		},
+		"bio: protectPaths replaces, protectDevices adds": {
+			file: "bio: {protectPaths: [/srv]}",
+			nri:  `bio: {protectDevices: ["259:0", /dev/sdb]}`,
+			check: func(t *testing.T, c Config) {
+				if !slices.Equal(c.Bio.ProtectPaths, []string{"/srv"}) || !slices.Equal(c.Bio.ProtectDevices, []string{"259:0", "/dev/sdb"}) {
+					t.Errorf("bio: %+v", c.Bio)
+				}
+			},
+		},
+		"bio: relative path": {
+			nri:     "bio: {protectPaths: [/, var/lib]}",
+			wantErr: `bio.protectPaths[1]: "var/lib" is not an absolute path`,
+		},
+		"bio: bad device": {
+			nri:     `bio: {protectDevices: ["8:1", sda]}`,
+			wantErr: `bio.protectDevices[1]: "sda": want a block device path under /dev`,
+		},
+		"bio: not a map": {
+			nri:     "bio: [/]",
+			wantErr: "bio: [/] is not a map: write e.g. {protectPaths:",
+		},
 		"frames: empty pattern": {
 			nri:     "frames: {deny: ['']}",
 			wantErr: `frames.deny[0]: "" is not a function name`,

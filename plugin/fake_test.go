@@ -15,12 +15,13 @@ import (
 
 // fakeEngine records Arm/Disarm calls and keeps per-rule counters that tests bump.
 type fakeEngine struct {
-	mu     sync.Mutex
-	rules  map[string]*fakeRule
-	calls  []string // "arm <key>", "disarm <key>"
-	armErr error
-	inj    chan bpf.Injection // sampled injections, when a test sets it
-	drops  uint64             // what SamplesDropped reports
+	protected []bpf.Dev // last SetProtectedDevices
+	mu        sync.Mutex
+	rules     map[string]*fakeRule
+	calls     []string // "arm <key>", "disarm <key>"
+	armErr    error
+	inj       chan bpf.Injection // sampled injections, when a test sets it
+	drops     uint64             // what SamplesDropped reports
 	// prepared counts Prepare calls per first fault's function, so tests can tell that a
 	// container's faults are compiled once.
 	prepared int
@@ -97,6 +98,13 @@ func (f *fakeEngine) Counts(key string) ([]uint64, error) {
 }
 
 func (f *fakeEngine) Mechanism() bpf.Mechanism { return bpf.MechanismFmodRet }
+
+func (f *fakeEngine) SetProtectedDevices(devs []bpf.Dev) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.protected = devs
+	return nil
+}
 
 func (f *fakeEngine) Injections() <-chan bpf.Injection { return f.inj }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -34,6 +35,8 @@ type Engine interface {
 	// those it could not deliver.
 	Injections() <-chan bpf.Injection
 	SamplesDropped() uint64
+	// SetProtectedDevices replaces the block devices no bio fault may fail (node config bio).
+	SetProtectedDevices(devs []bpf.Dev) error
 }
 
 // DefaultCountsInterval is how often injected counts are copied from the engine to the
@@ -161,12 +164,22 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 		fixed("events", old.EventsEnabled() != cfg.EventsEnabled() || !slices.Equal(old.Events.SkipNamespaces, cfg.Events.SkipNamespaces))
 		cfg.StateDir, cfg.ContainerdSocket, cfg.MetricsAddress = old.StateDir, old.ContainerdSocket, old.MetricsAddress
 		cfg.MetricsAllowNonLoopback, cfg.Events, cfg.ControlSocket = old.MetricsAllowNonLoopback, old.Events, old.ControlSocket
+		if err := p.protectDevices(cfg); err != nil {
+			p.cfgMu.Unlock()
+			return err
+		}
 		p.cfg = cfg
 		p.cfgMu.Unlock()
 		return nil
 	}
 	store, err := OpenLockedStore(cfg.StateDir, p.opts.LockTimeout)
 	if err != nil {
+		p.cfgMu.Unlock()
+		return err
+	}
+	// Before anything is admitted or re-armed: bio faults never fail the node's filesystems.
+	if err := p.protectDevices(cfg); err != nil {
+		store.Unlock()
 		p.cfgMu.Unlock()
 		return err
 	}
@@ -185,6 +198,49 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 		}
 	}
 	return nil
+}
+
+// protectDevices resolves the node config's bio section to block devices (see Config) and
+// hands them to the engine.
+func (p *Plugin) protectDevices(cfg Config) error {
+	devs, err := ResolveProtected(append(slices.Clone(cfg.Bio.ProtectPaths), cfg.StateDir), cfg.Bio.ProtectDevices, p.log)
+	if err != nil {
+		return err
+	}
+	if err := p.opts.Engine.SetProtectedDevices(devs); err != nil {
+		return fmt.Errorf("node config: bio: %w", err)
+	}
+	return nil
+}
+
+// ResolveProtected returns the block devices to protect from bio faults: those holding paths
+// (st_dev), those of devices (major:minor or /dev paths), and the devices under them (dm, md).
+// A path that does not exist is skipped (kubelet's root on a node without kubelet), one on a
+// filesystem without a block device of its own is logged and skipped.
+func ResolveProtected(paths, devices []string, log *slog.Logger) ([]bpf.Dev, error) {
+	var devs []bpf.Dev
+	for _, path := range paths {
+		d, anonymous, err := bpf.PathDevice(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			log.Warn("bio.protectPaths: path does not exist, nothing to protect", "path", path)
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("node config: bio.protectPaths: %s: %w", path, err)
+		case anonymous:
+			log.Warn("bio.protectPaths: the filesystem has no block device of its own (tmpfs, overlay: nothing to protect; btrfs: name its disk in bio.protectDevices)", "path", path, "device", d.String())
+			continue
+		}
+		devs = append(devs, d)
+	}
+	for i, s := range devices {
+		d, err := bpf.ResolveDevice(s)
+		if err != nil {
+			return nil, fmt.Errorf("node config: bio.protectDevices[%d]: %w", i, err)
+		}
+		devs = append(devs, d)
+	}
+	return bpf.WithSlaves(devs), nil
 }
 
 // ident names a container in logs, state and metrics.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/kfault/kfault/annotations"
 	"github.com/kfault/kfault/bpf"
+	"github.com/kfault/kfault/plugin"
 )
 
 func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
@@ -93,6 +95,19 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer engine.Close()
+	// As the plugin does with its default node config: bio faults never fail the devices
+	// holding the node's /, containerd's and kubelet's roots and kfault's state.
+	// Only bio faults need them (and only then are missing paths worth a warning).
+	if slices.ContainsFunc(faults, isBioFault) {
+		protect, err := plugin.ResolveProtected(append(slices.Clone(plugin.DefaultProtectPaths), plugin.DefaultStateDir), nil, log)
+		if err == nil {
+			err = engine.SetProtectedDevices(protect)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "kfault inject: protected devices:", err)
+			return 1
+		}
+	}
 
 	const key = "inject"
 	plan, err := engine.Prepare(faults)
@@ -271,4 +286,10 @@ func waitInjectDone(ctx context.Context, e *bpf.Engine, key string, faults []ann
 func printSample(w io.Writer, inj bpf.Injection) {
 	fmt.Fprintf(w, "kfault inject: %s  fault %d (%s) #%d hit pid %d (%s) in process %d: returned %d\n",
 		inj.Time.Local().Format("15:04:05.000"), inj.Fault, inj.Function, inj.Seq, inj.PID, inj.Comm, inj.TGID, inj.Retval)
+}
+
+// isBioFault tells whether f fails bios (failtype bio, or should_fail_bio named as a function).
+func isBioFault(f annotations.Fault) bool {
+	bio := annotations.FailPoints[annotations.Bio].Function
+	return f.Function == bio || f.Function == "" && f.FailType == annotations.Bio
 }
