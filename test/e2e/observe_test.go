@@ -250,8 +250,10 @@ func TestPluginCyclesLeaveNothing(t *testing.T) {
 				t.Errorf("cycle %d: the victim's mkdir succeeded; the fault was not armed", i)
 			}
 			o := vmtest.BPF(t)
-			if len(o.Programs) != 1 || len(o.Links) != 1 || vmtest.BPFMapEntries(t, rulesMap) != 1 {
-				t.Errorf("cycle %d, armed: want one kfault program, link and rule entry: %v %v, %d entries", i, o.Programs, o.Links, vmtest.BPFMapEntries(t, rulesMap))
+			// The hook's program, and the exec boundary's two (exec and fork tracepoints: armed
+			// at StartContainer), each with its link; one rule entry.
+			if len(o.Programs) != 3 || len(o.Links) != 3 || vmtest.BPFMapEntries(t, rulesMap) != 1 {
+				t.Errorf("cycle %d, armed: want three kfault programs and links (hook, exec, fork) and one rule entry: %v %v, %d entries", i, o.Programs, o.Links, vmtest.BPFMapEntries(t, rulesMap))
 			}
 			if i == 0 {
 				t.Logf("armed: programs %v, links %v", o.Programs, o.Links)
