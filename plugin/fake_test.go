@@ -189,7 +189,7 @@ type unitPlugin struct {
 	host fakeHost
 }
 
-func newTestPlugin(t *testing.T, config string) *unitPlugin {
+func newTestPlugin(t testing.TB, config string) *unitPlugin {
 	t.Helper()
 	file, err := ParseConfig([]byte(config))
 	if err != nil {
@@ -218,7 +218,7 @@ func newTestPlugin(t *testing.T, config string) *unitPlugin {
 var testPid = 5000
 
 // armForTest arms key on a fresh cgroup of the fake host, as a start would.
-func (u *unitPlugin) armForTest(t *testing.T, key string, id ident, value string) {
+func (u *unitPlugin) armForTest(t testing.TB, key string, id ident, value string) {
 	t.Helper()
 	faults, err := annotations.Parse(value)
 	if err != nil {
