@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,9 +83,13 @@ func worstAnnotation(tb testing.TB) string {
 
 // boundPlugin is a plugin whose state holds n armed containers, each with the worst
 // annotation's faults (parsed once).
-func boundPlugin(t testing.TB, n int, value string) *unitPlugin {
+func boundPlugin(t testing.TB, n int, value string, before func(*Store)) *unitPlugin {
 	t.Helper()
 	u := newTestPlugin(t, "mode: strict\nquotas: {default: {containers: 1024, hooks: 64, chains: 252, frames: 32}}\n")
+	u.log = slog.New(slog.DiscardHandler) // 500 "armed" lines of 16 long faults: not the subject
+	if before != nil {
+		before(u.Store())
+	}
 	faults, err := annotations.Parse(value)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +136,7 @@ func (u *unitPlugin) request(t testing.TB, i int, value string) (*api.PodSandbox
 // after each iteration, outside the timing, so the state stays at 500).
 func BenchmarkWorstRequest(b *testing.B) {
 	value := worstAnnotation(b)
-	u := boundPlugin(b, 500, value)
+	u := boundPlugin(b, 500, value, nil)
 	b.Logf("annotation %d bytes; state %d entries", len(value), len(u.Store().Keys()))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -155,17 +161,13 @@ func BenchmarkWorstRequest(b *testing.B) {
 func TestWorstRequestBounded(t *testing.T) {
 	value := worstAnnotation(t)
 	const armed = 500
-	u := boundPlugin(t, armed, value)
+	// Hold the writer in its first write (requested by the first arm) from the start: the
+	// other arms, and the request, only ask for one more write.
+	var started chan []byte
+	var release chan struct{}
+	u := boundPlugin(t, armed, value, func(s *Store) { started, release = heldWrites(s) })
 	s := u.Store()
-	if err := u.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	started, release := heldWrites(s)
-
-	// Hold the writer in a write (of the 500 entries).
-	s.Update("armed-0000", func(e *Entry) { e.Injected[0]++ })
-	s.RequestSave()
-	data := <-started
+	data := <-started // the writer is in its first write, and stays there
 	if !u.mu.TryLock() {
 		t.Fatal("the plugin lock is held during a state write")
 	}
@@ -196,7 +198,7 @@ func TestWorstRequestBounded(t *testing.T) {
 	if dGen > 2 {
 		t.Errorf("the request changed the state %d times, want at most 2", dGen)
 	}
-	t.Logf("annotation %d bytes; state %d entries, held write %d bytes; the request changed the state %d times",
+	t.Logf("annotation %d bytes; state %d entries (held write: %d bytes); the request changed the state %d times",
 		len(value), armed+1, len(data), dGen)
 
 	// Let the writer go: one more write, with the new container.
@@ -218,7 +220,8 @@ func TestWorstRequestBounded(t *testing.T) {
 func BenchmarkSynchronize500(b *testing.B) {
 	value := worstAnnotation(b)
 	const n = 500
-	u := boundPlugin(b, n, value)
+	u := boundPlugin(b, n, value, nil)
+	u.syncLaterDone = make(chan struct{}, 1)
 	var pods []*api.PodSandbox
 	var ctrs []*api.Container
 	for i := range n {
@@ -246,8 +249,53 @@ func BenchmarkSynchronize500(b *testing.B) {
 		if _, err := (nriHandlers{u.Plugin}).Synchronize(context.Background(), pods, ctrs); err != nil {
 			b.Fatal(err)
 		}
+		b.StopTimer()
+		if got := len(u.ArmedKeys()); got < n {
+			<-u.syncLaterDone // the rest, armed in the background
+		}
 		if got := len(u.ArmedKeys()); got != n {
 			b.Fatalf("%d armed after synchronize, want %d", got, n)
 		}
+		b.StartTimer()
+	}
+}
+
+// A Synchronize with more to arm than its budget allows returns, and arms the rest in the
+// background; a container stopped in between is not armed.
+func TestSynchronizeBudget(t *testing.T) {
+	u := newTestPlugin(t, "")
+	u.syncBudget = 0 // no time: everything is armed in the background
+	u.syncLaterDone = make(chan struct{}, 1)
+	gate := make(chan struct{})
+	u.syncLaterStart = func() { <-gate }
+	var pods []*api.PodSandbox
+	var ctrs []*api.Container
+	for i := range 3 {
+		p := pod("default", fmt.Sprintf("pod%d", i), map[string]string{annotations.Key: slabFault})
+		testPid++
+		rel := fmt.Sprintf("sync.slice/c%d", testPid)
+		u.host.cgroup(t, rel)
+		u.host.process(t, testPid, "0::/"+rel+"\n")
+		pods = append(pods, p)
+		ctrs = append(ctrs, &api.Container{Id: fmt.Sprintf("c%d", i), PodSandboxId: p.Id, Name: "app", Pid: uint32(testPid),
+			State: api.ContainerState_CONTAINER_RUNNING})
+	}
+	h := nriHandlers{u.Plugin}
+	if _, err := h.Synchronize(context.Background(), pods, ctrs); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.ArmedKeys(); len(got) != 0 {
+		t.Fatalf("armed inside Synchronize with no budget: %v", got)
+	}
+	if _, err := h.StopContainer(context.Background(), pods[1], ctrs[1]); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	<-u.syncLaterDone
+	if got := u.ArmedKeys(); !slices.Equal(got, []string{"c0", "c2"}) {
+		t.Errorf("armed in the background: %v, want [c0 c2] (c1 was stopped first)", got)
+	}
+	if !strings.Contains(u.logs.String(), `"armingInBackground":3`) {
+		t.Errorf("no armingInBackground in the synchronized line:\n%s", u.logs)
 	}
 }

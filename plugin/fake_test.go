@@ -212,6 +212,11 @@ func newTestPlugin(t testing.TB, config string) *unitPlugin {
 	if err := u.applyConfig(""); err != nil {
 		t.Fatal(err)
 	}
+	// Before the state directory is removed: the last background write is done.
+	t.Cleanup(func() {
+		_ = u.Flush()
+		u.Store().waitIdle()
+	})
 	return u
 }
 

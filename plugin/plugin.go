@@ -79,6 +79,16 @@ type Plugin struct {
 	// prepared holds plans made at CreateContainer for StartContainer to arm, so that a
 	// container's faults are compiled once (guarded by mu).
 	prepared map[string]preparedPlan
+	// syncLater holds the containers that a Synchronize left to armLater, with their token
+	// (guarded by mu): a stop, a remove or a new synchronize takes a key out.
+	syncLater map[string]uint64
+	syncSeq   uint64
+	// syncBudget bounds the arming done inside Synchronize (DefaultSyncBudget); tests set it.
+	syncBudget time.Duration
+	// syncLaterDone, when set (tests), gets a value when an armLater batch is done.
+	syncLaterDone chan struct{}
+	// syncLaterStart, when set (tests), is called before an armLater batch starts.
+	syncLaterStart func()
 
 	inj injections // recent sampled injections, for status
 
@@ -110,6 +120,9 @@ func New(o Options) (*Plugin, error) {
 		armed:    map[string]armedPlan{},
 		prepared: map[string]preparedPlan{},
 		svcCtx:   context.Background(),
+
+		syncLater:  map[string]uint64{},
+		syncBudget: DefaultSyncBudget,
 	}
 	p.metrics = newMetrics(p)
 	return p, nil
@@ -349,6 +362,22 @@ type armRequest struct {
 	// plan then holds the selected faults only, and notSelected the others.
 	selection   []annotations.Decision
 	notSelected annotations.Faults
+	// syncToken: see container.syncToken.
+	syncToken uint64
+}
+
+// stillWantedLocked reports whether r may go ahead: an arm left by a Synchronize to
+// armLater is dropped when the container was stopped or removed, or synchronized again,
+// since. It forgets the token. p.mu must be held.
+func (p *Plugin) stillWantedLocked(r armRequest) bool {
+	if r.syncToken == 0 {
+		return true
+	}
+	if p.syncLater[r.key] != r.syncToken {
+		return false
+	}
+	delete(p.syncLater, r.key)
+	return true
 }
 
 // arm resolves the cgroup and arms the rule, then records it. A rule already armed
@@ -361,6 +390,9 @@ func (p *Plugin) arm(r armRequest) error {
 }
 
 func (p *Plugin) armLocked(r armRequest) error {
+	if !p.stillWantedLocked(r) {
+		return nil
+	}
 	store := p.Store()
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "rearm", false)
@@ -461,6 +493,9 @@ func (p *Plugin) armLocked(r armRequest) error {
 func (p *Plugin) notSelected(r armRequest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.stillWantedLocked(r) {
+		return
+	}
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "not selected", false)
 	}
@@ -485,6 +520,7 @@ func (p *Plugin) notSelected(r armRequest) {
 func (p *Plugin) disarm(key, reason string, forget bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.syncLater, key) // a stopped container is not armed by armLater
 	p.disarmLocked(key, reason, forget)
 }
 
@@ -679,6 +715,7 @@ func (p *Plugin) release() {
 	p.RefreshCounts()
 	if s := p.Store(); s != nil {
 		p.flush()
+		s.waitIdle() // no write of this instance's after the lock is given up
 		s.Unlock()
 	}
 }

@@ -392,6 +392,7 @@ func (s *Store) writer() {
 		}
 		if !s.again {
 			s.writing = false
+			s.done.Broadcast()
 			s.mu.Unlock()
 			return
 		}
@@ -420,6 +421,15 @@ func (s *Store) Flush() error {
 		s.done.Wait()
 	}
 	return nil
+}
+
+// waitIdle waits until no writer runs (none may start afterwards, if nothing asks).
+func (s *Store) waitIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.writing {
+		s.done.Wait()
+	}
 }
 
 // Save writes the state file now (whether or not anything changed) and returns when it is
