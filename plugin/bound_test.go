@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -297,5 +298,32 @@ func TestSynchronizeBudget(t *testing.T) {
 	}
 	if !strings.Contains(u.logs.String(), `"armingInBackground":3`) {
 		t.Errorf("no armingInBackground in the synchronized line:\n%s", u.logs)
+	}
+}
+
+// BenchmarkStoreSave500: one write of a state of 500 containers with the worst annotation (the
+// background writer's work, and the delay that coalescing adds at most per write).
+func BenchmarkStoreSave500(b *testing.B) {
+	faults, err := annotations.Parse(worstAnnotation(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := OpenStore(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range 500 {
+		s.Put(fmt.Sprintf("c%04d", i), Entry{Source: SourceNRI, Namespace: "ns", Faults: faults, Injected: make([]uint64, len(faults)), Armed: true})
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := s.Save(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if fi, err := os.Stat(s.Path()); err == nil {
+		b.ReportMetric(float64(fi.Size()), "file-bytes")
 	}
 }
