@@ -26,6 +26,9 @@ type container struct {
 	// who decides the faults' select rules: the pod UID and pod name (NRI), or the
 	// container ID and name (containerd events, which know no pod).
 	who annotations.Target
+	// syncToken: armed in the background after a Synchronize (see armLater); the arm happens
+	// only if the key's token is still this one (no stop, remove or new synchronize since).
+	syncToken uint64
 }
 
 // phase is one way into admission.
@@ -117,6 +120,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		key: c.key, id: c.id, annotation: key, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
 		execBoundary: ph.execBoundary,
+		syncToken:    c.syncToken,
 	}
 	if hasSelect(pp.selection) {
 		r.selection = pp.selection

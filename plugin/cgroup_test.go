@@ -16,7 +16,7 @@ type fakeHost struct {
 	proc, cg string
 }
 
-func newFakeHost(t *testing.T) fakeHost {
+func newFakeHost(t testing.TB) fakeHost {
 	t.Helper()
 	d := t.TempDir()
 	h := fakeHost{proc: filepath.Join(d, "proc"), cg: filepath.Join(d, "cgroup")}
@@ -29,7 +29,7 @@ func newFakeHost(t *testing.T) fakeHost {
 }
 
 // cgroup creates a cgroup directory (relative to the root) and returns its path.
-func (h fakeHost) cgroup(t *testing.T, rel string) string {
+func (h fakeHost) cgroup(t testing.TB, rel string) string {
 	t.Helper()
 	dir := filepath.Join(h.cg, rel)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -39,7 +39,7 @@ func (h fakeHost) cgroup(t *testing.T, rel string) string {
 }
 
 // process writes /proc/<pid>/cgroup with the given content.
-func (h fakeHost) process(t *testing.T, pid int, content string) {
+func (h fakeHost) process(t testing.TB, pid int, content string) {
 	t.Helper()
 	dir := filepath.Join(h.proc, strconv.Itoa(pid))
 	if err := os.MkdirAll(dir, 0o755); err != nil {

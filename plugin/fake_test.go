@@ -199,7 +199,7 @@ type unitPlugin struct {
 	host fakeHost
 }
 
-func newTestPlugin(t *testing.T, config string) *unitPlugin {
+func newTestPlugin(t testing.TB, config string) *unitPlugin {
 	t.Helper()
 	file, err := ParseConfig([]byte(config))
 	if err != nil {
@@ -222,13 +222,18 @@ func newTestPlugin(t *testing.T, config string) *unitPlugin {
 	if err := u.applyConfig(""); err != nil {
 		t.Fatal(err)
 	}
+	// Before the state directory is removed: the last background write is done.
+	t.Cleanup(func() {
+		_ = u.Flush()
+		u.Store().waitIdle()
+	})
 	return u
 }
 
 var testPid = 5000
 
 // armForTest arms key on a fresh cgroup of the fake host, as a start would.
-func (u *unitPlugin) armForTest(t *testing.T, key string, id ident, value string) {
+func (u *unitPlugin) armForTest(t testing.TB, key string, id ident, value string) {
 	t.Helper()
 	faults, err := annotations.Parse(value)
 	if err != nil {

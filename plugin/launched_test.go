@@ -85,9 +85,21 @@ func TestNRILaunchedByRuntime(t *testing.T) {
 	if err := rt.startCtr(web, c2); err != nil {
 		t.Fatal(err)
 	}
+	// The plugin is another process, which saves in the background: read the state file
+	// until it has the entry (a poll of another process's file; the deadline only catches a
+	// plugin that never writes it).
 	h := &harness{t: t, stateDir: stateDir}
-	e, ok := h.readState()["c2"]
-	if !ok || !e.Armed || e.CgroupID != launchedTarget.ID || e.Mechanism != "fmod_ret" || e.Namespace != "default" {
+	var e Entry
+	for deadline := time.Now().Add(syncTimeout); ; time.Sleep(10 * time.Millisecond) {
+		var ok bool
+		if _, err := os.Stat(filepath.Join(stateDir, StateFileName)); err == nil {
+			e, ok = h.readState()["c2"]
+		}
+		if ok || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !e.Armed || e.CgroupID != launchedTarget.ID || e.Mechanism != "fmod_ret" || e.Namespace != "default" {
 		t.Fatalf("state entry %+v", e)
 	}
 

@@ -151,27 +151,83 @@ func (h nriHandlers) Configure(_ context.Context, config, runtime, version strin
 	return Events, nil
 }
 
+// DefaultSyncBudget bounds the arming done inside NRI's Synchronize, which, like every NRI
+// request, containerd gives 2 s (the plugin is dropped after that). Arming a container costs
+// parsing and compiling its annotation (up to 64 KiB, 16 faults) and the engine's Arm: a node
+// with hundreds of such containers takes longer than 2 s. The containers left when the
+// budget is spent are armed right after, in the background (armLater).
+const DefaultSyncBudget = 500 * time.Millisecond
+
 // Synchronize re-arms every running container with a fault (continuing the persisted
-// counts) and forgets containers that are gone. It runs on every (re)connection.
+// counts) and forgets containers that are gone. It runs on every (re)connection. The arming
+// stops after syncBudget; the rest is armed in the background, in order.
 func (h nriHandlers) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
 	p := h.p
+	p.mu.Lock()
+	clear(p.syncLater) // an earlier synchronize's leftovers: this one decides
+	p.mu.Unlock()
 	byID := make(map[string]*api.PodSandbox, len(pods))
 	for _, pod := range pods {
 		byID[pod.GetId()] = pod
 	}
+	deadline := time.Now().Add(p.syncBudget)
 	running := map[string]bool{}
+	var later []container
 	for _, c := range ctrs {
 		if s := c.GetState(); s != api.ContainerState_CONTAINER_RUNNING && s != api.ContainerState_CONTAINER_PAUSED {
 			continue
 		}
 		running[c.GetId()] = true
-		if !p.isArmed(c.GetId()) {
-			_ = p.admitContainer(nriContainer(byID[c.GetPodSandboxId()], c), phaseSynchronize)
+		if p.isArmed(c.GetId()) {
+			continue
 		}
+		ctr := nriContainer(byID[c.GetPodSandboxId()], c)
+		if _, _, ok := annotations.Effective(ctr.id.Container, ctr.podAnnotations, ctr.annotations); ok && !time.Now().Before(deadline) {
+			later = append(later, ctr)
+			continue
+		}
+		_ = p.admitContainer(ctr, phaseSynchronize)
 	}
 	p.forgetGone(SourceNRI, running, "gone at synchronize")
-	p.log.Info("synchronized", "pods", len(pods), "containers", len(ctrs), "armed", len(p.ArmedKeys()))
+	attrs := []any{"pods", len(pods), "containers", len(ctrs), "armed", len(p.ArmedKeys())}
+	if len(later) > 0 {
+		attrs = append(attrs, "armingInBackground", len(later))
+	}
+	p.log.Info("synchronized", attrs...)
+	if len(later) > 0 {
+		p.armLater(later)
+	}
 	return nil, nil
+}
+
+// armLater arms, in the background and in order, the containers a Synchronize had no time
+// for. Each gets a token: a stop or remove of the container, or another synchronize, before
+// its turn cancels its arm (stillWantedLocked).
+func (p *Plugin) armLater(cs []container) {
+	p.mu.Lock()
+	for i := range cs {
+		p.syncSeq++
+		cs[i].syncToken = p.syncSeq
+		p.syncLater[cs[i].key] = p.syncSeq
+	}
+	p.mu.Unlock()
+	go func() {
+		if p.syncLaterStart != nil {
+			p.syncLaterStart()
+		}
+		for _, c := range cs {
+			_ = p.admitContainer(c, phaseSynchronize)
+			p.mu.Lock()
+			if p.syncLater[c.key] == c.syncToken {
+				delete(p.syncLater, c.key) // refused before arming
+			}
+			p.mu.Unlock()
+		}
+		p.log.Info("synchronized in the background", "containers", len(cs), "armed", len(p.ArmedKeys()))
+		if p.syncLaterDone != nil {
+			p.syncLaterDone <- struct{}{}
+		}
+	}()
 }
 
 // Shutdown is the runtime shutting down: keep the rules (the containers keep running),

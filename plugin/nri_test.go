@@ -210,6 +210,7 @@ type harness struct {
 	host     fakeHost
 	stateDir string
 	nextPid  uint32
+	plugins  []*testPlugin // started in this process, flushed by readState
 }
 
 func newHarness(t *testing.T) *harness {
@@ -272,6 +273,7 @@ func (h *harness) startPlugin(config string) *testPlugin {
 			}
 			return c, err
 		}}
+	h.plugins = append(h.plugins, tp)
 	go func() { tp.done <- tp.p.Run(ctx, ro) }()
 	h.t.Cleanup(tp.stop)
 	h.t.Cleanup(func() {
@@ -318,8 +320,15 @@ func (h *harness) container(p *api.PodSandbox, name string) (*api.Container, str
 	}, dir
 }
 
+// readState reads the state file after the plugins of this process have written every
+// change (saves are asynchronous; Flush waits for them).
 func (h *harness) readState() map[string]Entry {
 	h.t.Helper()
+	for _, tp := range h.plugins {
+		if err := tp.p.Flush(); err != nil {
+			h.t.Fatal(err)
+		}
+	}
 	data, err := os.ReadFile(filepath.Join(h.stateDir, StateFileName))
 	if err != nil {
 		h.t.Fatal(err)

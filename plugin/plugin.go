@@ -82,6 +82,16 @@ type Plugin struct {
 	// prepared holds plans made at CreateContainer for StartContainer to arm, so that a
 	// container's faults are compiled once (guarded by mu).
 	prepared map[string]preparedPlan
+	// syncLater holds the containers that a Synchronize left to armLater, with their token
+	// (guarded by mu): a stop, a remove or a new synchronize takes a key out.
+	syncLater map[string]uint64
+	syncSeq   uint64
+	// syncBudget bounds the arming done inside Synchronize (DefaultSyncBudget); tests set it.
+	syncBudget time.Duration
+	// syncLaterDone, when set (tests), gets a value when an armLater batch is done.
+	syncLaterDone chan struct{}
+	// syncLaterStart, when set (tests), is called before an armLater batch starts.
+	syncLaterStart func()
 
 	inj injections // recent sampled injections, for status
 
@@ -113,6 +123,9 @@ func New(o Options) (*Plugin, error) {
 		armed:    map[string]armedPlan{},
 		prepared: map[string]preparedPlan{},
 		svcCtx:   context.Background(),
+
+		syncLater:  map[string]uint64{},
+		syncBudget: DefaultSyncBudget,
 	}
 	p.metrics = newMetrics(p)
 	return p, nil
@@ -177,6 +190,9 @@ func (p *Plugin) applyConfig(nriConfig string) error {
 		p.cfgMu.Unlock()
 		return err
 	}
+	store.OnSaveError(func(err error) {
+		p.log.Error("saving state", "path", store.Path(), "error", err.Error())
+	})
 	// Before anything is admitted or re-armed: bio faults never fail the node's filesystems.
 	if err := p.protectDevices(cfg); err != nil {
 		store.Unlock()
@@ -404,6 +420,22 @@ type armRequest struct {
 	// plan then holds the selected faults only, and notSelected the others.
 	selection   []annotations.Decision
 	notSelected annotations.Faults
+	// syncToken: see container.syncToken.
+	syncToken uint64
+}
+
+// stillWantedLocked reports whether r may go ahead: an arm left by a Synchronize to
+// armLater is dropped when the container was stopped or removed, or synchronized again,
+// since. It forgets the token. p.mu must be held.
+func (p *Plugin) stillWantedLocked(r armRequest) bool {
+	if r.syncToken == 0 {
+		return true
+	}
+	if p.syncLater[r.key] != r.syncToken {
+		return false
+	}
+	delete(p.syncLater, r.key)
+	return true
 }
 
 // arm resolves the cgroup and arms the rule, then records it. A rule already armed
@@ -416,6 +448,9 @@ func (p *Plugin) arm(r armRequest) error {
 }
 
 func (p *Plugin) armLocked(r armRequest) error {
+	if !p.stillWantedLocked(r) {
+		return nil
+	}
 	store := p.Store()
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "rearm", false)
@@ -516,6 +551,9 @@ func (p *Plugin) armLocked(r armRequest) error {
 func (p *Plugin) notSelected(r armRequest) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.stillWantedLocked(r) {
+		return
+	}
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "not selected", false)
 	}
@@ -540,6 +578,7 @@ func (p *Plugin) notSelected(r armRequest) {
 func (p *Plugin) disarm(key, reason string, forget bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	delete(p.syncLater, key) // a stopped container is not armed by armLater
 	p.disarmLocked(key, reason, forget)
 }
 
@@ -627,18 +666,19 @@ func (p *Plugin) ArmedKeys() []string {
 // Resume. The halt is kept in the state file, so it survives a plugin restart. It
 // returns the keys disarmed.
 func (p *Plugin) Halt(reason string) []string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	store := p.Store()
 	if store == nil {
 		return nil
 	}
+	p.mu.Lock()
 	store.SetHalted(true)
 	keys := slices.Sorted(maps.Keys(p.armed))
 	for _, k := range keys {
 		p.disarmLocked(k, reason, false)
 	}
-	p.save()
+	p.mu.Unlock()
+	// The halt must survive a crash before kfault disarm --all returns.
+	p.flush()
 	p.log.Warn("halted: every fault disarmed, no new faults armed", "reason", reason, "disarmed", len(keys))
 	return keys
 }
@@ -646,11 +686,16 @@ func (p *Plugin) Halt(reason string) []string {
 // Resume ends a Halt. Running containers are re-armed at the next synchronization
 // (plugin or containerd restart); new containers get their faults at once.
 func (p *Plugin) Resume() {
+	store := p.Store()
+	if store == nil {
+		return
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if store := p.Store(); store != nil && store.Halted() {
-		store.SetHalted(false)
-		p.save()
+	resumed := store.Halted()
+	store.SetHalted(false)
+	p.mu.Unlock()
+	if resumed {
+		p.flush()
 		p.log.Warn("resumed: faults are armed again for new containers")
 	}
 }
@@ -658,18 +703,20 @@ func (p *Plugin) Resume() {
 // DisarmKey disarms one container's faults on request (kfault disarm KEY). They stay
 // off while the container lives, synchronizations included.
 func (p *Plugin) DisarmKey(key, reason string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	store := p.Store()
 	if store == nil {
 		return errors.New("not configured yet")
 	}
+	p.mu.Lock()
 	if _, ok := store.Get(key); !ok {
+		p.mu.Unlock()
 		return fmt.Errorf("no container %q in the state (see kfault status)", key)
 	}
 	p.disarmLocked(key, reason, false)
 	store.Update(key, func(e *Entry) { e.UserDisarmed = true })
-	p.save()
+	p.mu.Unlock()
+	// kfault disarm KEY returns once the disarm would survive a crash.
+	p.flush()
 	return nil
 }
 
@@ -713,27 +760,47 @@ func (p *Plugin) countsLoop(ctx context.Context) {
 	}
 }
 
-// Shutdown saves the final counts. Rules stay armed until the engine is closed (the
-// process owns the links; when it exits, every fault stops).
+// Shutdown copies the final counts and requests a save (NRI's Shutdown is a request: it
+// does not wait for the disk). Rules stay armed until the engine is closed (the process
+// owns the links; when it exits, every fault stops).
 func (p *Plugin) Shutdown() {
 	p.RefreshCounts()
 }
 
-// release saves the counts and gives up the state directory (Run's end).
+// release saves the counts, waits until the state file has everything, and gives up the
+// state directory (Run's end): the next instance reads a complete file.
 func (p *Plugin) release() {
 	p.RefreshCounts()
 	if s := p.Store(); s != nil {
+		p.flush()
+		s.waitIdle() // no write of this instance's after the lock is given up
 		s.Unlock()
 	}
 }
 
+// save requests a write of the state file and returns at once: it may be called with p.mu
+// held. The write happens on the store's writer goroutine, without p.mu.
 func (p *Plugin) save() {
+	if store := p.Store(); store != nil {
+		store.RequestSave()
+	}
+}
+
+// Flush waits until the state file has every change made so far (see Store.Flush). Not to
+// be called with p.mu held, nor on an NRI request's path.
+func (p *Plugin) Flush() error {
 	store := p.Store()
 	if store == nil {
-		return
+		return nil
 	}
-	if err := store.Save(); err != nil {
-		p.log.Error("saving state", "path", store.Path(), "error", err.Error())
+	return store.Flush()
+}
+
+// flush is Flush, logging a failure (the background writer logs it too, through
+// OnSaveError; this line says which operation is not durable).
+func (p *Plugin) flush() {
+	if err := p.Flush(); err != nil {
+		p.log.Error("state file not written; the last change is not durable", "error", err.Error())
 	}
 }
 

@@ -91,14 +91,37 @@ type stateFile struct {
 }
 
 // Store is the state file and its in-memory copy. It is safe for concurrent use.
+//
+// Changes are made in memory; RequestSave asks for the file to be written and returns at
+// once. One writer goroutine at a time (started on demand, gone when idle) writes the latest
+// snapshot: requests that arrive during a write cause exactly one more write, of the state
+// as it is then, however many they are. Flush waits until a write that includes every
+// change made before the call has completed. So no caller that only requests a save waits
+// for JSON encoding or the disk.
+//
 // Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of
 // the directory. A crash leaves either the old or the new file, never a torn one.
 type Store struct {
 	mu      sync.Mutex
 	dir     string
 	halted  bool
-	entries map[string]*Entry
+	entries map[string]*Entry // a stored *Entry is never modified: Put and Update replace it
 	lock    *os.File
+
+	gen      uint64     // bumped by every change
+	durable  uint64     // gen of the last successful write
+	tried    uint64     // gen of the last finished write, failed or not
+	tryErr   error      // its error
+	finished uint64     // writes finished
+	writing  bool       // a writer goroutine runs
+	again    bool       // a save was requested since the writer took its snapshot
+	done     *sync.Cond // on mu, broadcast after each write
+	onError  func(error)
+	// write replaces the file (writeFileAtomic); tests count or hold writes.
+	write func(path string, data []byte) error
+	// scans counts the operations that go through every entry (Snapshot, Keys): tests check
+	// that a request makes none.
+	scans int
 }
 
 // LockFileName is the lock that keeps two kfault instances off one state directory
@@ -200,7 +223,9 @@ func OpenStore(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	s := &Store{dir: dir, entries: map[string]*Entry{}}
+	s := &Store{dir: dir, entries: map[string]*Entry{},
+		write: func(path string, data []byte) error { return writeFileAtomic(path, data, 0o600) }}
+	s.done = sync.NewCond(&s.mu)
 	data, err := os.ReadFile(s.Path())
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil
@@ -244,15 +269,20 @@ func (s *Store) Put(key string, e Entry) {
 	defer s.mu.Unlock()
 	c := e.clone()
 	s.entries[key] = &c
+	s.gen++
 }
 
-// Update applies fn to the entry for key, if there is one, and reports whether there was.
+// Update applies fn to a copy of the entry for key, if there is one, stores the copy, and
+// reports whether there was one.
 func (s *Store) Update(key string, fn func(*Entry)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.entries[key]
 	if ok {
-		fn(e)
+		c := e.clone()
+		fn(&c)
+		s.entries[key] = &c
+		s.gen++
 	}
 	return ok
 }
@@ -261,13 +291,17 @@ func (s *Store) Update(key string, fn func(*Entry)) bool {
 func (s *Store) Delete(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.entries, key)
+	if _, ok := s.entries[key]; ok {
+		delete(s.entries, key)
+		s.gen++
+	}
 }
 
 // Keys returns the sorted keys.
 func (s *Store) Keys() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.scans++
 	return slices.Sorted(maps.Keys(s.entries))
 }
 
@@ -275,6 +309,7 @@ func (s *Store) Keys() []string {
 func (s *Store) Snapshot() map[string]Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.scans++
 	out := make(map[string]Entry, len(s.entries))
 	for k, e := range s.entries {
 		out[k] = e.clone()
@@ -293,18 +328,117 @@ func (s *Store) Halted() bool {
 func (s *Store) SetHalted(h bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.halted = h
+	if s.halted != h {
+		s.halted = h
+		s.gen++
+	}
 }
 
-// Save writes the state file atomically.
+// OnSaveError sets what is called with the error of a failed background write.
+func (s *Store) OnSaveError(f func(error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onError = f
+}
+
+// RequestSave asks for the state file to be written, and returns at once. Nothing is
+// written when the file already has every change.
+func (s *Store) RequestSave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.durable < s.gen {
+		s.kickLocked()
+	}
+}
+
+// kickLocked starts the writer, or has it write once more after its current write.
+func (s *Store) kickLocked() {
+	if s.writing {
+		s.again = true
+		return
+	}
+	s.writing = true
+	go s.writer()
+}
+
+// writer writes snapshots until no save was requested during its last write. The
+// snapshot is a copy of the map of entries (they are never modified in place), taken
+// under s.mu; encoding and I/O run without any lock.
+func (s *Store) writer() {
+	s.mu.Lock()
+	for {
+		s.again = false
+		gen := s.gen
+		snap := stateFile{Version: stateVersion, Halted: s.halted, Containers: maps.Clone(s.entries)}
+		s.mu.Unlock()
+
+		data, err := json.Marshal(snap)
+		if err == nil {
+			err = s.write(s.Path(), append(data, '\n'))
+		}
+
+		s.mu.Lock()
+		s.finished++
+		s.tried, s.tryErr = gen, err
+		if err == nil && gen > s.durable {
+			s.durable = gen
+		}
+		s.done.Broadcast()
+		if err != nil && s.onError != nil {
+			onError := s.onError
+			s.mu.Unlock()
+			onError(err)
+			s.mu.Lock()
+		}
+		if !s.again {
+			s.writing = false
+			s.done.Broadcast()
+			s.mu.Unlock()
+			return
+		}
+	}
+}
+
+// Flush waits until the state file has every change made before the call: it returns nil
+// once a write that includes them has completed, or the error of a write (started after
+// the call) that included them and failed.
+func (s *Store) Flush() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	target := s.gen
+	if s.durable >= target {
+		return nil
+	}
+	s.kickLocked()
+	seen := s.finished
+	for s.durable < target {
+		if s.finished > seen && s.tried >= target && s.tryErr != nil {
+			return s.tryErr
+		}
+		if !s.writing {
+			s.kickLocked() // a write that took its snapshot before the call finished
+		}
+		s.done.Wait()
+	}
+	return nil
+}
+
+// waitIdle waits until no writer runs (none may start afterwards, if nothing asks).
+func (s *Store) waitIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.writing {
+		s.done.Wait()
+	}
+}
+
+// Save writes the state file now (whether or not anything changed) and returns when it is
+// written; it goes through the writer, so that writes never race.
 func (s *Store) Save() error {
 	s.mu.Lock()
-	data, err := json.MarshalIndent(stateFile{Version: stateVersion, Halted: s.halted, Containers: s.entries}, "", "  ")
+	s.gen++
 	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(s.Path(), append(data, '\n'), 0o600)
+	return s.Flush()
 }
 
 // writeFileAtomic replaces path with data: temp file in the same directory, fsync,

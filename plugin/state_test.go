@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -233,5 +234,110 @@ func mustDo(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// heldWrites replaces s's file writes with ones that the test lets through one at a time:
+// each write is announced on started (with the data) and waits for release.
+func heldWrites(s *Store) (started chan []byte, release chan struct{}) {
+	started, release = make(chan []byte), make(chan struct{})
+	real := s.write
+	s.mu.Lock()
+	s.write = func(path string, data []byte) error {
+		started <- data
+		<-release
+		return real(path, data)
+	}
+	s.mu.Unlock()
+	return started, release
+}
+
+// Requests made during a write cause exactly one more write, of the latest state; a request
+// never waits for the disk; Flush waits for a write with every change before it.
+func TestStoreSaveCoalesces(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	started, release := heldWrites(s)
+
+	s.Put("a", Entry{Injected: []uint64{1}})
+	s.RequestSave() // returns with the write held
+	first := <-started
+	for i := range 50 {
+		s.Put("b", Entry{Injected: []uint64{uint64(i)}})
+		s.RequestSave()
+	}
+	flushed := make(chan error)
+	go func() { flushed <- s.Flush() }()
+	release <- struct{}{}
+	second := <-started // the one more write, with the last change
+	release <- struct{}{}
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	var f1, f2 stateFile
+	if err := json.Unmarshal(first, &f1); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(second, &f2); err != nil {
+		t.Fatal(err)
+	}
+	if len(f1.Containers) != 1 || f2.Containers["b"] == nil || f2.Containers["b"].Injected[0] != 49 {
+		t.Fatalf("writes: first %s, second %s", first, second)
+	}
+	if strings.Contains(string(second), "\n  ") {
+		t.Errorf("state file is indented, want compact JSON: %.80s", second)
+	}
+	// Nothing changed since: no write (a third write would block on started).
+	s.RequestSave()
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := OpenStore(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s2.Get("b"); len(e.Injected) != 1 || e.Injected[0] != 49 {
+		t.Errorf("reopened: %+v", e)
+	}
+}
+
+// A failed write: Flush returns its error, the error handler gets it, and the next Flush
+// tries again.
+func TestStoreFlushError(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := errors.New("disk full")
+	var mu sync.Mutex
+	failing := true
+	var reported []error
+	s.OnSaveError(func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() })
+	real := s.write
+	s.write = func(path string, data []byte) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return fail
+		}
+		return real(path, data)
+	}
+	s.SetHalted(true)
+	if err := s.Flush(); !errors.Is(err, fail) {
+		t.Fatalf("Flush: %v, want %v", err, fail)
+	}
+	mu.Lock()
+	failing = false
+	if len(reported) != 1 {
+		t.Errorf("error handler got %v", reported)
+	}
+	mu.Unlock()
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if s2, err := OpenStore(s.dir); err != nil || !s2.Halted() {
+		t.Fatalf("reopened: %v, halted %v", err, s2 != nil && s2.Halted())
 	}
 }

@@ -295,7 +295,9 @@ func (p *Plugin) Status() plugin.Status {
 	return st
 }
 
-// State reads the plugin's state file.
+// State reads the plugin's state file as it is now. The plugin writes it in the background
+// (a few milliseconds after an arm or disarm, longer for a large state; `kfault disarm` and
+// the plugin's exit wait for it): to see the effect of an event, use WaitState.
 func (p *Plugin) State() map[string]plugin.Entry {
 	p.t.Helper()
 	data, err := os.ReadFile(filepath.Join(p.StateDir, plugin.StateFileName))
@@ -309,6 +311,24 @@ func (p *Plugin) State() map[string]plugin.Entry {
 		p.t.Fatalf("state file: %v", err)
 	}
 	return f.Containers
+}
+
+// WaitState reads the state file until ok accepts it, and returns it; after timeout it reports
+// an error (the test goes on) and returns the last one read.
+func (p *Plugin) WaitState(timeout time.Duration, what string, ok func(map[string]plugin.Entry) bool) map[string]plugin.Entry {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := p.State()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			p.t.Errorf("state file: no %s within %v; it has %+v", what, timeout, st)
+			return st
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // RSSKiB is the plugin's resident set size (VmRSS), in KiB.
