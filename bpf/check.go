@@ -156,6 +156,13 @@ func Preflight(mountDebugfs bool) Report {
 	} else {
 		add(Check{Name: "task storage (call chains)", OK: true, Detail: "yes: kernel 5.11+"})
 	}
+	// Not needed to inject: without it a fault armed at container start also hits the runtime's
+	// last setup steps in the container's cgroup (docs/runtimes.md).
+	if err := ProbeExecBoundary(); err != nil {
+		add(Check{Name: "exec boundary (runtime setup spared)", Info: true, Detail: fmt.Sprintf("no: %v: a fault armed at container start also applies to the container runtime's setup in its cgroup", err)})
+	} else {
+		add(Check{Name: "exec boundary (runtime setup spared)", OK: true, Detail: "yes: a tp_btf program attaches to sched_process_exec"})
+	}
 
 	// fault points
 	names := make([]string, len(annotations.FailPoints))

@@ -165,6 +165,35 @@ func ProbeFmodRet(fn string) error {
 	return l.Close()
 }
 
+// ProbeExecBoundary loads a BTF tracepoint program (tp_btf) for sched_process_exec, attaches it
+// and detaches it: what the exec boundary needs (exec.go). nil means faults armed at container
+// start can spare the runtime's setup.
+func ProbeExecBoundary() error {
+	kspec, err := loadKernelBTF()
+	if err != nil {
+		return err
+	}
+	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{
+		"kfault_probe": {
+			Name:         "kfault_probe",
+			Type:         ebpf.Tracing,
+			AttachType:   ebpf.AttachTraceRawTp,
+			AttachTo:     "sched_process_exec",
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		},
+	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
+	if err != nil {
+		return fmt.Errorf("load a tp_btf program for sched_process_exec: %w", err)
+	}
+	defer coll.Close()
+	l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["kfault_probe"], AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return fmt.Errorf("attach a tp_btf program to sched_process_exec: %w", err)
+	}
+	return l.Close()
+}
+
 // ProbeKprobeOverride loads a kprobe program that calls bpf_override_return (with 0, and only
 // for a 1-in-2^32 random draw: the probe must not change what fn returns), attaches it to fn
 // and detaches it. nil means kprobe override works on fn.

@@ -357,6 +357,18 @@ func TestVMPreflight(t *testing.T) {
 	if engineMaps != 2 {
 		t.Errorf("%d lines about the engine's maps (ring buffer, task storage), want 2", engineMaps)
 	}
+	execLine := false
+	for _, c := range rep.Checks {
+		if strings.HasPrefix(c.Name, "exec boundary") {
+			execLine = true
+			if !c.OK {
+				t.Errorf("%s: %s (6.1 has tp_btf)", c.Name, c.Detail)
+			}
+		}
+	}
+	if !execLine {
+		t.Error("no exec boundary line")
+	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
 
