@@ -137,9 +137,43 @@ func probeTarget() string {
 // ProbeFmodRet loads a trivial BPF_MODIFY_RETURN program (it returns 0: "call the function"),
 // attaches it to fn and detaches it. nil means fmod_ret works on fn.
 func ProbeFmodRet(fn string) error {
+	switch step, err := probeTracing(ebpf.AttachModifyReturn, fn); step {
+	case probeLoad:
+		return explainLoad(MechanismFmodRet, fn, err)
+	case probeAttach:
+		return explainAttach(MechanismFmodRet, fn, err)
+	default:
+		return err
+	}
+}
+
+// ProbeExecBoundary loads a BTF tracepoint program (tp_btf) for sched_process_exec, attaches it
+// and detaches it: what the exec boundary needs (exec.go). nil means faults armed at container
+// start can spare the runtime's setup.
+func ProbeExecBoundary() error {
+	switch step, err := probeTracing(ebpf.AttachTraceRawTp, "sched_process_exec"); step {
+	case probeLoad:
+		return fmt.Errorf("load a tp_btf program for sched_process_exec: %w", err)
+	case probeAttach:
+		return fmt.Errorf("attach a tp_btf program to sched_process_exec: %w", err)
+	default:
+		return err
+	}
+}
+
+// The step of probeTracing that failed; a probeBTF error (or a failed detach) is returned as it is.
+const (
+	probeBTF = iota
+	probeLoad
+	probeAttach
+)
+
+// probeTracing loads a trivial tracing program (it returns 0) of attachType for target,
+// attaches it and detaches it, and says which step failed.
+func probeTracing(attachType ebpf.AttachType, target string) (step int, err error) {
 	kspec, err := loadKernelBTF()
 	if err != nil {
-		return err
+		return probeBTF, err
 	}
 	// A collection only for its Cache option: the attach target is looked up in the process's
 	// parse of the kernel's BTF, which NewProgram would parse anew.
@@ -147,51 +181,21 @@ func ProbeFmodRet(fn string) error {
 		"kfault_probe": {
 			Name:         "kfault_probe",
 			Type:         ebpf.Tracing,
-			AttachType:   ebpf.AttachModifyReturn,
-			AttachTo:     fn,
+			AttachType:   attachType,
+			AttachTo:     target,
 			License:      "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 		},
 	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
 	if err != nil {
-		return explainLoad(MechanismFmodRet, fn, err)
+		return probeLoad, err
 	}
 	defer coll.Close()
-	prog := coll.Programs["kfault_probe"]
-	l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
+	l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["kfault_probe"], AttachType: attachType})
 	if err != nil {
-		return explainAttach(MechanismFmodRet, fn, err)
+		return probeAttach, err
 	}
-	return l.Close()
-}
-
-// ProbeExecBoundary loads a BTF tracepoint program (tp_btf) for sched_process_exec, attaches it
-// and detaches it: what the exec boundary needs (exec.go). nil means faults armed at container
-// start can spare the runtime's setup.
-func ProbeExecBoundary() error {
-	kspec, err := loadKernelBTF()
-	if err != nil {
-		return err
-	}
-	coll, err := ebpf.NewCollectionWithOptions(&ebpf.CollectionSpec{Programs: map[string]*ebpf.ProgramSpec{
-		"kfault_probe": {
-			Name:         "kfault_probe",
-			Type:         ebpf.Tracing,
-			AttachType:   ebpf.AttachTraceRawTp,
-			AttachTo:     "sched_process_exec",
-			License:      "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
-		},
-	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
-	if err != nil {
-		return fmt.Errorf("load a tp_btf program for sched_process_exec: %w", err)
-	}
-	defer coll.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs["kfault_probe"], AttachType: ebpf.AttachTraceRawTp})
-	if err != nil {
-		return fmt.Errorf("attach a tp_btf program to sched_process_exec: %w", err)
-	}
-	return l.Close()
+	return probeBTF, l.Close()
 }
 
 // ProbeKprobeOverride loads a kprobe program that calls bpf_override_return (with 0, and only
