@@ -24,13 +24,7 @@ import (
 // KFAULT_BENCH_OPS (default 200000) sets the loop length, KFAULT_BENCH_ROUNDS (default 5) how
 // many interleaved measurements each ratio takes the median of.
 func TestBenchArmedCgroups(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	requireBPF(t)
+	requireBench(t)
 	ops := envInt("KFAULT_BENCH_OPS", 200000)
 	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
 
@@ -159,4 +153,17 @@ func envInt(name string, def int) int {
 		return v
 	}
 	return def
+}
+
+// requireBench skips unless the benchmarks are asked for (KFAULT_BENCH=1, as make bench sets
+// inside the test VM), as root, on a kernel that loads kfault's programs.
+func requireBench(t *testing.T) {
+	t.Helper()
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	requireBPF(t)
 }

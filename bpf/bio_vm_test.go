@@ -24,6 +24,14 @@ import (
 // loop device's number.
 func loopExt4Opts(t *testing.T, opts string) (string, Dev) {
 	t.Helper()
+	return loopExt4With(t, []string{"-b", "1024"}, opts)
+}
+
+// loopExt4With mounts a fresh 64 MiB ext4, made with mkfs.ext4's extra arguments mkfsArgs, on a
+// loop device backed by a tmpfs file, with mount options opts ("" for none), for the test's
+// life; it returns the mount point and the loop device's number.
+func loopExt4With(t *testing.T, mkfsArgs []string, opts string) (string, Dev) {
+	t.Helper()
 	dir := t.TempDir()
 	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
@@ -41,7 +49,12 @@ func loopExt4Opts(t *testing.T, opts string) (string, Dev) {
 	}
 	loop := strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
-	for _, argv := range [][]string{{"mkfs.ext4", "-q", "-b", "1024", loop}, {"mount", "-t", "ext4", "-o", opts, loop, mnt}} {
+	mkfs := append(append([]string{"mkfs.ext4", "-q"}, mkfsArgs...), loop)
+	mount := []string{"mount", "-t", "ext4", loop, mnt}
+	if opts != "" {
+		mount = append(mount, "-o", opts)
+	}
+	for _, argv := range [][]string{mkfs, mount} {
 		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v: %s", argv, err, out)
 		}

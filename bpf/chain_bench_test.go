@@ -42,13 +42,7 @@ const benchChainBCC = `__x64_sys_newfstatat(const struct pt_regs *regs)(regs->si
 //	go test -c -o out/bpf.test ./bpf
 //	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchChainArm -test.v
 func TestBenchChainArm(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	requireBPF(t)
+	requireBench(t)
 	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
 	dir := tmpfsDir(t)
 	path := filepath.Join(dir, "bananas")
@@ -183,10 +177,7 @@ func (l *limitedBuffer) String() string { return string(l.b) }
 
 // TestBenchFrameSteps times the steps of one frame's attach and detach (where Arm's time goes).
 func TestBenchFrameSteps(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
-	}
-	requireBPF(t)
+	requireBench(t)
 	e := newTestEngine(t, MechanismFmodRet)
 	plan, err := e.planChain(slabChain(benchChain[2]), "should_failslab")
 	if err != nil {
@@ -271,13 +262,7 @@ func TestBenchFrameSteps(t *testing.T) {
 // or KFAULT_TEST_RUN=TestBenchFrameBystander make bench. KFAULT_BENCH_OPS (default 200000)
 // sets the loop length, KFAULT_BENCH_ROUNDS (default 5) the interleaved rounds.
 func TestBenchFrameBystander(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	requireBPF(t)
+	requireBench(t)
 	ops := envInt("KFAULT_BENCH_OPS", 200000)
 	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
 	e := newTestEngine(t, MechanismFmodRet)

@@ -2,7 +2,6 @@ package bpf
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +15,7 @@ import (
 // processed, states) of the frame programs and the slab hook programs: verification dominates
 // arming time under emulation. KFAULT_BENCH=1, inside the test VM (make bench).
 func TestBenchVerifierStats(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
-	}
-	requireBPF(t)
+	requireBench(t)
 	e := newTestEngine(t, MechanismFmodRet)
 	plan, err := e.planChain(slabChain(benchChain[2]), "should_failslab")
 	if err != nil {

@@ -525,29 +525,7 @@ func enableControllers(t *testing.T, dir, controllers string) {
 // loopExt4 mounts a fresh ext4 on a loop device backed by a tmpfs file, for the test's life.
 func loopExt4(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "fs.img"), filepath.Join(dir, "mnt")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 64<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	for _, argv := range [][]string{{"mkfs.ext4", "-q", dev}, {"mount", "-t", "ext4", dev, mnt}} {
-		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", argv, err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	mnt, _ := loopExt4With(t, nil, "")
 	return mnt
 }
 
