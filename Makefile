@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-cold unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
+.PHONY: all build test test-cold test-matrix unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
 
 all: build
 
@@ -14,6 +14,11 @@ build:
 ## test: host unit tests + fuzz smoke, then every suite inside the test VM. One summary line.
 test:
 	test/run-tests all
+
+## test-matrix: every kernel of the matrix (built 6.1, fmod_ret-only 6.1, built 6.12, Debian's
+## 6.1 and 6.12 binaries): kfault check, the engine's VM tests and the seed scenario; one table.
+test-matrix:
+	test/run-tests matrix
 
 ## test-cold: make test from an empty cache, checking every build script's output contract.
 test-cold:
@@ -40,10 +45,14 @@ generate:
 vm-kernel:
 	test/vm/build-kernel default
 
-## vm-kernels: the default kernel and the fmod_ret-only variant (no BPF_KPROBE_OVERRIDE).
+## vm-kernels: every kernel of the matrix: the built ones (default; fmodret, without
+## BPF_KPROBE_OVERRIDE; built-6.12) and Debian's binary ones (downloaded).
 vm-kernels:
 	test/vm/build-kernel default
 	test/vm/build-kernel fmodret
+	test/vm/build-kernel built-6.12
+	test/vm/fetch-kernel debian-6.1
+	test/vm/fetch-kernel debian-6.12
 
 vm-tools:
 	test/vm/build-tools

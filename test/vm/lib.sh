@@ -41,17 +41,29 @@ cache_lock() {
 	fi
 }
 
-# kernel_source_version prints the Debian package version of linux-source-6.1.
+# kernel_series VARIANT prints the kernel series a built variant is made from: Debian's
+# linux-source-<series> package.
+kernel_series() {
+	case $1 in
+	default | fmodret) echo 6.1 ;;
+	built-6.12) echo 6.12 ;;
+	*) die "unknown kernel variant $1 (built: default, fmodret, built-6.12; distro: debian-6.1, debian-6.12)" ;;
+	esac
+}
+
+# kernel_source_version [SERIES] prints the Debian package version of linux-source-SERIES (6.1).
 kernel_source_version() {
-	dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown
+	dpkg-query -W -f='${Version}' "linux-source-${1:-6.1}" 2>/dev/null || echo unknown
 }
 
 # kernel_cache_dir VARIANT prints the cache directory of one kernel variant. The key covers the
 # source version, the config fragment, the variant's extra lines and the build recipe.
 kernel_cache_dir() {
-	local variant=$1 key
+	local variant=$1 key series
+	series=$(kernel_series "$variant") || exit 1
 	key=$( {
-		kernel_source_version
+		# 6.1's key predates the series; keeping it keeps existing caches valid.
+		if [[ $series == 6.1 ]]; then kernel_source_version; else kernel_source_version "$series"; fi
 		cat "$VM_DIR/kernel.config"
 		variant_fragment "$variant"
 		sed -n '/# recipe:start/,/# recipe:end/p' "$VM_DIR/build-kernel"
@@ -64,7 +76,23 @@ variant_fragment() {
 	case $1 in
 	default) ;;
 	fmodret) echo '# CONFIG_BPF_KPROBE_OVERRIDE is not set' ;;
-	*) die "unknown kernel variant $1 (known: default, fmodret)" ;;
+	# Since 6.11 should_failslab and should_fail_alloc_page exist only with FAILSLAB and
+	# FAIL_PAGE_ALLOC, which kernel.config already sets: 6.12 needs no extra lines.
+	built-6.12) ;;
+	*) die "unknown kernel variant $1 (built: default, fmodret, built-6.12)" ;;
+	esac
+}
+
+# kernel_image VARIANT|PATH prints the kernel image test/vm/run boots: a file as given, a distro
+# kernel (debian-*) fetched, or a built variant built; each cached.
+kernel_image() {
+	if [[ -f $1 ]]; then
+		echo "$1"
+		return
+	fi
+	case $1 in
+	debian-*) build_result fetch-kernel "$1" ;;
+	*) build_result build-kernel "$1" ;;
 	esac
 }
 
