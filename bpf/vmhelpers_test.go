@@ -1,8 +1,6 @@
 package bpf
 
 import (
-	"bufio"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -50,34 +48,18 @@ func requireBPF(t testing.TB) {
 	fmodErr := HaveFmodRet()
 	kpErr := HaveKprobeOverride()
 	if fmodErr != nil && kpErr != nil {
-		t.Skipf("kernel denies BPF tracing programs: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
+		// Skip only for a kernel that lacks the option, not for a probe that broke.
+		if c := kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
+			t.Fatalf("CONFIG_FUNCTION_ERROR_INJECTION=y, yet no override mechanism works: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
+		}
+		t.Skipf("no override mechanism on this kernel (CONFIG_FUNCTION_ERROR_INJECTION=%q; kfault check says: fmod_ret: %v; kprobe: %v)",
+			kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"), fmodErr, kpErr)
 	}
 }
 
-// kernelConfig reads one option of /proc/config.gz (CONFIG_IKCONFIG_PROC): "y", "m", "n" when
-// it is not set, "" when the config is not readable.
-func kernelConfig(name string) string {
-	f, err := os.Open("/proc/config.gz")
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return ""
-	}
-	sc := bufio.NewScanner(zr)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name+"="); ok {
-			return v
-		}
-		if line == "# "+name+" is not set" {
-			return "n"
-		}
-	}
-	return "n"
-}
+// kernelConfig is KernelConfig: test/vm/run points $KFAULT_KERNEL_CONFIG at a distro kernel's
+// config, which has no /proc/config.gz.
+func kernelConfig(name string) string { return KernelConfig(name) }
 
 // newTestEngine creates an engine with a forced mechanism. It skips when the mechanism is not
 // built into this kernel variant (e.g. no CONFIG_BPF_KPROBE_OVERRIDE), fails otherwise.

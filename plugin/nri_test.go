@@ -239,6 +239,12 @@ type testPlugin struct {
 // and waits for its first synchronization.
 func (h *harness) startPlugin(config string) *testPlugin {
 	h.t.Helper()
+	return h.startPluginWith(config, nil)
+}
+
+// startPluginWith is startPlugin with an engine other than a fresh fakeEngine (tp.eng is then nil).
+func (h *harness) startPluginWith(config string, engine Engine) *testPlugin {
+	h.t.Helper()
 	file, err := ParseConfig([]byte(config))
 	if err != nil {
 		h.t.Fatal(err)
@@ -253,9 +259,13 @@ func (h *harness) startPlugin(config string) *testPlugin {
 	}
 	disabled := false
 	file.Events.Enabled = &disabled
-	tp := &testPlugin{eng: newFakeEngine(), logs: &logBuffer{}, done: make(chan error, 1)}
+	tp := &testPlugin{logs: &logBuffer{}, done: make(chan error, 1)}
+	if engine == nil {
+		tp.eng = newFakeEngine()
+		engine = tp.eng
+	}
 	tp.p, err = New(Options{
-		Engine: tp.eng, Resolver: h.host.resolver(),
+		Engine: engine, Resolver: h.host.resolver(),
 		Logger: testLogger(tp.logs), File: file, CountsInterval: time.Hour,
 	})
 	if err != nil {
@@ -580,6 +590,40 @@ func TestNRIStrictRejection(t *testing.T) {
 				t.Errorf("engine called: %v", got)
 			}
 		})
+	}
+}
+
+// TestNRIKernelCannotInject: on a kernel without an override mechanism (Debian's, Fedora's...)
+// the plugin runs with the Unavailable engine. Each annotated container is refused at creation
+// with the kernel's reason, so nobody is left believing a fault runs; the others start.
+func TestNRIKernelCannotInject(t *testing.T) {
+	h := newHarness(t)
+	reason := fmt.Errorf("%w (fmod_ret: should_failslab is not on the error-injection list; CONFIG_FUNCTION_ERROR_INJECTION)", bpf.ErrMechanismUnavailable)
+	tp := h.startPluginWith("", Unavailable{Err: reason})
+	p := pod("default", "web", map[string]string{"faults.kfault.dev/container.app": `{failtype: 0}`})
+	c, _ := h.container(p, "app")
+	err := h.rt.create(p, c)
+	if err == nil {
+		t.Fatal("an annotated container was created on a kernel that cannot inject")
+	}
+	for _, w := range []string{"annotation faults.kfault.dev/container.app", "this node's kernel cannot inject faults", "kfault check", "CONFIG_FUNCTION_ERROR_INJECTION"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+	if rl := tp.logLines("rejected"); len(rl) != 1 || rl[0]["pod"] != "web" {
+		t.Errorf("rejected log lines: %v", rl)
+	}
+	plain := pod("default", "plain", nil)
+	pc, _ := h.container(plain, "app")
+	if err := h.rt.create(plain, pc); err != nil {
+		t.Errorf("an unannotated container was refused: %v", err)
+	}
+	if err := h.rt.startCtr(plain, pc); err != nil {
+		t.Errorf("an unannotated container did not start: %v", err)
+	}
+	if m := tp.p.mechanism(); m != "none" {
+		t.Errorf("mechanism %q, want none", m)
 	}
 }
 

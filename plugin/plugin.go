@@ -804,7 +804,12 @@ func (p *Plugin) flush() {
 	}
 }
 
-func (p *Plugin) mechanism() string { return p.engine.Mechanism().String() }
+func (p *Plugin) mechanism() string {
+	if _, ok := p.engine.(Unavailable); ok {
+		return "none"
+	}
+	return p.engine.Mechanism().String()
+}
 
 // containerView is one container of the state as status and metrics show it: the state entry
 // with the engine's live counts when armed, its faults, and which of them are armed now.

@@ -135,16 +135,24 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 		log.Error("bad flag", "error", err.Error())
 		return 2
 	}
-	engine, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log.With("component", "bpf")})
-	if err != nil {
+	var engine plugin.Engine
+	switch e, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log.With("component", "bpf")}); {
+	case errors.Is(err, bpf.ErrMechanismUnavailable):
+		// The kernel cannot override anything: stay registered and refuse each annotated
+		// container with the reason, rather than let it run unfaulted with nobody told.
+		log.Error("this kernel cannot inject faults: every annotated container will be refused (see kfault check)", "error", err.Error())
+		engine = plugin.Unavailable{Err: err}
+	case err != nil:
 		log.Error("cannot start the BPF engine (see kfault check)", "error", err.Error())
 		return 1
+	default:
+		engine = e
+		defer func() {
+			if err := e.Close(); err != nil {
+				log.Error("closing the BPF engine", "error", err.Error())
+			}
+		}()
 	}
-	defer func() {
-		if err := engine.Close(); err != nil {
-			log.Error("closing the BPF engine", "error", err.Error())
-		}
-	}()
 
 	p, err := plugin.New(plugin.Options{
 		Engine:        engine,
@@ -160,7 +168,7 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("kfault nri starting", "mechanism", engine.Mechanism().String(), "launchedByRuntime", launched,
+	log.Info("kfault nri starting", "mechanism", mechanismName(engine), "launchedByRuntime", launched,
 		"socket", fl.Socket, "name", fl.Name, "index", fl.Index)
 	err = p.Run(ctx, plugin.RunOptions{SocketPath: fl.Socket, Name: fl.Name, Index: fl.Index})
 	if err != nil {
@@ -171,4 +179,12 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 	}
 	log.Info("kfault nri stopped")
 	return 0
+}
+
+// mechanismName is the engine's override mechanism, "none" on a kernel that cannot inject.
+func mechanismName(e plugin.Engine) string {
+	if _, ok := e.(plugin.Unavailable); ok {
+		return "none"
+	}
+	return e.Mechanism().String()
 }

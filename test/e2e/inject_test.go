@@ -19,7 +19,7 @@ import (
 // prints the total, and has printed each sampled injection with the shell's pid. A shell in a
 // sibling cgroup runs the same mkdirs at the same time and none fails.
 func TestInjectCommand(t *testing.T) {
-	vmtest.Require(t)
+	vmtest.RequireInjection(t)
 	root := filepath.Join("/sys/fs/cgroup", fmt.Sprintf("kfault-inject-%d", os.Getpid()))
 	victim, bystander := filepath.Join(root, "victim"), filepath.Join(root, "bystander")
 	for _, d := range []string{root, victim, bystander} {

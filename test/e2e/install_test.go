@@ -42,7 +42,7 @@ func launchedPids() []int {
 // annotated pod's container gets its fault while its neighbour does not. Afterwards the plugin
 // is uninstalled and containerd restarted, so that later tests start their own.
 func TestInstallPreRegistered(t *testing.T) {
-	vmtest.Require(t)
+	vmtest.RequireInjection(t)
 	vmtest.Containerd(t)
 	if _, err := os.Stat(preregPlugin); err == nil {
 		t.Fatalf("%s already exists", preregPlugin)

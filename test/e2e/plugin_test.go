@@ -24,7 +24,7 @@ const passwdLine = "root:x:0:0:root" // the first line of the busybox image's /e
 // withPlugin starts containerd and a kfault nri of the test's own.
 func withPlugin(t *testing.T, name string, o vmtest.PluginOptions) *vmtest.Plugin {
 	t.Helper()
-	vmtest.Require(t)
+	vmtest.RequireInjection(t)
 	vmtest.Containerd(t)
 	return vmtest.StartPlugin(t, name, o)
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kfault/kfault/bpf"
 	"github.com/kfault/kfault/test/e2e/vmtest"
 )
 
@@ -97,5 +98,46 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		if tr := vmtest.Tries(log); vmtest.Failed(tr) != 0 || strings.Contains(log, "Cannot allocate memory") {
 			t.Errorf("%s: mounts failed: %s\n%s", name, vmtest.Summary(tr), log)
 		}
+	}
+}
+
+// TestPluginRefusedWithoutInjection is the seed scenario on a kernel that cannot inject
+// (Debian's binary kernels: no CONFIG_FUNCTION_ERROR_INJECTION). kfault nri still registers,
+// and the annotated container is refused at creation with the kernel's reason, instead of
+// running unfaulted with nobody told; a bystander pod runs and mounts as usual.
+func TestPluginRefusedWithoutInjection(t *testing.T) {
+	vmtest.Require(t)
+	if c := bpf.KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
+		t.Skip("this kernel can inject (CONFIG_FUNCTION_ERROR_INJECTION=y): TestPluginSeedMountCallchain runs instead; make test-matrix runs this on Debian's kernels")
+	}
+	vmtest.Containerd(t)
+	p := vmtest.StartPlugin(t, "refused", vmtest.PluginOptions{})
+	if p.Count("this kernel cannot inject faults: every annotated container will be refused (see kfault check)") != 1 {
+		t.Error("the plugin's log does not say at start that this kernel cannot inject")
+	}
+	dev := loopExt4(t, "refused-bystander")
+	pod := newPod("refused", map[string]string{
+		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
+	})
+	podID := runPod(t, &pod)
+	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"sleep", "3600"}})
+	if err == nil {
+		t.Fatal("the annotated container was created on a kernel that cannot inject")
+	}
+	for _, w := range []string{"this node's kernel cannot inject faults", "kfault check", "CONFIG_FUNCTION_ERROR_INJECTION"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("creation error does not say %q: %v", w, err)
+		}
+	}
+	if n := p.Count("rejected"); n != 1 {
+		t.Errorf("%d rejected lines in the plugin log, want 1", n)
+	}
+	by := newPod("refused-bystander", nil)
+	by.Privileged = true
+	byID := runPod(t, &by)
+	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Privileged: true,
+		Command: vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")})
+	if tr := vmtest.WaitTries(t, bystander, 3, 2*time.Minute); vmtest.Failed(tr) != 0 {
+		t.Errorf("bystander: mounts failed: %s\n%s", vmtest.Summary(tr), vmtest.Logs(t, bystander))
 	}
 }

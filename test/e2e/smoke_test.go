@@ -12,7 +12,7 @@ import (
 // The kernel must offer the three KernelChaos fault points for override, as themselves: a
 // .constprop clone would be called instead of the original and an override would do nothing.
 func TestSmokeErrorInjectionList(t *testing.T) {
-	vmtest.Require(t)
+	vmtest.RequireInjection(t)
 	list, err := os.ReadFile("/sys/kernel/debug/error_injection/list")
 	if err != nil {
 		t.Fatalf("error-injection list: %v (CONFIG_FUNCTION_ERROR_INJECTION, debugfs)", err)

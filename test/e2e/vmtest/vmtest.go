@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kfault/kfault/bpf"
 )
 
 // Images built by test/images.
@@ -32,6 +34,18 @@ func Require(t testing.TB) {
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("e2e test: needs root")
+	}
+}
+
+// RequireInjection is Require on a kernel that can override its fault points. On one without
+// CONFIG_FUNCTION_ERROR_INJECTION (Debian's, Fedora's...) it skips with kfault check's reason;
+// TestPluginRefusedWithoutInjection covers what kfault does there. The skip follows the
+// kernel's config, not a probe, so a broken probe on a capable kernel still fails the tests.
+func RequireInjection(t testing.TB) {
+	t.Helper()
+	Require(t)
+	if c := bpf.KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c != "y" {
+		t.Skipf("this kernel cannot inject faults (CONFIG_FUNCTION_ERROR_INJECTION=%q: kfault check finds no override mechanism); the refusal path is TestPluginRefusedWithoutInjection", c)
 	}
 }
 
