@@ -27,6 +27,8 @@ func explainLoad(m Mechanism, fn string, err error) error {
 		hint = "permission denied: needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN), and a kernel or sandbox that allows tracing programs"
 	case strings.Contains(msg, "bpf_override_return") || strings.Contains(msg, "unknown func") && m == MechanismKprobe:
 		hint = "bpf_override_return is unavailable: the kernel lacks CONFIG_BPF_KPROBE_OVERRIDE"
+	case strings.Contains(msg, "is not modifiable") && KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
+		return fmt.Errorf("%s: %w: fmod_ret refused: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so only security_* (LSM) functions are modifiable", fn, ErrNotInjectable)
 	case strings.Contains(msg, "is not modifiable"):
 		return fmt.Errorf("%s: %w: fmod_ret refused (%s is not on the error-injection list; CONFIG_FUNCTION_ERROR_INJECTION)", fn, ErrNotInjectable, fn)
 	case errors.Is(err, os.ErrNotExist) || strings.Contains(msg, "not found"):
@@ -34,9 +36,14 @@ func explainLoad(m Mechanism, fn string, err error) error {
 			return fmt.Errorf("%s: %w: no such function in the kernel BTF (missing, inlined, or CONFIG_DEBUG_INFO_BTF off): %v", fn, ErrNotInjectable, err)
 		}
 	case errors.Is(err, unix.ENOTSUP) || errors.Is(err, ebpf.ErrNotSupported):
-		if m == MechanismFmodRet {
+		switch {
+		case m == MechanismFmodRet && KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
+			// 6.12 answers ENOTSUPP where 6.1 says "is not modifiable": the trampolines
+			// work, the function may not be modified.
+			hint = fmt.Sprintf("fmod_ret refused: %s may not be modified: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so only security_* (LSM) functions are modifiable", fn)
+		case m == MechanismFmodRet:
 			hint = "BPF trampolines unsupported (needs 5.7+, CONFIG_BPF_JIT, CONFIG_DEBUG_INFO_BTF, CONFIG_FUNCTION_ERROR_INJECTION)"
-		} else {
+		default:
 			hint = "kprobe programs unsupported (CONFIG_KPROBES, CONFIG_BPF_EVENTS)"
 		}
 	}

@@ -379,6 +379,11 @@ func TestVMPreflight(t *testing.T) {
 		if c.Name == "mechanism kprobe" && !c.OK && injection && !strings.Contains(c.Detail, "CONFIG_BPF_KPROBE_OVERRIDE") {
 			t.Errorf("the kprobe line does not name CONFIG_BPF_KPROBE_OVERRIDE: %s", c.Detail)
 		}
+		// Trampolines work wherever tp_btf attaches (the exec boundary line): a refused
+		// fmod_ret must then name the real cause (6.12 said "trampolines unsupported").
+		if c.Name == "mechanism fmod_ret" && !c.OK && !injection && !strings.Contains(c.Detail, "built without CONFIG_FUNCTION_ERROR_INJECTION") {
+			t.Errorf("the fmod_ret line does not say the kernel is built without CONFIG_FUNCTION_ERROR_INJECTION: %s", c.Detail)
+		}
 	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
