@@ -170,37 +170,11 @@ func Preflight(mountDebugfs bool) Report {
 		names[i] = fp.Function
 	}
 	syms, symErr := LookupKernelSymbols(names...)
+	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech}
 	anyPoint := false
 	for _, fp := range annotations.FailPoints {
-		c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
-		var problems []string
-		if symErr != nil {
-			problems = append(problems, "cannot read "+kallsymsPath+": "+symErr.Error())
-		} else if ks := syms[fp.Function]; !ks.Exists {
-			problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
-		} else if len(ks.Clones) > 0 {
-			problems = append(problems, fmt.Sprintf("shadowed by compiler clone(s) %s: callers use the clone, so overriding %s does nothing", strings.Join(ks.Clones, ", "), fp.Function))
-		}
-		if listErr == nil {
-			if _, ok := list[fp.Function]; !ok {
-				problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
-			}
-		}
-		if !anyMech {
-			problems = append(problems, "no override mechanism works (see above)")
-		}
-		switch {
-		case len(problems) > 0:
-			c.Detail = "no: " + strings.Join(problems, "; ")
-		case listErr != nil:
-			c.OK = true
-			c.Detail = "probably: in kallsyms, no clone; the error-injection list could not be read"
-			anyPoint = true
-		default:
-			c.OK = true
-			c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
-			anyPoint = true
-		}
+		c := failPointCheck(fp, facts)
+		anyPoint = anyPoint || c.OK
 		add(c)
 	}
 	if listErr == nil && len(list) > 0 && anyMech {
@@ -218,6 +192,56 @@ func Preflight(mountDebugfs bool) Report {
 
 	rep.CanInject = anyMech && anyPoint && engineOK
 	return rep
+}
+
+// pointFacts are what Preflight found that the failtype lines are made from.
+type pointFacts struct {
+	syms    map[string]KernelSymbol // LookupKernelSymbols of the fault points
+	symErr  error                   // why kallsyms could not be read
+	list    map[string]string       // the error-injection list
+	listErr error                   // why it could not be read
+	anyMech bool                    // some override mechanism works
+}
+
+// failPointCheck is the line of one failtype; OK when its fault point can be overridden.
+func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
+	c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
+	var problems []string
+	if k.symErr != nil {
+		problems = append(problems, "cannot read "+kallsymsPath+": "+k.symErr.Error())
+	} else if ks := k.syms[fp.Function]; len(ks.Clones) > 0 {
+		problems = append(problems, clonesUsed(ks)+": overriding "+fp.Function+" does nothing")
+	} else if !ks.Exists {
+		problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
+	}
+	if k.listErr == nil {
+		if _, ok := k.list[fp.Function]; !ok {
+			problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
+		}
+	}
+	if !k.anyMech {
+		problems = append(problems, "no override mechanism works (see above)")
+	}
+	switch {
+	case len(problems) > 0:
+		c.Detail = "no: " + strings.Join(problems, "; ")
+	case k.listErr != nil:
+		c.OK = true
+		c.Detail = "probably: in kallsyms, no clone; the error-injection list could not be read"
+	default:
+		c.OK = true
+		c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
+	}
+	return c
+}
+
+// clonesUsed says which compiler clones of a function its callers call instead of it
+// ("clone f.constprop.0 is what callers use"); ks has at least one.
+func clonesUsed(ks KernelSymbol) string {
+	if len(ks.Clones) == 1 {
+		return "clone " + ks.Clones[0] + " is what callers use"
+	}
+	return "clones " + strings.Join(ks.Clones, ", ") + " are what callers use"
 }
 
 // WriteTo prints the report for people.
