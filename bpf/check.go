@@ -83,12 +83,17 @@ type Report struct {
 	CanInject bool
 	// Mechanisms that work, in preference order.
 	Mechanisms []Mechanism
+	// BadFrames are the call-chain functions Preflight was asked about on which a frame would
+	// never see a call: a compiler clone is what callers use, or the function is not in kallsyms.
+	BadFrames []string
 }
 
 // Preflight inspects the running kernel for what kfault needs (the node's cgroups and NRI
 // socket are plugin.NodeChecks). It loads and attaches (then detaches) two trivial programs to
-// test the mechanisms. mountDebugfs lets it mount debugfs when it is not mounted.
-func Preflight(mountDebugfs bool) Report {
+// test the mechanisms. mountDebugfs lets it mount debugfs when it is not mounted. Each of
+// chainFuncs (call-chain functions of the faults to be armed) gets a line saying whether a
+// frame on it would see its calls.
+func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	var rep Report
 	add := func(c Check) { rep.Checks = append(rep.Checks, c) }
 
@@ -169,7 +174,7 @@ func Preflight(mountDebugfs bool) Report {
 	for i, fp := range annotations.FailPoints {
 		names[i] = fp.Function
 	}
-	syms, symErr := LookupKernelSymbols(names...)
+	syms, symErr := LookupKernelSymbols(append(names, chainFuncs...)...) // one read of kallsyms
 	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech}
 	anyPoint := false
 	for _, fp := range annotations.FailPoints {
@@ -181,6 +186,9 @@ func Preflight(mountDebugfs bool) Report {
 		anyPoint = true // function: targets remain possible
 		add(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))})
 	}
+	frames, bad := frameChecks(chainFuncs, syms, symErr)
+	rep.Checks = append(rep.Checks, frames...)
+	rep.BadFrames = bad
 
 	// interrupt-context filter
 	kspec, _ := loadKernelBTF()
@@ -235,6 +243,43 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 	return c
 }
 
+// frameChecks are the lines of the call-chain functions fns (each once, in the order given),
+// from what kallsyms says of them, and the functions on which a frame would see nothing.
+func frameChecks(fns []string, syms map[string]KernelSymbol, symErr error) (checks []Check, bad []string) {
+	seen := map[string]bool{}
+	for _, fn := range fns {
+		if seen[fn] {
+			continue
+		}
+		seen[fn] = true
+		c := frameCheck(fn, syms[fn], symErr)
+		if !c.OK && !c.Info {
+			bad = append(bad, fn)
+		}
+		checks = append(checks, c)
+	}
+	return checks, bad
+}
+
+// frameCheck is the line of call-chain function fn: whether a frame (fentry/fexit programs
+// attached to fn) would see the calls to it.
+func frameCheck(fn string, ks KernelSymbol, symErr error) Check {
+	c := Check{Name: "call-chain function " + fn}
+	switch {
+	case symErr != nil:
+		c.Info = true
+		c.Detail = "unknown: cannot read " + kallsymsPath + ": " + symErr.Error()
+	case len(ks.Clones) > 0:
+		c.Detail = "no: " + clonesUsed(ks) + ": a frame on " + fn + " would never see them"
+	case !ks.Exists:
+		c.Detail = "no: not in kallsyms (inlined or absent)"
+	default:
+		c.OK = true
+		c.Detail = "yes: in kallsyms, no .constprop/.isra clone"
+	}
+	return c
+}
+
 // clonesUsed says which compiler clones of a function its callers call instead of it
 // ("clone f.constprop.0 is what callers use"); ks has at least one.
 func clonesUsed(ks KernelSymbol) string {
@@ -263,6 +308,9 @@ func (r Report) WriteTo(w io.Writer) (int64, error) {
 			ms[i] = m.String()
 		}
 		fmt.Fprintf(&b, "\nkfault can inject faults here (mechanisms: %s; auto picks %s).\n", strings.Join(ms, ", "), ms[0])
+		if len(r.BadFrames) > 0 {
+			fmt.Fprintf(&b, "Faults with a call chain through %s cannot work here: see the [no] lines above.\n", strings.Join(r.BadFrames, ", "))
+		}
 	} else {
 		fmt.Fprintf(&b, "\nkfault cannot inject faults on this kernel: see the [no] lines above.\n")
 	}

@@ -2,6 +2,8 @@ package bpf
 
 import (
 	"errors"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kfault/kfault/annotations"
@@ -69,5 +71,76 @@ func TestFailPointCheck(t *testing.T) {
 	}
 	if c := failPointCheck(annotations.FailPoints[annotations.Slab], good); c.Name != "failtype 0 (slab): should_failslab" {
 		t.Errorf("name %q", c.Name)
+	}
+}
+
+// TestFrameChecks: the call-chain function lines of kfault check, from the fixture's symbols,
+// as printed: each function once, in the order given; a clone (even with the original still
+// there) or a function missing from kallsyms is a [no] line and a bad frame.
+func TestFrameChecks(t *testing.T) {
+	fixtureKallsyms(t)
+	fns := []string{"vfs_statx", "d_alloc_parallel", "do_mkdirat", "user_path_at", "filename_lookup", "vfs_statx", "ext4_file_open"}
+	syms, err := LookupKernelSymbols(fns...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		syms    map[string]KernelSymbol
+		symErr  error
+		want    string
+		wantBad []string
+	}{
+		"fixture": {syms, nil, `
+[no]   call-chain function vfs_statx            no: clone vfs_statx.isra.0 is what callers use: a frame on vfs_statx would never see them
+[ok]   call-chain function d_alloc_parallel     yes: in kallsyms, no .constprop/.isra clone
+[no]   call-chain function do_mkdirat           no: clone do_mkdirat.part.0 is what callers use: a frame on do_mkdirat would never see them
+[no]   call-chain function user_path_at         no: clones user_path_at.constprop.0, user_path_at.isra.0 are what callers use: a frame on user_path_at would never see them
+[no]   call-chain function filename_lookup      no: not in kallsyms (inlined or absent)
+[ok]   call-chain function ext4_file_open       yes: in kallsyms, no .constprop/.isra clone
+`, []string{"vfs_statx", "do_mkdirat", "user_path_at", "filename_lookup"}},
+		"kallsyms unreadable": {nil, errors.New("permission denied"), `
+[info] call-chain function vfs_statx            unknown: cannot read testdata/kallsyms: permission denied
+[info] call-chain function d_alloc_parallel     unknown: cannot read testdata/kallsyms: permission denied
+[info] call-chain function do_mkdirat           unknown: cannot read testdata/kallsyms: permission denied
+[info] call-chain function user_path_at         unknown: cannot read testdata/kallsyms: permission denied
+[info] call-chain function filename_lookup      unknown: cannot read testdata/kallsyms: permission denied
+[info] call-chain function ext4_file_open       unknown: cannot read testdata/kallsyms: permission denied
+`, nil},
+	} {
+		t.Run(name, func(t *testing.T) {
+			checks, bad := frameChecks(fns, tc.syms, tc.symErr)
+			var b strings.Builder
+			Report{Checks: checks}.WriteTo(&b)
+			got, _, _ := strings.Cut(b.String(), "\n\n") // the lines, without the summary
+			if got = "\n" + got + "\n"; got != tc.want {
+				t.Errorf("got:%s\nwant:%s", got, tc.want)
+			}
+			if !slices.Equal(bad, tc.wantBad) {
+				t.Errorf("bad frames %q, want %q", bad, tc.wantBad)
+			}
+		})
+	}
+}
+
+// TestReportBadFrames: the summary of a report whose call-chain functions are bad says which.
+func TestReportBadFrames(t *testing.T) {
+	for name, tc := range map[string]struct {
+		rep  Report
+		want string
+	}{
+		"bad frames": {Report{CanInject: true, Mechanisms: []Mechanism{MechanismFmodRet}, BadFrames: []string{"vfs_statx", "filename_lookup"}},
+			"\nkfault can inject faults here (mechanisms: fmod_ret; auto picks fmod_ret).\nFaults with a call chain through vfs_statx, filename_lookup cannot work here: see the [no] lines above.\n"},
+		"none": {Report{CanInject: true, Mechanisms: []Mechanism{MechanismFmodRet}},
+			"\nkfault can inject faults here (mechanisms: fmod_ret; auto picks fmod_ret).\n"},
+		"nothing injectable": {Report{BadFrames: []string{"vfs_statx"}},
+			"\nkfault cannot inject faults on this kernel: see the [no] lines above.\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var b strings.Builder
+			tc.rep.WriteTo(&b)
+			if b.String() != tc.want {
+				t.Errorf("got %q\nwant %q", b.String(), tc.want)
+			}
+		})
 	}
 }
