@@ -249,6 +249,42 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	return p, nil
 }
 
+// chainSymbols reads kallsyms once for the call-chain functions of faults: nil when they have
+// none, or when kallsyms cannot be read (the frames are then not checked for clones).
+func (e *Engine) chainSymbols(faults []annotations.Fault) map[string]KernelSymbol {
+	var fns []string
+	for _, f := range faults {
+		for _, fr := range f.CallChain {
+			fns = append(fns, fr.FuncName)
+		}
+	}
+	if len(fns) == 0 {
+		return nil
+	}
+	syms, err := LookupKernelSymbols(fns...)
+	if err != nil {
+		e.log.Warn("call-chain frames not checked for compiler clones", "err", err)
+		return nil
+	}
+	return syms
+}
+
+// clonedFrame refuses the first frame of chain on a function that the compiler cloned
+// (f.constprop.0, f.isra.0): callers call the clone, so the frame's programs, attached to the
+// original, would never see them, and the fault would never fire. syms nil: not checked.
+func clonedFrame(chain *chainPlan, syms map[string]KernelSymbol) error {
+	if chain == nil {
+		return nil
+	}
+	for i, pf := range chain.frames {
+		if ks := syms[pf.key.fn]; len(ks.Clones) > 0 {
+			return &predicate.FrameError{Index: i, Field: "funcname",
+				Err: fmt.Errorf("%s: %w: %s: a frame on %s would never see them", pf.key.fn, ErrNotInjectable, clonesUsed(ks), pf.key.fn)}
+		}
+	}
+	return nil
+}
+
 // chainFrames are the frames of f's call chain that the engine tracks when f hooks fn: the
 // chain as written, less a last frame on the hooked function itself without a predicate (that
 // one is on the stack whenever the fault point is reached).
