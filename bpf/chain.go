@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -249,8 +250,9 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	return p, nil
 }
 
-// chainSymbols reads kallsyms once for the call-chain functions of faults: nil when they have
-// none, or when kallsyms cannot be read (the frames are then not checked for clones).
+// chainSymbols says what kallsyms says of the call-chain functions of faults, reading it at
+// most once: nil when they have none, or when kallsyms cannot be read (the frames are then not
+// checked for clones).
 func (e *Engine) chainSymbols(faults []annotations.Fault) map[string]KernelSymbol {
 	var fns []string
 	for _, f := range faults {
@@ -261,12 +263,53 @@ func (e *Engine) chainSymbols(faults []annotations.Fault) map[string]KernelSymbo
 	if len(fns) == 0 {
 		return nil
 	}
-	syms, err := LookupKernelSymbols(fns...)
+	syms, err := e.frameSyms.lookup(fns)
 	if err != nil {
 		e.log.Warn("call-chain frames not checked for compiler clones", "err", err)
 		return nil
 	}
 	return syms
+}
+
+// symbolCache keeps what kallsyms said of the functions it found there (so at most the
+// kernel's own symbols): a function's clones do not change while the kernel runs (short of a
+// module reloaded with other code), and reading /proc/kallsyms takes about 100 ms (measured
+// on a 2-core host; not measured under emulation, likely slower), too long to pay at every
+// container's Prepare.
+type symbolCache struct {
+	mu   sync.Mutex
+	syms map[string]KernelSymbol
+}
+
+// lookup is LookupKernelSymbols of fns, reading kallsyms only when one of them is not known.
+func (c *symbolCache) lookup(fns []string) (map[string]KernelSymbol, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var missing []string
+	for _, fn := range fns {
+		if _, ok := c.syms[fn]; !ok {
+			missing = append(missing, fn)
+		}
+	}
+	if len(missing) > 0 {
+		found, err := LookupKernelSymbols(missing...)
+		if err != nil {
+			return nil, err
+		}
+		if c.syms == nil {
+			c.syms = map[string]KernelSymbol{}
+		}
+		for fn, ks := range found {
+			if ks.Exists || len(ks.Clones) > 0 {
+				c.syms[fn] = ks
+			}
+		}
+	}
+	out := make(map[string]KernelSymbol, len(fns))
+	for _, fn := range fns {
+		out[fn] = c.syms[fn]
+	}
+	return out, nil
 }
 
 // clonedFrame refuses the first frame of chain on a function that the compiler cloned

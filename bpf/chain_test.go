@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -225,6 +226,37 @@ func TestPrepareRefusesClonedFrame(t *testing.T) {
 				t.Errorf("refused: %v", err)
 			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, ErrNotInjectable)):
 				t.Errorf("got %v, want ErrNotInjectable %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSymbolCache: Prepare's kallsyms answers are kept for the functions found there, so a
+// later Prepare naming only those does not read kallsyms again; a function not found is looked
+// up again (what is kept is bounded by the kernel's symbols, not by what annotations name).
+func TestSymbolCache(t *testing.T) {
+	fixtureKallsyms(t)
+	var c symbolCache
+	got, err := c.lookup([]string{"vfs_statx", "filename_lookup"})
+	if err != nil || len(got["vfs_statx"].Clones) != 1 || got["filename_lookup"].Exists {
+		t.Fatalf("first lookup: %+v, %v", got, err)
+	}
+	kallsymsPath = "testdata/no-such-kallsyms" // from now on a read fails
+	for name, tc := range map[string]struct {
+		fns     []string
+		wantErr bool
+	}{
+		"found before: no read":        {[]string{"vfs_statx", "vfs_statx"}, false},
+		"not found before: read again": {[]string{"filename_lookup"}, true},
+		"never asked: read":            {[]string{"vfs_statx", "d_alloc_parallel"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := c.lookup(tc.fns)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("lookup(%q): %+v, %v; want an error: %v", tc.fns, got, err, tc.wantErr)
+			}
+			if err == nil && !slices.Equal(got["vfs_statx"].Clones, []string{"vfs_statx.isra.0"}) {
+				t.Errorf("vfs_statx: %+v", got["vfs_statx"])
 			}
 		})
 	}
