@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -247,6 +248,84 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	}
 	p.key = key.String()
 	return p, nil
+}
+
+// chainSymbols says what kallsyms says of the call-chain functions of faults, reading it at
+// most once: nil when they have none, or when kallsyms cannot be read (the frames are then not
+// checked for clones).
+func (e *Engine) chainSymbols(faults []annotations.Fault) map[string]KernelSymbol {
+	var fns []string
+	for _, f := range faults {
+		for _, fr := range f.CallChain {
+			fns = append(fns, fr.FuncName)
+		}
+	}
+	if len(fns) == 0 {
+		return nil
+	}
+	syms, err := e.frameSyms.lookup(fns)
+	if err != nil {
+		e.log.Warn("call-chain frames not checked for compiler clones", "err", err)
+		return nil
+	}
+	return syms
+}
+
+// symbolCache keeps what kallsyms said of the functions it found there (so at most the
+// kernel's own symbols): a function's clones do not change while the kernel runs (short of a
+// module reloaded with other code), and reading /proc/kallsyms takes about 100 ms (measured
+// on a 2-core host; not measured under emulation, likely slower), too long to pay at every
+// container's Prepare.
+type symbolCache struct {
+	mu   sync.Mutex
+	syms map[string]KernelSymbol
+}
+
+// lookup is LookupKernelSymbols of fns, reading kallsyms only when one of them is not known.
+func (c *symbolCache) lookup(fns []string) (map[string]KernelSymbol, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var missing []string
+	for _, fn := range fns {
+		if _, ok := c.syms[fn]; !ok {
+			missing = append(missing, fn)
+		}
+	}
+	if len(missing) > 0 {
+		found, err := LookupKernelSymbols(missing...)
+		if err != nil {
+			return nil, err
+		}
+		if c.syms == nil {
+			c.syms = map[string]KernelSymbol{}
+		}
+		for fn, ks := range found {
+			if ks.Exists || len(ks.Clones) > 0 {
+				c.syms[fn] = ks
+			}
+		}
+	}
+	out := make(map[string]KernelSymbol, len(fns))
+	for _, fn := range fns {
+		out[fn] = c.syms[fn]
+	}
+	return out, nil
+}
+
+// clonedFrame refuses the first frame of chain on a function that the compiler cloned
+// (f.constprop.0, f.isra.0): callers call the clone, so the frame's programs, attached to the
+// original, would never see them, and the fault would never fire. syms nil: not checked.
+func clonedFrame(chain *chainPlan, syms map[string]KernelSymbol) error {
+	if chain == nil {
+		return nil
+	}
+	for i, pf := range chain.frames {
+		if ks := syms[pf.key.fn]; len(ks.Clones) > 0 {
+			return &predicate.FrameError{Index: i, Field: "funcname",
+				Err: fmt.Errorf("%s: %w: %s: a frame on %s would never see them", pf.key.fn, ErrNotInjectable, clonesUsed(ks), pf.key.fn)}
+		}
+	}
+	return nil
 }
 
 // chainFrames are the frames of f's call chain that the engine tracks when f hooks fn: the

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -146,5 +147,117 @@ func TestValidate(t *testing.T) {
 				t.Errorf("vfs_read: got %v, want ErrNotInjectable", err)
 			}
 		}
+	}
+}
+
+// TestClonedFrame: a frame on a function with a compiler clone is refused, naming the frame,
+// the clone and ErrNotInjectable; without kallsyms (nil) nothing is refused.
+func TestClonedFrame(t *testing.T) {
+	chain := func(fns ...string) *chainPlan {
+		p := &chainPlan{}
+		for _, fn := range fns {
+			p.frames = append(p.frames, plannedFrame{key: frameKey{fn: fn}})
+		}
+		return p
+	}
+	syms := map[string]KernelSymbol{
+		"vfs_statx":        {Exists: true, Clones: []string{"vfs_statx.isra.0"}},
+		"d_alloc_parallel": {Exists: true},
+		"user_path_at":     {Clones: []string{"user_path_at.constprop.0", "user_path_at.isra.0"}},
+	}
+	for name, tc := range map[string]struct {
+		chain *chainPlan
+		syms  map[string]KernelSymbol
+		want  string // "" = accepted
+	}{
+		"no chain":         {nil, syms, ""},
+		"no clone":         {chain("d_alloc_parallel"), syms, ""},
+		"not in kallsyms":  {chain("filename_lookup"), syms, ""}, // BTF and attach decide
+		"clone":            {chain("d_alloc_parallel", "vfs_statx"), syms, "callchain[1].funcname: vfs_statx: function is not error-injectable: clone vfs_statx.isra.0 is what callers use: a frame on vfs_statx would never see them"},
+		"only clones":      {chain("user_path_at"), syms, "callchain[0].funcname: user_path_at: function is not error-injectable: clones user_path_at.constprop.0, user_path_at.isra.0 are what callers use: a frame on user_path_at would never see them"},
+		"the first of two": {chain("user_path_at", "vfs_statx"), syms, "callchain[0].funcname: user_path_at:"},
+		"kallsyms unknown": {chain("vfs_statx"), nil, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := clonedFrame(tc.chain, tc.syms)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, ErrNotInjectable)):
+				t.Errorf("got %v, want ErrNotInjectable %q", err, tc.want)
+			}
+			var fe *predicate.FrameError
+			if err != nil && !errors.As(err, &fe) {
+				t.Errorf("%v: not a *predicate.FrameError", err)
+			}
+		})
+	}
+}
+
+// TestPrepareRefusesClonedFrame: Prepare reads kallsyms (here the fixture: vfs_statx.isra.0,
+// should_failslab.constprop.0) and refuses a frame on a cloned function, with the fault's
+// index in a list; a last frame on the hooked function without a predicate is not a frame.
+func TestPrepareRefusesClonedFrame(t *testing.T) {
+	e := validateEngine(t, MechanismFmodRet)
+	fixtureKallsyms(t)
+	const statx = "callchain[0].funcname: vfs_statx: function is not error-injectable: clone vfs_statx.isra.0 is what callers use: a frame on vfs_statx would never see them"
+	for name, tc := range map[string]struct {
+		faults []annotations.Fault
+		want   string // "" = valid
+		needs  string // a function the case needs in the kernel's BTF
+	}{
+		"cloned frame": {[]annotations.Fault{slabChain(annotations.Frame{FuncName: "vfs_statx"})}, statx, ""},
+		"in a list": {[]annotations.Fault{slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}), slabChain(annotations.Frame{FuncName: "vfs_statx"})},
+			"[1]." + statx, ""},
+		"no clone":                  {[]annotations.Fault{slabChain(annotations.Frame{FuncName: "d_alloc_parallel"})}, "", ""},
+		"hooked function, no frame": {[]annotations.Fault{slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}, annotations.Frame{FuncName: "should_failslab"})}, "", ""},
+		"hooked function with predicate": {[]annotations.Fault{slabChain(annotations.Frame{FuncName: "should_failslab", Predicate: "gfpflags & 1"})},
+			"callchain[0].funcname: should_failslab: function is not error-injectable: clone should_failslab.constprop.0 is what callers use", "should_failslab"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if tc.needs != "" {
+				if _, err := e.kspec.AnyTypeByName(tc.needs); err != nil {
+					t.Skipf("%s not in this kernel's BTF", tc.needs) // should_failslab: 6.11+ without CONFIG_FAILSLAB
+				}
+			}
+			err := e.Validate(tc.faults)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, ErrNotInjectable)):
+				t.Errorf("got %v, want ErrNotInjectable %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSymbolCache: Prepare's kallsyms answers are kept for the functions found there, so a
+// later Prepare naming only those does not read kallsyms again; a function not found is looked
+// up again (what is kept is bounded by the kernel's symbols, not by what annotations name).
+func TestSymbolCache(t *testing.T) {
+	fixtureKallsyms(t)
+	var c symbolCache
+	got, err := c.lookup([]string{"vfs_statx", "filename_lookup"})
+	if err != nil || len(got["vfs_statx"].Clones) != 1 || got["filename_lookup"].Exists {
+		t.Fatalf("first lookup: %+v, %v", got, err)
+	}
+	kallsymsPath = "testdata/no-such-kallsyms" // from now on a read fails
+	for name, tc := range map[string]struct {
+		fns     []string
+		wantErr bool
+	}{
+		"found before: no read":        {[]string{"vfs_statx", "vfs_statx"}, false},
+		"not found before: read again": {[]string{"filename_lookup"}, true},
+		"never asked: read":            {[]string{"vfs_statx", "d_alloc_parallel"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := c.lookup(tc.fns)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("lookup(%q): %+v, %v; want an error: %v", tc.fns, got, err, tc.wantErr)
+			}
+			if err == nil && !slices.Equal(got["vfs_statx"].Clones, []string{"vfs_statx.isra.0"}) {
+				t.Errorf("vfs_statx: %+v", got["vfs_statx"])
+			}
+		})
 	}
 }

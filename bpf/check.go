@@ -90,12 +90,17 @@ type Report struct {
 	CanInject bool
 	// Mechanisms that work, in preference order.
 	Mechanisms []Mechanism
+	// BadFrames are the call-chain functions Preflight was asked about on which a frame would
+	// never see a call: a compiler clone is what callers use, or the function is not in kallsyms.
+	BadFrames []string
 }
 
 // Preflight inspects the running kernel for what kfault needs (the node's cgroups and NRI
 // socket are plugin.NodeChecks). It loads and attaches (then detaches) two trivial programs to
-// test the mechanisms. mountDebugfs lets it mount debugfs when it is not mounted.
-func Preflight(mountDebugfs bool) Report {
+// test the mechanisms. mountDebugfs lets it mount debugfs when it is not mounted. Each of
+// chainFuncs (call-chain functions of the faults to be armed) gets a line saying whether a
+// frame on it would see its calls.
+func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	var rep Report
 	add := func(c Check) { rep.Checks = append(rep.Checks, c) }
 
@@ -176,44 +181,21 @@ func Preflight(mountDebugfs bool) Report {
 	for i, fp := range annotations.FailPoints {
 		names[i] = fp.Function
 	}
-	syms, symErr := LookupKernelSymbols(names...)
+	syms, symErr := LookupKernelSymbols(append(names, chainFuncs...)...) // one read of kallsyms
+	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech}
 	anyPoint := false
 	for _, fp := range annotations.FailPoints {
-		c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
-		var problems []string
-		if symErr != nil {
-			problems = append(problems, "cannot read "+kallsymsPath+": "+symErr.Error())
-		} else if ks := syms[fp.Function]; !ks.Exists {
-			problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
-		} else if len(ks.Clones) > 0 {
-			problems = append(problems, fmt.Sprintf("shadowed by compiler clone(s) %s: callers use the clone, so overriding %s does nothing", strings.Join(ks.Clones, ", "), fp.Function))
-		}
-		if listErr == nil {
-			if _, ok := list[fp.Function]; !ok {
-				problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
-			}
-		}
-		if !anyMech {
-			problems = append(problems, "no override mechanism works (see above)")
-		}
-		switch {
-		case len(problems) > 0:
-			c.Detail = "no: " + strings.Join(problems, "; ")
-		case listErr != nil:
-			c.OK = true
-			c.Detail = "probably: in kallsyms, no clone; the error-injection list could not be read"
-			anyPoint = true
-		default:
-			c.OK = true
-			c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
-			anyPoint = true
-		}
+		c := failPointCheck(fp, facts)
+		anyPoint = anyPoint || c.OK
 		add(c)
 	}
 	if listErr == nil && len(list) > 0 && anyMech {
 		anyPoint = true // function: targets remain possible
 		add(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))})
 	}
+	frames, bad := frameChecks(chainFuncs, syms, symErr)
+	rep.Checks = append(rep.Checks, frames...)
+	rep.BadFrames = bad
 
 	// interrupt-context filter
 	kspec, _ := loadKernelBTF()
@@ -225,6 +207,93 @@ func Preflight(mountDebugfs bool) Report {
 
 	rep.CanInject = anyMech && anyPoint && engineOK
 	return rep
+}
+
+// pointFacts are what Preflight found that the failtype lines are made from.
+type pointFacts struct {
+	syms    map[string]KernelSymbol // LookupKernelSymbols of the fault points
+	symErr  error                   // why kallsyms could not be read
+	list    map[string]string       // the error-injection list
+	listErr error                   // why it could not be read
+	anyMech bool                    // some override mechanism works
+}
+
+// failPointCheck is the line of one failtype; OK when its fault point can be overridden.
+func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
+	c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
+	var problems []string
+	if k.symErr != nil {
+		problems = append(problems, "cannot read "+kallsymsPath+": "+k.symErr.Error())
+	} else if ks := k.syms[fp.Function]; len(ks.Clones) > 0 {
+		problems = append(problems, clonesUsed(ks)+": overriding "+fp.Function+" does nothing")
+	} else if !ks.Exists {
+		problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
+	}
+	if k.listErr == nil {
+		if _, ok := k.list[fp.Function]; !ok {
+			problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
+		}
+	}
+	if !k.anyMech {
+		problems = append(problems, "no override mechanism works (see above)")
+	}
+	switch {
+	case len(problems) > 0:
+		c.Detail = "no: " + strings.Join(problems, "; ")
+	case k.listErr != nil:
+		c.OK = true
+		c.Detail = "probably: in kallsyms, no clone; the error-injection list could not be read"
+	default:
+		c.OK = true
+		c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
+	}
+	return c
+}
+
+// frameChecks are the lines of the call-chain functions fns (each once, in the order given),
+// from what kallsyms says of them, and the functions on which a frame would see nothing.
+func frameChecks(fns []string, syms map[string]KernelSymbol, symErr error) (checks []Check, bad []string) {
+	seen := map[string]bool{}
+	for _, fn := range fns {
+		if seen[fn] {
+			continue
+		}
+		seen[fn] = true
+		c := frameCheck(fn, syms[fn], symErr)
+		if !c.OK && !c.Info {
+			bad = append(bad, fn)
+		}
+		checks = append(checks, c)
+	}
+	return checks, bad
+}
+
+// frameCheck is the line of call-chain function fn: whether a frame (fentry/fexit programs
+// attached to fn) would see the calls to it.
+func frameCheck(fn string, ks KernelSymbol, symErr error) Check {
+	c := Check{Name: "call-chain function " + fn}
+	switch {
+	case symErr != nil:
+		c.Info = true
+		c.Detail = "unknown: cannot read " + kallsymsPath + ": " + symErr.Error()
+	case len(ks.Clones) > 0:
+		c.Detail = "no: " + clonesUsed(ks) + ": a frame on " + fn + " would never see them"
+	case !ks.Exists:
+		c.Detail = "no: not in kallsyms (inlined or absent)"
+	default:
+		c.OK = true
+		c.Detail = "yes: in kallsyms, no .constprop/.isra clone"
+	}
+	return c
+}
+
+// clonesUsed says which compiler clones of a function its callers call instead of it
+// ("clone f.constprop.0 is what callers use"); ks has at least one.
+func clonesUsed(ks KernelSymbol) string {
+	if len(ks.Clones) == 1 {
+		return "clone " + ks.Clones[0] + " is what callers use"
+	}
+	return "clones " + strings.Join(ks.Clones, ", ") + " are what callers use"
 }
 
 // WriteTo prints the report for people.
@@ -246,6 +315,9 @@ func (r Report) WriteTo(w io.Writer) (int64, error) {
 			ms[i] = m.String()
 		}
 		fmt.Fprintf(&b, "\nkfault can inject faults here (mechanisms: %s; auto picks %s).\n", strings.Join(ms, ", "), ms[0])
+		if len(r.BadFrames) > 0 {
+			fmt.Fprintf(&b, "Faults with a call chain through %s cannot work here: see the [no] lines above.\n", strings.Join(r.BadFrames, ", "))
+		}
 	} else {
 		fmt.Fprintf(&b, "\nkfault cannot inject faults on this kernel: see the [no] lines above.\n")
 	}

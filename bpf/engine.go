@@ -106,6 +106,8 @@ type Engine struct {
 	chains   chainSet // call chains: frame programs, chain ids (chain.go)
 	exec     execSet  // the exec boundary: its programs and scope (exec.go)
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
+	// frameSyms is what kallsyms said of call-chain functions, for Prepare (chain.go).
+	frameSyms symbolCache
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -61,8 +62,12 @@ func parseInjectionList(r io.Reader) (map[string]string, error) {
 
 // KernelSymbol is what /proc/kallsyms says about a function.
 type KernelSymbol struct {
-	Exists bool     // the symbol itself is there
-	Clones []string // compiler clones such as name.constprop.0 or name.isra.0
+	Exists bool // the symbol itself is there
+	// Clones are the compiler's copies of the function that callers may call instead of it,
+	// such as name.constprop.0, name.isra.0 or name.part.0, each once, in kallsyms order. The
+	// cold part of a function (name.cold, name.isra.0.cold) is not one: it is only jumped to
+	// from the function's own body.
+	Clones []string
 }
 
 // LookupKernelSymbols scans /proc/kallsyms once for the given function names.
@@ -97,9 +102,11 @@ func scanKallsyms(r io.Reader, names []string) (map[string]KernelSymbol, error) 
 			out[sym] = ks
 			continue
 		}
-		if base, _, ok := strings.Cut(sym, "."); ok && want[base] {
+		if base, _, ok := strings.Cut(sym, "."); ok && want[base] && !strings.HasSuffix(sym, ".cold") {
 			ks := out[base]
-			ks.Clones = append(ks.Clones, sym)
+			if !slices.Contains(ks.Clones, sym) {
+				ks.Clones = append(ks.Clones, sym)
+			}
 			out[base] = ks
 		}
 	}

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
@@ -15,26 +16,34 @@ func TestParseInjectionList(t *testing.T) {
 }
 
 func TestScanKallsyms(t *testing.T) {
-	in := "ffffffff81000000 T _stext\n" +
-		"ffffffff81234560 T should_failslab\n" +
-		"ffffffff81234570 t should_fail_alloc_page.constprop.0\n" +
-		"ffffffff81234580 t should_fail_alloc_page\n" +
-		"ffffffff81234590 t should_fail_bio.isra.0\t[mod]\n"
-	m, err := scanKallsyms(strings.NewReader(in), []string{"should_failslab", "should_fail_alloc_page", "should_fail_bio", "nope"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !m["should_failslab"].Exists || len(m["should_failslab"].Clones) != 0 {
-		t.Errorf("slab: %+v", m["should_failslab"])
-	}
-	if !m["should_fail_alloc_page"].Exists || len(m["should_fail_alloc_page"].Clones) != 1 {
-		t.Errorf("page: %+v", m["should_fail_alloc_page"])
-	}
-	if m["should_fail_bio"].Exists || len(m["should_fail_bio"].Clones) != 1 {
-		t.Errorf("bio: %+v", m["should_fail_bio"])
-	}
-	if m["nope"].Exists {
-		t.Error("nope exists")
+	const head = "ffffffff81000000 T _stext\nffffffff81000010 t vfs_statx_fd\n" // other names, and a longer one with f's prefix
+	for name, tc := range map[string]struct {
+		lines string // kallsyms lines after head
+		want  KernelSymbol
+	}{
+		"absent":              {"", KernelSymbol{}},
+		"plain":               {"ffffffff81234560 T vfs_statx\n", KernelSymbol{Exists: true}},
+		"constprop clone":     {"ffffffff81234570 t vfs_statx.constprop.0\nffffffff81234580 T vfs_statx\n", KernelSymbol{Exists: true, Clones: []string{"vfs_statx.constprop.0"}}},
+		"only an isra clone":  {"ffffffff81234590 t vfs_statx.isra.0\n", KernelSymbol{Clones: []string{"vfs_statx.isra.0"}}},
+		"partial inlining":    {"ffffffff81234590 t vfs_statx.part.0\nffffffff812345a0 T vfs_statx\n", KernelSymbol{Exists: true, Clones: []string{"vfs_statx.part.0"}}},
+		"module clone":        {"ffffffffc0001000 t vfs_statx.isra.0\t[mod]\n", KernelSymbol{Clones: []string{"vfs_statx.isra.0"}}},
+		"cold part":           {"ffffffff81234560 T vfs_statx\nffffffff81000020 t vfs_statx.cold\n", KernelSymbol{Exists: true}},
+		"cold part of clone":  {"ffffffff81234590 t vfs_statx.isra.0\nffffffff81000020 t vfs_statx.isra.0.cold\n", KernelSymbol{Clones: []string{"vfs_statx.isra.0"}}},
+		"same clone twice":    {"ffffffff81234590 t vfs_statx.isra.0\nffffffff812345b0 t vfs_statx.isra.0\n", KernelSymbol{Clones: []string{"vfs_statx.isra.0"}}},
+		"two clones in order": {"ffffffff81234590 t vfs_statx.isra.0\nffffffff812345b0 t vfs_statx.constprop.0\n", KernelSymbol{Clones: []string{"vfs_statx.isra.0", "vfs_statx.constprop.0"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, err := scanKallsyms(strings.NewReader(head+tc.lines), []string{"vfs_statx", "nope"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m["vfs_statx"]; !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("vfs_statx: %+v, want %+v", got, tc.want)
+			}
+			if got := m["nope"]; got.Exists || got.Clones != nil {
+				t.Errorf("nope: %+v", got)
+			}
+		})
 	}
 }
 

@@ -110,7 +110,8 @@ type ArmOptions struct {
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the
 // hooked function is known and on the error-injection list, the values are in range, and every
-// call-chain frame resolves in BTF with its predicate compiling. Errors name the field as the
+// call-chain frame resolves in BTF with its predicate compiling, on a function that has no
+// compiler clone in kallsyms (read once per call). Errors name the field as the
 // annotation parser does ("[1].callchain[0].predicate: ...", no index for a single fault), all
 // of them at once.
 func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
@@ -120,8 +121,9 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	plan := Plan{Faults: faults, rules: make([]plannedRule, len(faults))}
 	var errs []error
 	perHook := map[string]int{} // a cgroup holds maxSlots rules per hooked function
+	syms := e.chainSymbols(faults)
 	for i, f := range faults {
-		r, field, err := e.planRule(f)
+		r, field, err := e.planRule(f, syms)
 		if err == nil {
 			if perHook[r.fn]++; perHook[r.fn] > maxSlots {
 				field = "failtype"
@@ -155,9 +157,10 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	return plan, nil
 }
 
-// planRule prepares one fault. On error, field names the annotation field at fault; it is
-// empty where the error names its own path within the fault (call chains).
-func (e *Engine) planRule(f annotations.Fault) (r plannedRule, field string, err error) {
+// planRule prepares one fault; syms are what kallsyms says of its call-chain functions (nil:
+// unknown). On error, field names the annotation field at fault; it is empty where the error
+// names its own path within the fault (call chains).
+func (e *Engine) planRule(f annotations.Fault, syms map[string]KernelSymbol) (r plannedRule, field string, err error) {
 	field = "failtype"
 	if f.Function != "" {
 		field = "function"
@@ -181,6 +184,9 @@ func (e *Engine) planRule(f annotations.Fault) (r plannedRule, field string, err
 		enc.Flags |= ruleDevices
 	}
 	chain, err := e.planChain(f, fn)
+	if err == nil {
+		err = clonedFrame(chain, syms)
+	}
 	if err != nil {
 		return plannedRule{}, "", err
 	}

@@ -40,6 +40,28 @@ func readInputFile(name string, stdin io.Reader) ([]byte, error) {
 	return data, nil
 }
 
+// specInput is an input of kfault validate (and of kfault check --spec): a bare annotation value, or
+// Kubernetes manifests and the pods found in them.
+type specInput struct {
+	manifest bool
+	value    string                    // the annotation value, when not manifests
+	pods     []annotations.ManifestPod // the manifests' pods and pod templates
+	podsErr  error                     // the documents that hold none kfault can read (the others' pods are in pods)
+}
+
+// readSpec reads FILE, or standard input for "-", as an annotation value or as manifests.
+func readSpec(name string, stdin io.Reader) (specInput, error) {
+	data, err := readInputFile(name, stdin)
+	if err != nil {
+		return specInput{}, err
+	}
+	if !annotations.IsManifest(data) {
+		return specInput{value: string(data)}, nil
+	}
+	pods, err := annotations.ManifestPods(data)
+	return specInput{manifest: true, pods: pods, podsErr: err}, nil
+}
+
 const validateUsage = `usage: kfault validate [--btf FILE | --no-btf] FILE|-
 
 Checks a kfault annotation value, or Kubernetes manifests (Pod, Deployment,
@@ -159,15 +181,15 @@ func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	data, err := readInputFile(fs.Arg(0), stdin)
+	in, err := readSpec(fs.Arg(0), stdin)
 	if err != nil {
 		fmt.Fprintf(stderr, "kfault validate: %v\n", err)
 		return 2
 	}
-	if !annotations.IsManifest(data) {
-		return validateValue(string(data), pc, stdout, stderr)
+	if !in.manifest {
+		return validateValue(in.value, pc, stdout, stderr)
 	}
-	return validateManifests(data, pc, stdout, stderr)
+	return validateManifests(in.pods, in.podsErr, pc, stdout, stderr)
 }
 
 // validateValue checks a bare annotation value.
@@ -241,8 +263,8 @@ func printFaultErrors(w io.Writer, prefix string, err error) {
 	fmt.Fprintf(w, "%s%v\n", prefix, err)
 }
 
-func validateManifests(data []byte, pc *predicateChecker, stdout, stderr io.Writer) int {
-	pods, err := annotations.ManifestPods(data)
+// validateManifests checks the pods found in manifests; err is ManifestPods' error.
+func validateManifests(pods []annotations.ManifestPod, err error, pc *predicateChecker, stdout, stderr io.Writer) int {
 	failed := err != nil
 	if err != nil {
 		fmt.Fprintln(stderr, err)
