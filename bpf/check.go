@@ -182,7 +182,7 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 		names[i] = fp.Function
 	}
 	syms, symErr := LookupKernelSymbols(append(names, chainFuncs...)...) // one read of kallsyms
-	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech}
+	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech, config: KernelConfig}
 	anyPoint := false
 	for _, fp := range annotations.FailPoints {
 		c := failPointCheck(fp, facts)
@@ -216,6 +216,19 @@ type pointFacts struct {
 	list    map[string]string       // the error-injection list
 	listErr error                   // why it could not be read
 	anyMech bool                    // some override mechanism works
+	config  func(string) string     // KernelConfig; nil: unknown
+}
+
+// missingHint says why a fault point is not in kallsyms. With the config readable it names the
+// option this kernel lacks: 6.11+ compiles the hooks only with it, and before that an empty
+// should_fail_bio (no CONFIG_FAIL_MAKE_REQUEST) is dropped by the compiler (Debian's 6.1).
+func missingHint(fp annotations.FailPoint, config func(string) string) string {
+	if config != nil {
+		if v := config(fp.Config); v == "n" {
+			return "this kernel is built without " + fp.Config
+		}
+	}
+	return "on 6.11+ it needs " + fp.Config
 }
 
 // failPointCheck is the line of one failtype; OK when its fault point can be overridden.
@@ -227,7 +240,7 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 	} else if ks := k.syms[fp.Function]; len(ks.Clones) > 0 {
 		problems = append(problems, clonesUsed(ks)+": overriding "+fp.Function+" does nothing")
 	} else if !ks.Exists {
-		problems = append(problems, "not in "+kallsymsPath+" (on 6.11+ it needs "+fp.Config+")")
+		problems = append(problems, "not in "+kallsymsPath+" ("+missingHint(fp, k.config)+")")
 	}
 	if k.listErr == nil {
 		if _, ok := k.list[fp.Function]; !ok {

@@ -42,6 +42,8 @@ func TestFailPointCheck(t *testing.T) {
 	noSyms.syms, noSyms.symErr = nil, errors.New("permission denied")
 	noMech := good
 	noMech.anyMech = false
+	noBioConfig := noBio // Debian's 6.1: no CONFIG_FAIL_MAKE_REQUEST, so no should_fail_bio
+	noBioConfig.config = func(string) string { return "n" }
 	const (
 		slabClone = "no: clone should_failslab.constprop.0 is what callers use: overriding should_failslab does nothing"
 		yes       = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
@@ -56,6 +58,8 @@ func TestFailPointCheck(t *testing.T) {
 		"page: cold part is no clone": {annotations.Page, good, yes, true},
 		"bio: plain":                  {annotations.Bio, good, yes, true},
 		"bio: absent, not listed": {annotations.Bio, noBio, "no: not in testdata/kallsyms (on 6.11+ it needs CONFIG_FAIL_MAKE_REQUEST); " +
+			"not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also CONFIG_FAIL_MAKE_REQUEST)", false},
+		"bio: absent, config says why": {annotations.Bio, noBioConfig, "no: not in testdata/kallsyms (this kernel is built without CONFIG_FAIL_MAKE_REQUEST); " +
 			"not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also CONFIG_FAIL_MAKE_REQUEST)", false},
 		"slab: clone, list unreadable": {annotations.Slab, noList, slabClone, false},
 		"page: list unreadable":        {annotations.Page, noList, "probably: in kallsyms, no clone; the error-injection list could not be read", true},
