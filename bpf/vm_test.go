@@ -369,6 +369,19 @@ func TestVMPreflight(t *testing.T) {
 	if !execLine {
 		t.Error("no exec boundary line")
 	}
+	// Every x86-64 kernel kfault supports has its preempt count in kallsyms (findPreemptCount).
+	irqLine := false
+	for _, c := range rep.Checks {
+		if c.Name == "interrupt-context filter" {
+			irqLine = true
+			if !c.OK {
+				t.Errorf("%s: %s", c.Name, c.Detail)
+			}
+		}
+	}
+	if !irqLine {
+		t.Error("no interrupt-context filter line")
+	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
 
