@@ -185,16 +185,33 @@ func releaseAtLeast(release string, major, minor int) bool {
 }
 
 // preemptCountAddrs finds what the hot path needs to read this CPU's preempt count: the address
-// of __per_cpu_offset and the per-cpu address of the preempt count (__preempt_count up to 6.1,
-// pcpu_hot.preempt_count from 6.2). Zeros when not found (no SMP, restricted kallsyms): the
-// interrupt-context filter is then off.
+// of __per_cpu_offset and the per-cpu address of the preempt count. Zeros and an error when not
+// found (no SMP, restricted kallsyms): the interrupt-context filter is then off.
 func preemptCountAddrs(spec *btf.Spec) (perCPUOffset, preemptCount uint64, err error) {
 	f, err := os.Open(kallsymsPath)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer f.Close()
-	addrs, err := symbolAddrs(f, "__per_cpu_offset", "__preempt_count", "pcpu_hot")
+	return findPreemptCount(f, spec)
+}
+
+// findPreemptCount is preemptCountAddrs on a kallsyms file. x86-64 has kept the preempt count in
+// three places:
+//
+//   - up to 6.1: the per-cpu variable __preempt_count (asm/preempt.h);
+//   - 6.2 to 6.14: the member preempt_count of the per-cpu struct pcpu_hot (asm/current.h),
+//     in an anonymous struct inside an anonymous union that pads it to a cache line; there is
+//     no __preempt_count symbol, and the member's offset comes from BTF;
+//   - from 6.15: pcpu_hot is gone, its members are per-cpu variables of their own again
+//     (DECLARE_PER_CPU_CACHE_HOT), and __preempt_count is back.
+//
+// __preempt_count is preferred, so 6.15 and later take the first path again. kallsyms lists a
+// per-cpu symbol as an offset into the per-cpu area while x86-64 links that area at 0, and as a
+// kernel address once it is linked like the rest of the kernel (6.15); either way the symbol plus
+// __per_cpu_offset[cpu] is that CPU's copy, which is what the hot path reads.
+func findPreemptCount(kallsyms io.Reader, spec *btf.Spec) (perCPUOffset, preemptCount uint64, err error) {
+	addrs, err := symbolAddrs(kallsyms, "__per_cpu_offset", "__preempt_count", "pcpu_hot")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -214,13 +231,15 @@ func preemptCountAddrs(spec *btf.Spec) (perCPUOffset, preemptCount uint64, err e
 			return 0, 0, errors.New("struct pcpu_hot has no preempt_count")
 		}
 		return perCPUOffset, addrs["pcpu_hot"] + uint64(off.Bytes()), nil
+	case addrs["pcpu_hot"] != 0:
+		return 0, 0, errors.New("pcpu_hot in kallsyms but no kernel BTF to find its preempt_count")
 	}
 	return 0, 0, errors.New("no __preempt_count nor pcpu_hot in kallsyms")
 }
 
 // memberOffset finds a member of a struct or union by name, looking into anonymous members as
-// C does: from 6.2 to 6.14, x86's struct pcpu_hot keeps preempt_count inside an anonymous
-// union of an anonymous struct.
+// C does: from 6.2 to 6.14, x86's struct pcpu_hot keeps preempt_count in an anonymous struct
+// inside an anonymous union.
 func memberOffset(t btf.Type, name string) (btf.Bits, bool) {
 	var members []btf.Member
 	switch c := btf.UnderlyingType(t).(type) {

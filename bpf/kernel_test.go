@@ -75,8 +75,9 @@ func TestSymbolAddrs(t *testing.T) {
 	}
 }
 
-// TestMemberOffset: preempt_count is found where 6.1 (a plain member) and 6.2-6.14 (inside an
-// anonymous union of an anonymous struct of struct pcpu_hot) keep it.
+// TestMemberOffset: a member is found as a plain member and nested in anonymous structs and
+// unions, either way round (6.2-6.14 keep pcpu_hot's preempt_count in an anonymous struct inside
+// an anonymous union: pcpuHot6_2 in TestFindPreemptCount).
 func TestMemberOffset(t *testing.T) {
 	u32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
 	ptr := &btf.Pointer{Target: &btf.Void{}}
@@ -113,6 +114,98 @@ func TestMemberOffset(t *testing.T) {
 			got, ok := memberOffset(tc.typ, tc.name)
 			if got != tc.want || ok != tc.wantOK {
 				t.Errorf("memberOffset = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
+
+// pcpuHot6_2 is x86-64's struct pcpu_hot as 6.2 to 6.14 declare it (asm/current.h, without
+// CONFIG_CALL_DEPTH_TRACKING): preempt_count at byte 8, in an anonymous struct inside an
+// anonymous union that pads the struct to a cache line.
+func pcpuHot6_2() *btf.Struct {
+	i32 := &btf.Int{Name: "int", Size: 4, Encoding: btf.Signed}
+	u16 := &btf.Int{Name: "u16", Size: 2}
+	u8 := &btf.Int{Name: "u8", Size: 1}
+	ulong := &btf.Int{Name: "unsigned long", Size: 8}
+	boolean := &btf.Int{Name: "bool", Size: 1, Encoding: btf.Bool}
+	ptr := &btf.Pointer{Target: &btf.Void{}}
+	fields := &btf.Struct{Size: 40, Members: []btf.Member{
+		{Name: "current_task", Type: ptr, Offset: 0},
+		{Name: "preempt_count", Type: i32, Offset: 64},
+		{Name: "cpu_number", Type: i32, Offset: 96},
+		{Name: "top_of_stack", Type: ulong, Offset: 128},
+		{Name: "hardirq_stack_ptr", Type: ptr, Offset: 192},
+		{Name: "softirq_pending", Type: u16, Offset: 256},
+		{Name: "hardirq_stack_inuse", Type: boolean, Offset: 272},
+	}}
+	pad := &btf.Union{Size: 64, Members: []btf.Member{
+		{Name: "", Type: fields, Offset: 0},
+		{Name: "pad", Type: &btf.Array{Index: u8, Type: u8, Nelems: 64}, Offset: 0},
+	}}
+	return &btf.Struct{Name: "pcpu_hot", Size: 64, Members: []btf.Member{{Name: "", Type: pad, Offset: 0}}}
+}
+
+func specOf(t *testing.T, types ...btf.Type) *btf.Spec {
+	t.Helper()
+	b, err := btf.NewBuilder(types, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := b.Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
+// TestFindPreemptCount: the preempt count is found on each x86-64 layout (findPreemptCount says
+// which), from kallsyms as each kernel prints it, and never guessed.
+func TestFindPreemptCount(t *testing.T) {
+	hotSpec := specOf(t, pcpuHot6_2())
+	noPC := specOf(t, &btf.Struct{Name: "pcpu_hot", Size: 8, Members: []btf.Member{
+		{Name: "current_task", Type: &btf.Pointer{Target: &btf.Void{}}, Offset: 0}}})
+	const perCPUOffset = 0xffffffff82a37880
+	tests := map[string]struct {
+		kallsyms string
+		spec     *btf.Spec
+		want     uint64 // the preempt count's per-cpu address; 0: an error
+	}{
+		// 6.1: a per-cpu variable; per-cpu symbols are offsets (the area is linked at 0).
+		"6.1 __preempt_count": {
+			"0000000000000000 A fixed_percpu_data\n" +
+				"000000000001f9c0 D __preempt_count\n" +
+				"ffffffff82a37880 R __per_cpu_offset\n", hotSpec, 0x1f9c0},
+		// 6.2-6.14: no __preempt_count; pcpu_hot's member, found through BTF.
+		"6.2-6.14 pcpu_hot.preempt_count": {
+			"0000000000000000 A fixed_percpu_data\n" +
+				"0000000000032040 D pcpu_hot\n" +
+				"ffffffff82a37880 R __per_cpu_offset\n", hotSpec, 0x32040 + 8},
+		// 6.15+: __preempt_count again (cache-hot per-cpu data), at a kernel address.
+		"6.15+ __preempt_count": {
+			"ffffffff83c00008 D __preempt_count\n" +
+				"ffffffff82a37880 R __per_cpu_offset\n", hotSpec, 0xffffffff83c00008},
+		"6.15+ without BTF": {
+			"ffffffff83c00008 D __preempt_count\n" +
+				"ffffffff82a37880 R __per_cpu_offset\n", nil, 0xffffffff83c00008},
+		"pcpu_hot without BTF":        {"0000000000032040 D pcpu_hot\nffffffff82a37880 R __per_cpu_offset\n", nil, 0},
+		"pcpu_hot without the member": {"0000000000032040 D pcpu_hot\nffffffff82a37880 R __per_cpu_offset\n", noPC, 0},
+		"neither":                     {"ffffffff82a37880 R __per_cpu_offset\n", hotSpec, 0},
+		"no __per_cpu_offset (!SMP)":  {"000000000001f9c0 D __preempt_count\n", hotSpec, 0},
+		"restricted kallsyms (all zero)": {
+			"0000000000000000 D __preempt_count\n" +
+				"0000000000000000 R __per_cpu_offset\n", hotSpec, 0},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			off, pc, err := findPreemptCount(strings.NewReader(tc.kallsyms), tc.spec)
+			if tc.want == 0 {
+				if err == nil || off != 0 || pc != 0 {
+					t.Errorf("got %#x, %#x, %v; want an error and zeros", off, pc, err)
+				}
+				return
+			}
+			if err != nil || off != perCPUOffset || pc != tc.want {
+				t.Errorf("got %#x, %#x, %v; want %#x, %#x", off, pc, err, uint64(perCPUOffset), tc.want)
 			}
 		})
 	}

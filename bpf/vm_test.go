@@ -385,6 +385,19 @@ func TestVMPreflight(t *testing.T) {
 			t.Errorf("the fmod_ret line does not say the kernel is built without CONFIG_FUNCTION_ERROR_INJECTION: %s", c.Detail)
 		}
 	}
+	// Every x86-64 kernel kfault supports has its preempt count in kallsyms (findPreemptCount).
+	irqLine := false
+	for _, c := range rep.Checks {
+		if c.Name == "interrupt-context filter" {
+			irqLine = true
+			if !c.OK {
+				t.Errorf("%s: %s", c.Name, c.Detail)
+			}
+		}
+	}
+	if !irqLine {
+		t.Error("no interrupt-context filter line")
+	}
 	requireNoKfaultPrograms(t) // the probes left nothing behind
 }
 

@@ -214,6 +214,7 @@ type victim struct {
 type victimResult struct {
 	n, ok, fail int
 	firstErrno  syscall.Errno
+	extra       uint32 // per operation: tcp: the listener's drops (kfault-victim.c)
 	elapsed     time.Duration
 	seq         []syscall.Errno // per operation: 0 or the errno
 }
@@ -309,6 +310,7 @@ func (v *victim) run() victimResult {
 		ok:         int(le.Uint32(raw[8:])),
 		fail:       int(le.Uint32(raw[12:])),
 		firstErrno: syscall.Errno(le.Uint32(raw[16:])),
+		extra:      le.Uint32(raw[20:]),
 		elapsed:    time.Duration(le.Uint64(raw[24:])),
 	}
 	for _, b := range raw[32 : 32+r.n] {

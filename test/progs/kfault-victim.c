@@ -16,6 +16,9 @@
  *       mount mount a tmpfs on PATH + umount  (call chains on __x64_sys_mount)
  *       loop  like slab, timing only (benchmarks)
  *       read  read 1 byte from /dev/zero (vfs_read; benchmarks of frames on hot functions)
+ *       tcp   connect to its own listener on 127.0.0.1, accept, 1 byte each way, close both
+ *             (the receive side runs in NET_RX softirq on this task: the interrupt-context
+ *             filter); the result's extra is the listener's drops (SO_MEMINFO) after the run
  * File descriptors (all optional):
  *   3  read end of the go pipe: the victim waits for one byte before the operations
  *   4  a memfd of at least sizeof(struct result) + N bytes: results are written there
@@ -30,12 +33,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef SO_MEMINFO
+#define SO_MEMINFO 55
+#endif
 
 #define MAGIC 0x6b666c74u /* "kflt" */
 
@@ -45,7 +57,7 @@ struct result {
 	uint32_t ok;         /* that succeeded */
 	uint32_t fail;       /* that failed */
 	int32_t first_errno; /* errno of the first failure */
-	uint32_t pad;
+	uint32_t extra;      /* per op: tcp: the listener's dropped packets (SYNs, ACKs) */
 	uint64_t elapsed_ns; /* wall time of the N operations */
 	uint8_t seq[];       /* per operation: 0 = success, else errno (capped at 255) */
 };
@@ -62,7 +74,7 @@ static uint64_t now_ns(void)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s slab|page|bio|open|stat|mount|loop|read N [PATH]\n", argv[0]);
+		fprintf(stderr, "usage: %s slab|page|bio|open|stat|mount|loop|read|tcp N [PATH]\n", argv[0]);
 		return 2;
 	}
 	const char *op = argv[1];
@@ -105,6 +117,11 @@ int main(int argc, char **argv)
 	int pipefd[2] = {-1, -1};
 	int blk = -1;
 	int zero = -1;
+	int lst = -1;
+	struct sockaddr_in lst_addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t lst_len = sizeof(lst_addr);
+	/* Generous deadlines against hangs (connect, accept, read), never expected to expire. */
+	struct timeval deadline = {.tv_sec = 30};
 	if (!strcmp(op, "page")) {
 		if (pipe(pipefd) < 0) {
 			perror("kfault-victim: pipe");
@@ -120,6 +137,14 @@ int main(int argc, char **argv)
 		zero = open("/dev/zero", O_RDONLY | O_CLOEXEC);
 		if (zero < 0) {
 			perror("kfault-victim: open /dev/zero");
+			return 2;
+		}
+	} else if (!strcmp(op, "tcp")) {
+		lst = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (lst < 0 || bind(lst, (struct sockaddr *)&lst_addr, sizeof(lst_addr)) < 0 || listen(lst, 16) < 0 ||
+		    getsockname(lst, (struct sockaddr *)&lst_addr, &lst_len) < 0 ||
+		    setsockopt(lst, SOL_SOCKET, SO_RCVTIMEO, &deadline, sizeof(deadline)) < 0) {
+			perror("kfault-victim: listen on 127.0.0.1");
 			return 2;
 		}
 	} else if ((!strcmp(op, "stat") || !strcmp(op, "mount")) && !path) {
@@ -161,6 +186,25 @@ int main(int argc, char **argv)
 		} else if (!strcmp(op, "read")) {
 			if (read(zero, iobuf, 1) != 1)
 				err = errno ? errno : EPROTO;
+		} else if (!strcmp(op, "tcp")) {
+			errno = 0;
+			int cl = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (cl < 0) {
+				err = errno;
+			} else {
+				int sv = -1;
+				if (setsockopt(cl, SOL_SOCKET, SO_SNDTIMEO, &deadline, sizeof(deadline)) < 0 ||
+				    setsockopt(cl, SOL_SOCKET, SO_RCVTIMEO, &deadline, sizeof(deadline)) < 0 ||
+				    connect(cl, (struct sockaddr *)&lst_addr, sizeof(lst_addr)) < 0 ||
+				    (sv = accept4(lst, NULL, NULL, SOCK_CLOEXEC)) < 0 ||
+				    setsockopt(sv, SOL_SOCKET, SO_RCVTIMEO, &deadline, sizeof(deadline)) < 0 ||
+				    write(cl, "k", 1) != 1 || read(sv, iobuf, 1) != 1 || write(sv, "f", 1) != 1 ||
+				    read(cl, iobuf, 1) != 1)
+					err = errno ? errno : EPROTO;
+				if (sv >= 0)
+					close(sv);
+				close(cl);
+			}
 		} else if (op[0] == 'p') {
 			ssize_t w = write(pipefd[1], iobuf, sizeof(iobuf));
 			if (w < 0)
@@ -197,11 +241,17 @@ int main(int argc, char **argv)
 		res->n++;
 	}
 	res->elapsed_ns = now_ns() - t0;
+	if (lst >= 0) {
+		uint32_t mem[SK_MEMINFO_VARS] = {0};
+		socklen_t len = sizeof(mem);
+		if (getsockopt(lst, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 && len > SK_MEMINFO_DROPS * sizeof(mem[0]))
+			res->extra = mem[SK_MEMINFO_DROPS];
+	}
 	res->magic = MAGIC;
 
 	if (!shared)
-		printf("n=%u ok=%u fail=%u first_errno=%d (%s) elapsed_ns=%llu\n", res->n, res->ok, res->fail,
+		printf("n=%u ok=%u fail=%u first_errno=%d (%s) elapsed_ns=%llu extra=%u\n", res->n, res->ok, res->fail,
 		       res->first_errno, res->first_errno ? strerror(res->first_errno) : "-",
-		       (unsigned long long)res->elapsed_ns);
+		       (unsigned long long)res->elapsed_ns, res->extra);
 	return 0;
 }
