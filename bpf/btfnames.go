@@ -5,7 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"sync"
 )
 
 // btfFuncNames lists the names of the functions (BTF_KIND_FUNC) of a raw BTF blob, such as
@@ -73,4 +75,43 @@ func btfFuncNames(raw []byte) ([]string, error) {
 	}
 	slices.Sort(names)
 	return slices.Compact(names), nil
+}
+
+var kernelFuncs struct {
+	once  sync.Once
+	names []string
+	err   error
+}
+
+// kernelFuncNames are the names of the running kernel's functions in its BTF (the file whose
+// types loadKernelBTF parses), read once, the first time a function is not found.
+func kernelFuncNames() ([]string, error) {
+	kernelFuncs.once.Do(func() {
+		raw, err := os.ReadFile(vmlinuxBTF)
+		if err != nil {
+			kernelFuncs.err = err
+			return
+		}
+		kernelFuncs.names, kernelFuncs.err = btfFuncNames(raw)
+	})
+	return kernelFuncs.names, kernelFuncs.err
+}
+
+// suggestKernelFunc adds to err, about a function fn the kernel lacks, the kernel's functions
+// whose names resemble fn ("...; did you mean vfs_read, ksys_read, __x64_sys_read?"). err is
+// returned as is when fn is a failtype's function (it is not misspelt: the kernel lacks its
+// config), when the kernel's BTF has fn after all (err is about something else), or when that
+// BTF cannot be read.
+func suggestKernelFunc(err error, fn string) error {
+	if isFailPoint(fn) {
+		return err
+	}
+	names, nerr := kernelFuncNames()
+	if nerr != nil {
+		return err
+	}
+	if _, found := slices.BinarySearch(names, fn); found {
+		return err
+	}
+	return didYouMean(err, fn, names)
 }
