@@ -239,6 +239,11 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	for i, fr := range frames {
 		_, prog, err := predicate.CompileFrame(e.kspec, i, fr.FuncName, fr.Parameters, fr.Predicate,
 			predicate.Options{ArgSource: predicate.Tracing, Symbol: predSymbol})
+		if fe := (*predicate.FrameError)(nil); errors.As(err, &fe) && errors.Is(fe.Err, predicate.ErrNotInBTF) {
+			// Name the functions the kernel has instead: an inline wrapper's callee, a
+			// system call's layers, a typo's fix.
+			err = &predicate.FrameError{Index: fe.Index, Field: fe.Field, Err: suggestKernelFunc(fe.Err, strings.TrimSpace(fr.FuncName))}
+		}
 		if err != nil {
 			return nil, err
 		}

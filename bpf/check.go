@@ -33,7 +33,7 @@ func explainLoad(m Mechanism, fn string, err error) error {
 		return fmt.Errorf("%s: %w: fmod_ret refused (%s is not on the error-injection list; CONFIG_FUNCTION_ERROR_INJECTION)", fn, ErrNotInjectable, fn)
 	case errors.Is(err, os.ErrNotExist) || strings.Contains(msg, "not found"):
 		if m == MechanismFmodRet {
-			return fmt.Errorf("%s: %w: no such function in the kernel BTF (missing, inlined, or CONFIG_DEBUG_INFO_BTF off): %v", fn, ErrNotInjectable, err)
+			return suggestKernelFunc(fmt.Errorf("%s: %w: no such function in the kernel BTF (missing, inlined, or CONFIG_DEBUG_INFO_BTF off): %v", fn, ErrNotInjectable, err), fn)
 		}
 	case errors.Is(err, unix.ENOTSUP) || errors.Is(err, ebpf.ErrNotSupported):
 		switch {
@@ -62,7 +62,7 @@ func explainAttach(m Mechanism, fn string, err error) error {
 				return fmt.Errorf("%w: kprobe: kprobes are unavailable (CONFIG_KPROBES, CONFIG_KPROBE_EVENTS): %w", ErrMechanismUnavailable, err)
 			}
 		}
-		return fmt.Errorf("%s: %w: no such kernel function (or it is inlined/renamed): %w", fn, ErrNotInjectable, err)
+		return suggestKernelFunc(fmt.Errorf("%s: %w: no such kernel function (or it is inlined/renamed): %w", fn, ErrNotInjectable, err), fn)
 	case errors.Is(err, unix.EINVAL) && m == MechanismKprobe:
 		return fmt.Errorf("%s: %w: the kernel refused a kprobe override on it (not on the error-injection list? CONFIG_FUNCTION_ERROR_INJECTION): %w", fn, ErrNotInjectable, err)
 	case errors.Is(err, unix.EPERM) || errors.Is(err, os.ErrPermission):

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -402,16 +403,26 @@ func checkInjectable(fn string) error {
 	if err != nil {
 		return nil // cannot tell (no debugfs): the kernel refuses at load or attach time
 	}
-	if _, ok := list[fn]; !ok {
-		msg := "not on " + errorInjectionList
-		for _, fp := range annotations.FailPoints {
-			if fp.Function == fn {
-				msg += " (needs CONFIG_FUNCTION_ERROR_INJECTION, and " + fp.Config + " on 6.11+)"
-			}
-		}
-		return fmt.Errorf("%s: %w: %s", fn, ErrNotInjectable, msg)
+	if _, ok := list[fn]; ok {
+		return nil
 	}
-	return nil
+	for _, fp := range annotations.FailPoints {
+		if fp.Function == fn {
+			return fmt.Errorf("%s: %w: not on %s (needs CONFIG_FUNCTION_ERROR_INJECTION, and %s on 6.11+)", fn, ErrNotInjectable, errorInjectionList, fp.Config)
+		}
+	}
+	// A function target: name the injectable functions that resemble it.
+	return didYouMean(fmt.Errorf("%s: %w: not on %s", fn, ErrNotInjectable, errorInjectionList), fn, slices.Collect(maps.Keys(list)))
+}
+
+// isFailPoint says whether fn is the function of a failtype (should_failslab and the others).
+func isFailPoint(fn string) bool {
+	for _, fp := range annotations.FailPoints {
+		if fp.Function == fn {
+			return true
+		}
+	}
+	return false
 }
 
 // expire removes one rule whose duration elapsed.
