@@ -156,14 +156,11 @@ func envInt(name string, def int) int {
 }
 
 // requireBench skips unless the benchmarks are asked for (KFAULT_BENCH=1, as make bench sets
-// inside the test VM), as root, on a kernel that loads kfault's programs.
+// inside the test VM), then as requireVM does.
 func requireBench(t *testing.T) {
 	t.Helper()
 	if os.Getenv("KFAULT_BENCH") != "1" {
 		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	requireBPF(t)
+	requireVM(t)
 }

@@ -323,7 +323,7 @@ func TestVMPreflight(t *testing.T) {
 	}
 	// What each line must say follows from the kernel's config, read apart from the probes,
 	// so the test holds on every kernel of the matrix (make test-matrix), distro ones included.
-	if kernelConfig("CONFIG_BPF") == "" {
+	if KernelConfig("CONFIG_BPF") == "" {
 		t.Skip("kernel config unreadable (no /proc/config.gz, /boot/config-<release> or $KFAULT_KERNEL_CONFIG): cannot tell what kfault check should say")
 	}
 	rep := Preflight(false)
@@ -331,11 +331,11 @@ func TestVMPreflight(t *testing.T) {
 	rep.WriteTo(&b)
 	t.Logf("kfault check:\n%s", b.String())
 
-	injection := kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "y"
+	injection := KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "y"
 	want := map[string]bool{
 		"error-injection list":                 injection,
 		"mechanism fmod_ret":                   injection,
-		"mechanism kprobe":                     injection && kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") == "y",
+		"mechanism kprobe":                     injection && KernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") == "y",
 		"ring buffer (sampled injections)":     true, // every kernel of the matrix is 6.1+
 		"task storage (call chains)":           true,
 		"exec boundary (runtime setup spared)": true,
@@ -347,7 +347,7 @@ func TestVMPreflight(t *testing.T) {
 	for _, fp := range annotations.FailPoints {
 		// From 6.11 each hook exists only with its option. Before, should_fail_bio is empty
 		// without CONFIG_FAIL_MAKE_REQUEST and the compiler drops it (Debian's 6.1).
-		present := kernelConfig(fp.Config) == "y" || !post611 && fp.Type != annotations.Bio
+		present := KernelConfig(fp.Config) == "y" || !post611 && fp.Type != annotations.Bio
 		want[fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)] = injection && present
 	}
 	seen := map[string]bool{}
@@ -370,7 +370,7 @@ func TestVMPreflight(t *testing.T) {
 		}
 	}
 	if rep.CanInject != injection {
-		t.Errorf("CanInject=%v, want %v (CONFIG_FUNCTION_ERROR_INJECTION=%q)", rep.CanInject, injection, kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"))
+		t.Errorf("CanInject=%v, want %v (CONFIG_FUNCTION_ERROR_INJECTION=%q)", rep.CanInject, injection, KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"))
 	}
 	if !injection && !strings.Contains(b.String(), "kfault cannot inject faults on this kernel") {
 		t.Error("the report does not end by saying nothing can be injected here")
@@ -484,8 +484,8 @@ func TestVMInjectionsClosedByClose(t *testing.T) {
 // succeeds. The samples name this process, proving the match came through bio->bi_blkg.
 func TestVMBioWritebackAttribution(t *testing.T) {
 	requireVM(t)
-	if kernelConfig("CONFIG_CGROUP_WRITEBACK") != "y" {
-		t.Skipf("CONFIG_CGROUP_WRITEBACK=%q: buffered writeback is not attributed to cgroups", kernelConfig("CONFIG_CGROUP_WRITEBACK"))
+	if KernelConfig("CONFIG_CGROUP_WRITEBACK") != "y" {
+		t.Skipf("CONFIG_CGROUP_WRITEBACK=%q: buffered writeback is not attributed to cgroups", KernelConfig("CONFIG_CGROUP_WRITEBACK"))
 	}
 	// Writeback is attributed to a cgroup only where the memory and io controllers are on.
 	enableControllers(t, Cgroup2Mount(), "+memory +io")

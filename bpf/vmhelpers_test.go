@@ -49,17 +49,13 @@ func requireBPF(t testing.TB) {
 	kpErr := HaveKprobeOverride()
 	if fmodErr != nil && kpErr != nil {
 		// Skip only for a kernel that lacks the option, not for a probe that broke.
-		if c := kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
+		if c := KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
 			t.Fatalf("CONFIG_FUNCTION_ERROR_INJECTION=y, yet no override mechanism works: fmod_ret: %v; kprobe: %v", fmodErr, kpErr)
 		}
 		t.Skipf("no override mechanism on this kernel (CONFIG_FUNCTION_ERROR_INJECTION=%q; kfault check says: fmod_ret: %v; kprobe: %v)",
-			kernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"), fmodErr, kpErr)
+			KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"), fmodErr, kpErr)
 	}
 }
-
-// kernelConfig is KernelConfig: test/vm/run points $KFAULT_KERNEL_CONFIG at a distro kernel's
-// config, which has no /proc/config.gz.
-func kernelConfig(name string) string { return KernelConfig(name) }
 
 // newTestEngine creates an engine with a forced mechanism. It skips when the mechanism is not
 // built into this kernel variant (e.g. no CONFIG_BPF_KPROBE_OVERRIDE), fails otherwise.
@@ -74,8 +70,8 @@ func newTestEngineWith(t testing.TB, o Options) *Engine {
 	m := o.Mechanism
 	e, err := NewEngine(o)
 	if err != nil {
-		if m == MechanismKprobe && errors.Is(err, ErrMechanismUnavailable) && kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") != "y" {
-			t.Skipf("kprobe override not in this kernel (CONFIG_BPF_KPROBE_OVERRIDE=%q): %v", kernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), err)
+		if m == MechanismKprobe && errors.Is(err, ErrMechanismUnavailable) && KernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") != "y" {
+			t.Skipf("kprobe override not in this kernel (CONFIG_BPF_KPROBE_OVERRIDE=%q): %v", KernelConfig("CONFIG_BPF_KPROBE_OVERRIDE"), err)
 		}
 		t.Fatalf("NewEngine(%s): %v", m, err)
 	}

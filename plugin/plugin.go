@@ -804,11 +804,14 @@ func (p *Plugin) flush() {
 	}
 }
 
-func (p *Plugin) mechanism() string {
-	if _, ok := p.engine.(Unavailable); ok {
+func (p *Plugin) mechanism() string { return MechanismName(p.engine) }
+
+// MechanismName is the engine's override mechanism, "none" on a kernel that cannot inject.
+func MechanismName(e Engine) string {
+	if _, ok := e.(Unavailable); ok {
 		return "none"
 	}
-	return p.engine.Mechanism().String()
+	return e.Mechanism().String()
 }
 
 // containerView is one container of the state as status and metrics show it: the state entry

@@ -168,7 +168,7 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("kfault nri starting", "mechanism", mechanismName(engine), "launchedByRuntime", launched,
+	log.Info("kfault nri starting", "mechanism", plugin.MechanismName(engine), "launchedByRuntime", launched,
 		"socket", fl.Socket, "name", fl.Name, "index", fl.Index)
 	err = p.Run(ctx, plugin.RunOptions{SocketPath: fl.Socket, Name: fl.Name, Index: fl.Index})
 	if err != nil {
@@ -179,12 +179,4 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 	}
 	log.Info("kfault nri stopped")
 	return 0
-}
-
-// mechanismName is the engine's override mechanism, "none" on a kernel that cannot inject.
-func mechanismName(e plugin.Engine) string {
-	if _, ok := e.(plugin.Unavailable); ok {
-		return "none"
-	}
-	return e.Mechanism().String()
 }
