@@ -8,17 +8,26 @@ import (
 	"strings"
 )
 
-// HookFunction names the kernel function whose return value the fault overrides:
-// should_failslab, should_fail_alloc_page, should_fail_bio, or Function.
-func (f Fault) HookFunction() string {
+// HookFunctions names the kernel functions whose return value the fault overrides: the
+// failtype's (should_failslab, ..., alloc's LSM hooks), or Function.
+func (f Fault) HookFunctions() []string {
 	if f.Function != "" {
-		return f.Function
+		return []string{f.Function}
 	}
-	return f.FailType.HookFunction()
+	return f.FailType.HookFunctions()
+}
+
+// HookName names what the fault overrides in one word, for labels: the hooked function, or the
+// failtype's name when it hooks several (alloc).
+func (f Fault) HookName() string {
+	if fns := f.HookFunctions(); len(fns) == 1 {
+		return fns[0]
+	}
+	return f.FailType.String()
 }
 
 // ReturnValue is the value the hooked function returns while the fault fires:
-// -ENOMEM for slab, 1 (true) for page, -EIO for bio, -Errno for a function.
+// -ENOMEM for slab and alloc, 1 (true) for page, -EIO for bio, -Errno for a function.
 func (f Fault) ReturnValue() int64 {
 	if f.Function != "" {
 		return -int64(f.Errno)
@@ -50,7 +59,11 @@ func (f Fault) String() string {
 	if f.Function != "" {
 		fmt.Fprintf(&b, "function: %s returns %s (%d)", f.Function, f.returnName(), f.ReturnValue())
 	} else {
-		fmt.Fprintf(&b, "%s: %s returns %s", f.FailType, f.HookFunction(), f.returnName())
+		fns, verb := f.HookFunctions(), "returns"
+		if len(fns) > 1 {
+			verb = "return"
+		}
+		fmt.Fprintf(&b, "%s: %s %s %s", f.FailType, strings.Join(fns, ", "), verb, f.returnName())
 	}
 	if len(f.CallChain) > 0 {
 		b.WriteString(" when called under ")

@@ -20,6 +20,10 @@ func FuzzParse(f *testing.F) {
 		`{failtype: 0, callchain: [{funcname: c, parameters: "char buf[16], int (*cb)(void *, int), ..."}]}`,
 		"{failtype: 0, headers: ['', 'null', \"\\u2028\"]}",
 		"failtype: 9\nprobabilty: 0",
+		// failtype alloc (kfault's 3): by number, name and string, with a chain and times.
+		"{failtype: alloc, times: 3}",
+		"failtype: 3\ncallchain:\n- funcname: __x64_sys_mount\n",
+		`[{"failtype":"3","probability":25},{"failtype":"ALLOC","devices":["/dev/sda"]}]`,
 		"&a [*a]",
 		"[",
 		"",
@@ -69,7 +73,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %d faults", len(faults))
 		}
 		for _, flt := range faults {
-			if flt.HookFunction() == "" || flt.ReturnValue() == 0 {
+			if len(flt.HookFunctions()) == 0 || flt.ReturnValue() == 0 {
 				t.Fatalf("accepted fault without a hook or return value: %#v", flt)
 			}
 			if !(flt.Probability > 0 && flt.Probability <= 100) || len(flt.CallChain) > MaxFrames || len(flt.Headers) > MaxHeaders {

@@ -352,11 +352,11 @@ func (p *parser) fault(prefix string, m map[string]any) Fault {
 	case hasFT && hasFn:
 		p.errorf(joinPath(prefix, "function"), "cannot be combined with failtype (%s); set one of them", describeFT(ftRaw))
 	case !hasFT && !hasFn:
-		p.errorf(joinPath(prefix, "failtype"), "missing: set failtype (0|1|2 or slab|page|bio), or function with errno")
+		p.errorf(joinPath(prefix, "failtype"), "missing: set failtype (0|1|2|3 or slab|page|bio|alloc), or function with errno")
 	case hasFn && !hasErrno:
 		p.errorf(joinPath(prefix, "errno"), "missing: function %s needs an errno to return (a name like EACCES, or a number)", show(fmt.Sprint(fnRaw)))
 	case hasFT && hasErrno:
-		p.errorf(joinPath(prefix, "errno"), "only valid with function; failtype returns a fixed value (slab -ENOMEM, page true, bio -EIO)")
+		p.errorf(joinPath(prefix, "errno"), "only valid with function; failtype returns a fixed value (slab -ENOMEM, page true, bio -EIO, alloc -ENOMEM)")
 	}
 	if !hasFn {
 		f.Errno = 0
@@ -373,8 +373,8 @@ func (p *parser) fault(prefix string, m map[string]any) Fault {
 	}
 	if v, ok := present(m, "devices"); ok {
 		path := joinPath(prefix, "devices")
-		if hasFn && f.Function != FailPoints[Bio].Function || !hasFn && hasFT && f.FailType != Bio {
-			p.errorf(path, "only valid on bio faults (failtype 2 or function %s)", FailPoints[Bio].Function)
+		if hasFn && f.Function != FailPoints[Bio].Functions[0] || !hasFn && hasFT && f.FailType != Bio {
+			p.errorf(path, "only valid on bio faults (failtype 2 or function %s)", FailPoints[Bio].Functions[0])
 		} else {
 			f.Devices = p.devices(path, v)
 		}
@@ -407,14 +407,15 @@ var failTypeNames = map[string]FailType{
 	"0": Slab, "slab": Slab, "kmalloc": Slab,
 	"1": Page, "page": Page, "alloc_page": Page,
 	"2": Bio, "bio": Bio,
+	"3": Alloc, "alloc": Alloc,
 }
 
 func (p *parser) failType(path string, v any) FailType {
-	const want = "want 0|slab, 1|page or 2|bio"
+	const want = "want 0|slab, 1|page, 2|bio or 3|alloc"
 	switch v := v.(type) {
 	case json.Number:
 		n, err := strconv.ParseInt(v.String(), 10, 64)
-		if err != nil || n < 0 || n > 2 {
+		if err != nil || n < 0 || n >= int64(len(FailPoints)) {
 			p.errorf(path, "%s is not a fail type; %s", v, want)
 			return 0
 		}

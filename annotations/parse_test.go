@@ -199,13 +199,13 @@ func TestParseInvalid(t *testing.T) {
 		"device twice":             {"{failtype: 2, devices: [\"7:0\", \"7:0\"]}", `devices[1]: "7:0" is listed twice`},
 		"device number":            {"{failtype: 2, devices: [7]}", `devices[0]: 7 is a number, want a string (/dev/... path or major:minor)`},
 		"failtype and function":    {"{failtype: 0, function: f, errno: 1}", "function: cannot be combined with failtype (failtype 0); set one of them"},
-		"neither":                  {"{probability: 5}", "failtype: missing: set failtype (0|1|2 or slab|page|bio), or function with errno"},
+		"neither":                  {"{probability: 5}", "failtype: missing: set failtype (0|1|2|3 or slab|page|bio|alloc), or function with errno"},
 		"neither in list":          {"[{failtype: 0}, {times: 5}]", "[1].failtype: missing: ..."},
-		"failtype out of range":    {"{failtype: 3}", "failtype: 3 is not a fail type; want 0|slab, 1|page or 2|bio"},
+		"failtype out of range":    {"{failtype: 4}", "failtype: 4 is not a fail type; want 0|slab, 1|page, 2|bio or 3|alloc"},
 		"failtype negative":        {"{failtype: -1}", "failtype: -1 is not a fail type; ..."},
 		"failtype fraction":        {"{failtype: 0.5}", "failtype: 0.5 is not a fail type; ..."},
 		"failtype unknown name":    {"{failtype: disk}", `failtype: "disk" is not a fail type; ...`},
-		"failtype wrong type":      {"{failtype: [0]}", "failtype: a list; want 0|slab, 1|page or 2|bio"},
+		"failtype wrong type":      {"{failtype: [0]}", "failtype: a list; want 0|slab, 1|page, 2|bio or 3|alloc"},
 		"function without errno":   {"{function: __x64_sys_openat}", `errno: missing: function "__x64_sys_openat" needs an errno to return (a name like EACCES, or a number)`},
 		"errno without function":   {"{failtype: 0, errno: EIO}", "errno: only valid with function; ..."},
 		"function empty":           {"{function: '', errno: 1}", "function: must not be empty (the error-injectable kernel function to fail)"},
@@ -442,13 +442,15 @@ func TestHookAndReturnValue(t *testing.T) {
 		"slab": {Fault{FailType: Slab, Probability: 100}, "should_failslab", -12, "slab: should_failslab returns -ENOMEM, every time, no limit on times, until the container stops", "slab"},
 		"page": {Fault{FailType: Page, Probability: 50, Times: 3}, "should_fail_alloc_page", 1, "page: should_fail_alloc_page returns true, probability 50%, at most 3 times, until the container stops", "page"},
 		"bio":  {Fault{FailType: Bio, Probability: 100, Duration: time.Minute}, "should_fail_bio", -5, "bio: should_fail_bio returns -EIO, every time, no limit on times, for 1m0s", "bio"},
+		"alloc": {Fault{FailType: Alloc, Probability: 100, Times: 3}, "alloc", -12,
+			"alloc: security_file_alloc, security_inode_alloc, security_sk_alloc, security_task_alloc, security_prepare_creds, security_sb_alloc, security_msg_msg_alloc, security_vm_enough_memory_mm return -ENOMEM, every time, at most 3 times, until the container stops", "alloc"},
 		"function": {Fault{Function: "__x64_sys_openat", Errno: 13, Probability: 0.5, CallChain: []Frame{{FuncName: "a"}, {FuncName: "b", Predicate: "x == 1"}}}, "__x64_sys_openat", -13,
 			"function: __x64_sys_openat returns -EACCES (-13) when called under a -> b [x == 1], probability 0.5%, no limit on times, until the container stops", "slab"},
 		"function unnamed errno": {Fault{Function: "f", Errno: 600, Probability: 100}, "f", -600, "function: f returns -600 (-600), every time, no limit on times, until the container stops", "slab"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if got := tc.f.HookFunction(); got != tc.hook {
-				t.Errorf("HookFunction = %q, want %q", got, tc.hook)
+			if got := tc.f.HookName(); got != tc.hook {
+				t.Errorf("HookName = %q, want %q", got, tc.hook)
 			}
 			if got := tc.f.ReturnValue(); got != tc.ret {
 				t.Errorf("ReturnValue = %d, want %d", got, tc.ret)
@@ -464,8 +466,8 @@ func TestHookAndReturnValue(t *testing.T) {
 	if got := FailType(7).String(); got != "FailType(7)" {
 		t.Errorf("FailType(7).String() = %q", got)
 	}
-	if got := FailType(7).HookFunction(); got != "" {
-		t.Errorf("FailType(7).HookFunction() = %q", got)
+	if got := FailType(7).HookFunctions(); got != nil {
+		t.Errorf("FailType(7).HookFunctions() = %q", got)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/kfault/kfault/annotations"
 	"golang.org/x/sys/unix"
 )
@@ -28,7 +29,7 @@ func explainLoad(m Mechanism, fn string, err error) error {
 	case strings.Contains(msg, "bpf_override_return") || strings.Contains(msg, "unknown func") && m == MechanismKprobe:
 		hint = "bpf_override_return is unavailable: the kernel lacks CONFIG_BPF_KPROBE_OVERRIDE"
 	case strings.Contains(msg, "is not modifiable") && KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
-		return fmt.Errorf("%s: %w: fmod_ret refused: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so only security_* (LSM) functions are modifiable", fn, ErrNotInjectable)
+		return fmt.Errorf("%s: %w: fmod_ret refused: %s", fn, ErrNotInjectable, onlyLSMModifiable)
 	case strings.Contains(msg, "is not modifiable"):
 		return fmt.Errorf("%s: %w: fmod_ret refused (%s is not on the error-injection list; CONFIG_FUNCTION_ERROR_INJECTION)", fn, ErrNotInjectable, fn)
 	case errors.Is(err, os.ErrNotExist) || strings.Contains(msg, "not found"):
@@ -40,7 +41,7 @@ func explainLoad(m Mechanism, fn string, err error) error {
 		case m == MechanismFmodRet && KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
 			// 6.12 answers ENOTSUPP where 6.1 says "is not modifiable": the trampolines
 			// work, the function may not be modified.
-			hint = fmt.Sprintf("fmod_ret refused: %s may not be modified: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so only security_* (LSM) functions are modifiable", fn)
+			hint = fmt.Sprintf("fmod_ret refused: %s may not be modified: %s", fn, onlyLSMModifiable)
 		case m == MechanismFmodRet:
 			hint = "BPF trampolines unsupported (needs 5.7+, CONFIG_BPF_JIT, CONFIG_DEBUG_INFO_BTF, CONFIG_FUNCTION_ERROR_INJECTION)"
 		default:
@@ -85,11 +86,15 @@ type Check struct {
 type Report struct {
 	Checks []Check
 	// CanInject: the engine's maps can be created, at least one mechanism works and at least
-	// one fault point (a failtype, or a function on the error-injection list) can be
-	// overridden with it.
+	// one kind of fault (Kinds) can be injected with it.
 	CanInject bool
+	// Kinds are the kinds of fault that can be injected here: "failtype 0 (slab)", ...,
+	// "function (error-injection list)", "function (security_* LSM hooks)".
+	Kinds []string
 	// Mechanisms that work, in preference order.
 	Mechanisms []Mechanism
+	// LSMOnly: the only mechanism is fmod_ret on LSM hooks (no error injection).
+	LSMOnly bool
 	// BadFrames are the call-chain functions Preflight was asked about on which a frame would
 	// never see a call: a compiler clone is what callers use, or the function is not in kallsyms.
 	BadFrames []string
@@ -140,6 +145,7 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	target := probeTarget()
 	fmodErr := HaveFmodRet()
 	kpErr := HaveKprobeOverride()
+	lsmErr := HaveFmodRetLSM()
 	if fmodErr == nil {
 		rep.Mechanisms = append(rep.Mechanisms, MechanismFmodRet)
 		add(Check{Name: "mechanism fmod_ret", OK: true, Detail: "yes: loaded and attached a BPF_MODIFY_RETURN program to " + target})
@@ -151,6 +157,14 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 		add(Check{Name: "mechanism kprobe", OK: true, Detail: "yes: loaded and attached a kprobe with bpf_override_return to " + target})
 	} else {
 		add(Check{Name: "mechanism kprobe", Detail: "no: " + kpErr.Error()})
+	}
+	if lsmErr == nil {
+		add(Check{Name: "mechanism lsm (fmod_ret on LSM hooks)", OK: true, Detail: "yes: loaded and attached a BPF_MODIFY_RETURN program to " + lsmProbeHook + "; every security_* function returning int can be failed, error injection or not"})
+		if len(rep.Mechanisms) == 0 {
+			rep.Mechanisms, rep.LSMOnly = []Mechanism{MechanismFmodRet}, true
+		}
+	} else {
+		add(Check{Name: "mechanism lsm (fmod_ret on LSM hooks)", Detail: "no: " + lsmErr.Error()})
 	}
 	anyMech := len(rep.Mechanisms) > 0
 
@@ -177,35 +191,43 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	}
 
 	// fault points
-	names := make([]string, len(annotations.FailPoints))
-	for i, fp := range annotations.FailPoints {
-		names[i] = fp.Function
+	var names []string
+	for _, fp := range annotations.FailPoints {
+		names = append(names, fp.Functions...)
 	}
 	syms, symErr := LookupKernelSymbols(append(names, chainFuncs...)...) // one read of kallsyms
-	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech, config: KernelConfig}
-	anyPoint := false
-	for _, fp := range annotations.FailPoints {
-		c := failPointCheck(fp, facts)
-		anyPoint = anyPoint || c.OK
+	kspec, _ := loadKernelBTF()
+	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: fmodErr == nil || kpErr == nil,
+		lsmErr: lsmErr, btf: kspec, config: KernelConfig}
+	kind := func(c Check, name string) {
+		if c.OK {
+			rep.Kinds = append(rep.Kinds, name)
+		}
 		add(c)
 	}
-	if listErr == nil && len(list) > 0 && anyMech {
-		anyPoint = true // function: targets remain possible
-		add(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))})
+	for _, fp := range annotations.FailPoints {
+		kind(failPointCheck(fp, facts), fmt.Sprintf("failtype %d (%s)", fp.Type, fp.Name))
+	}
+	if listErr == nil && len(list) > 0 && facts.anyMech {
+		kind(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))}, "function (error-injection list)")
+	}
+	if lsmErr == nil {
+		kind(Check{Name: "function targets (LSM hooks)", OK: true, Detail: "yes: any security_* function returning int, with fmod_ret (e.g. security_file_open)"}, "function (security_* LSM hooks)")
+	} else {
+		add(Check{Name: "function targets (LSM hooks)", Detail: "no: fmod_ret does not attach to LSM hooks (see above)"})
 	}
 	frames, bad := frameChecks(chainFuncs, syms, symErr)
 	rep.Checks = append(rep.Checks, frames...)
 	rep.BadFrames = bad
 
 	// interrupt-context filter
-	kspec, _ := loadKernelBTF()
 	if _, pc, err := preemptCountAddrs(kspec); err == nil {
 		add(Check{Name: "interrupt-context filter", OK: true, Detail: fmt.Sprintf("yes: preempt count readable (per-cpu %#x): allocations in interrupts are never failed", pc)})
 	} else {
 		add(Check{Name: "interrupt-context filter", Info: true, Detail: "off: " + err.Error() + "; an allocation in an interrupt that hits an armed task could be failed"})
 	}
 
-	rep.CanInject = anyMech && anyPoint && engineOK
+	rep.CanInject = anyMech && len(rep.Kinds) > 0 && engineOK
 	return rep
 }
 
@@ -215,7 +237,9 @@ type pointFacts struct {
 	symErr  error                   // why kallsyms could not be read
 	list    map[string]string       // the error-injection list
 	listErr error                   // why it could not be read
-	anyMech bool                    // some override mechanism works
+	anyMech bool                    // some override mechanism works on the error-injection list
+	lsmErr  error                   // why fmod_ret does not work on LSM hooks
+	btf     *btf.Spec               // the kernel's BTF (nil: none), where LSM hooks are looked up
 	config  func(string) string     // KernelConfig; nil: unknown
 }
 
@@ -233,17 +257,21 @@ func missingHint(fp annotations.FailPoint, config func(string) string) string {
 
 // failPointCheck is the line of one failtype; OK when its fault point can be overridden.
 func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
-	c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)}
+	if isLSMHook(fp.Functions[0]) {
+		return lsmPointCheck(fp, k)
+	}
+	fn := fp.Functions[0]
+	c := Check{Name: fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fn)}
 	var problems []string
 	if k.symErr != nil {
 		problems = append(problems, "cannot read "+kallsymsPath+": "+k.symErr.Error())
-	} else if ks := k.syms[fp.Function]; len(ks.Clones) > 0 {
-		problems = append(problems, clonesUsed(ks)+": overriding "+fp.Function+" does nothing")
+	} else if ks := k.syms[fn]; len(ks.Clones) > 0 {
+		problems = append(problems, clonesUsed(ks)+": overriding "+fn+" does nothing")
 	} else if !ks.Exists {
 		problems = append(problems, "not in "+kallsymsPath+" ("+missingHint(fp, k.config)+")")
 	}
 	if k.listErr == nil {
-		if _, ok := k.list[fp.Function]; !ok {
+		if _, ok := k.list[fn]; !ok {
 			problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
 		}
 	}
@@ -259,6 +287,33 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 	default:
 		c.OK = true
 		c.Detail = "yes: in kallsyms, on the error-injection list, no .constprop/.isra clone"
+	}
+	return c
+}
+
+// lsmPointCheck is the line of a failtype of LSM hooks (alloc): OK when fmod_ret works on LSM
+// hooks and the kernel's BTF has at least one of its hooks, returning int. The hooks it lacks
+// are named: a fault leaves them out.
+func lsmPointCheck(fp annotations.FailPoint, k pointFacts) Check {
+	c := Check{Name: fmt.Sprintf("failtype %d (%s): LSM hooks", fp.Type, fp.Name)}
+	var missing []string
+	for _, fn := range fp.Functions {
+		if checkLSMHook(k.btf, fn) != nil {
+			missing = append(missing, fn)
+		}
+	}
+	have := len(fp.Functions) - len(missing)
+	switch {
+	case k.lsmErr != nil:
+		c.Detail = "no: fmod_ret does not attach to LSM hooks (see the lsm mechanism line)"
+	case have == 0:
+		c.Detail = "no: none of its hooks is in the kernel BTF returning int (" + missingHint(fp, k.config) + ")"
+	case len(missing) > 0:
+		c.OK = true
+		c.Detail = fmt.Sprintf("yes: %d of its %d hooks, with fmod_ret; left out, not in the kernel BTF returning int: %s", have, len(fp.Functions), strings.Join(missing, ", "))
+	default:
+		c.OK = true
+		c.Detail = fmt.Sprintf("yes: all %d hooks in the kernel BTF, returning int, with fmod_ret", have)
 	}
 	return c
 }
@@ -327,7 +382,11 @@ func (r Report) WriteTo(w io.Writer) (int64, error) {
 		for i, m := range r.Mechanisms {
 			ms[i] = m.String()
 		}
-		fmt.Fprintf(&b, "\nkfault can inject faults here (mechanisms: %s; auto picks %s).\n", strings.Join(ms, ", "), ms[0])
+		mechs := strings.Join(ms, ", ")
+		if r.LSMOnly {
+			mechs += " on LSM hooks only"
+		}
+		fmt.Fprintf(&b, "\nkfault can inject these faults here: %s (mechanisms: %s; auto picks %s).\n", strings.Join(r.Kinds, ", "), mechs, ms[0])
 		if len(r.BadFrames) > 0 {
 			fmt.Fprintf(&b, "Faults with a call chain through %s cannot work here: see the [no] lines above.\n", strings.Join(r.BadFrames, ", "))
 		}

@@ -23,9 +23,9 @@ func fixtureKallsyms(t *testing.T) {
 // with a clone is refused in the line's words, with its other problems.
 func TestFailPointCheck(t *testing.T) {
 	fixtureKallsyms(t)
-	names := make([]string, len(annotations.FailPoints))
-	for i, fp := range annotations.FailPoints {
-		names[i] = fp.Function
+	var names []string
+	for _, fp := range annotations.FailPoints[:annotations.Alloc] {
+		names = append(names, fp.Functions...)
 	}
 	syms, err := LookupKernelSymbols(names...)
 	if err != nil {
@@ -132,10 +132,12 @@ func TestReportBadFrames(t *testing.T) {
 		rep  Report
 		want string
 	}{
-		"bad frames": {Report{CanInject: true, Mechanisms: []Mechanism{MechanismFmodRet}, BadFrames: []string{"vfs_statx", "filename_lookup"}},
-			"\nkfault can inject faults here (mechanisms: fmod_ret; auto picks fmod_ret).\nFaults with a call chain through vfs_statx, filename_lookup cannot work here: see the [no] lines above.\n"},
-		"none": {Report{CanInject: true, Mechanisms: []Mechanism{MechanismFmodRet}},
-			"\nkfault can inject faults here (mechanisms: fmod_ret; auto picks fmod_ret).\n"},
+		"bad frames": {Report{CanInject: true, Kinds: []string{"failtype 0 (slab)"}, Mechanisms: []Mechanism{MechanismFmodRet}, BadFrames: []string{"vfs_statx", "filename_lookup"}},
+			"\nkfault can inject these faults here: failtype 0 (slab) (mechanisms: fmod_ret; auto picks fmod_ret).\nFaults with a call chain through vfs_statx, filename_lookup cannot work here: see the [no] lines above.\n"},
+		"none": {Report{CanInject: true, Kinds: []string{"failtype 0 (slab)", "failtype 3 (alloc)"}, Mechanisms: []Mechanism{MechanismFmodRet, MechanismKprobe}},
+			"\nkfault can inject these faults here: failtype 0 (slab), failtype 3 (alloc) (mechanisms: fmod_ret, kprobe; auto picks fmod_ret).\n"},
+		"LSM hooks only": {Report{CanInject: true, Kinds: []string{"failtype 3 (alloc)", "function (security_* LSM hooks)"}, Mechanisms: []Mechanism{MechanismFmodRet}, LSMOnly: true},
+			"\nkfault can inject these faults here: failtype 3 (alloc), function (security_* LSM hooks) (mechanisms: fmod_ret on LSM hooks only; auto picks fmod_ret).\n"},
 		"nothing injectable": {Report{BadFrames: []string{"vfs_statx"}},
 			"\nkfault cannot inject faults on this kernel: see the [no] lines above.\n"},
 	} {

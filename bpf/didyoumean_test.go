@@ -28,6 +28,12 @@ func fakeKernel(t *testing.T, funcs, injectable []string) *Engine {
 	for _, fn := range funcs {
 		types = append(types, &btf.Func{Name: fn, Linkage: btf.GlobalFunc, Type: &btf.FuncProto{Return: sint}})
 	}
+	return fakeKernelTypes(t, types, injectable)
+}
+
+// fakeKernelTypes is fakeKernel with a BTF of the given types.
+func fakeKernelTypes(t *testing.T, types []btf.Type, injectable []string) *Engine {
+	t.Helper()
 	raw := marshalBTF(t, types, binary.NativeEndian)
 	spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
 	if err != nil {

@@ -71,13 +71,16 @@ type Options struct {
 // program and its link, attached only while some rule needs it. Nothing is pinned: everything
 // goes away with the process. Methods are safe for concurrent use.
 type Engine struct {
-	mu     sync.Mutex
-	log    *slog.Logger
-	mech   Mechanism
-	spec   *ebpf.CollectionSpec
-	kspec  *btf.Spec
-	cache  *btf.Cache
-	nofail uint64
+	mu   sync.Mutex
+	log  *slog.Logger
+	mech Mechanism
+	// lsmOnly: the mechanism (fmod_ret) can override LSM hooks only, on a kernel without error
+	// injection.
+	lsmOnly bool
+	spec    *ebpf.CollectionSpec
+	kspec   *btf.Spec
+	cache   *btf.Cache
+	nofail  uint64
 	// addresses for the interrupt-context filter (0: filter off)
 	perCPUOffset, preemptCount uint64
 
@@ -134,7 +137,7 @@ type rule struct {
 	owner  *armedKey
 	index  int // position in the key's fault list
 	fault  annotations.Fault
-	hook   *hook
+	hooks  []*hook // every hooked function shares the rule, and so its counter (failtype alloc: several)
 	enc    kfaultRule
 	active bool
 	final  uint64 // injected count, frozen when the rule was removed
@@ -206,14 +209,18 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 
 	var fmodErr error // why auto falls back to kprobe
-	e.mech, err = chooseMechanism(opts.Mechanism, probes{
+	e.mech, e.lsmOnly, err = chooseMechanism(opts.Mechanism, probes{
 		fmodRet:        func() error { fmodErr = HaveFmodRet(); return fmodErr },
+		fmodRetLSM:     HaveFmodRetLSM,
 		kprobeOverride: HaveKprobeOverride,
 	})
 	if err != nil {
 		return nil, err
 	}
-	if e.mech == MechanismKprobe && fmodErr != nil {
+	switch {
+	case e.lsmOnly:
+		log.Info("fmod_ret works on LSM hooks only: failtype alloc and function: security_* can be injected, nothing else", "reason", fmodErr)
+	case e.mech == MechanismKprobe && fmodErr != nil:
 		log.Info("fmod_ret unavailable, using kprobe override", "reason", fmodErr)
 	}
 
@@ -225,7 +232,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		e.closeMaps()
 		return nil, err
 	}
-	log.Info("kfault engine ready", "mechanism", e.mech.String(), "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
+	log.Info("kfault engine ready", "mechanism", e.mech.String(), "lsm_hooks_only", e.lsmOnly, "gfp_nofail", fmt.Sprintf("%#x", e.nofail),
 		"irq_filter", e.preemptCount != 0, "call_chains", e.chainsOn)
 	return e, nil
 }
@@ -315,6 +322,10 @@ func (e *Engine) ProtectedDevices() []Dev {
 // Mechanism is the mechanism in use: MechanismFmodRet or MechanismKprobe.
 func (e *Engine) Mechanism() Mechanism { return e.mech }
 
+// LSMOnly says whether the mechanism can override LSM hooks only (failtype alloc, function:
+// security_*): fmod_ret on a kernel without error injection.
+func (e *Engine) LSMOnly() bool { return e.lsmOnly }
+
 // Arm arms a prepared plan on the cgroup subtree of t under key. Arming a key that is armed
 // replaces its rules. opts continue an earlier arm (counts, durations). On error nothing of this
 // call stays armed.
@@ -378,12 +389,12 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 		}
 		if err := e.acquireChain(r, p.chain); err != nil {
 			e.disarmLocked(ak)
-			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
+			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, r.fault.HookName(), err)
 		}
-		if err := e.addRule(r, p.fn, p.kind, seed); err != nil {
+		if err := e.addRule(r, p.fns, seed); err != nil {
 			e.releaseChain(r)
 			e.disarmLocked(ak)
-			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, p.fn, err)
+			return fmt.Errorf("arm %s: fault %d (%s): %w", key, i, r.fault.HookName(), err)
 		}
 	}
 	e.armed[key] = ak
@@ -397,7 +408,29 @@ func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
 	return nil
 }
 
-// checkInjectable refuses functions the kernel does not let us override, when it can tell.
+// checkHookable refuses a function the engine cannot override on this kernel, when it can tell:
+// the one place that decides what may be hooked. An LSM hook takes fmod_ret, with or without
+// error injection; anything else takes the error-injection list, which a kernel limited to LSM
+// hooks does not have.
+func (e *Engine) checkHookable(fn string) error {
+	switch {
+	case isLSMHook(fn) && e.mech == MechanismFmodRet:
+		return checkLSMHook(e.kspec, fn)
+	case e.lsmOnly:
+		if isFailPoint(fn) {
+			return fmt.Errorf("%s: %w: fmod_ret refused: %s (and %s on 6.11+)", fn, ErrNotInjectable, onlyLSMModifiable, failPointOf(fn).Config)
+		}
+		return fmt.Errorf("%s: %w: fmod_ret refused: %s", fn, ErrNotInjectable, onlyLSMModifiable)
+	case isLSMHook(fn):
+		if err := checkInjectable(fn); err != nil {
+			return fmt.Errorf("%s: %w: LSM hooks can be overridden with fmod_ret only, not %s", fn, ErrNotInjectable, e.mech)
+		}
+		return nil
+	}
+	return checkInjectable(fn)
+}
+
+// checkInjectable refuses functions that are not on the error-injection list, when it can tell.
 func checkInjectable(fn string) error {
 	list, err := InjectableFunctions()
 	if err != nil {
@@ -406,23 +439,24 @@ func checkInjectable(fn string) error {
 	if _, ok := list[fn]; ok {
 		return nil
 	}
-	for _, fp := range annotations.FailPoints {
-		if fp.Function == fn {
-			return fmt.Errorf("%s: %w: not on %s (needs CONFIG_FUNCTION_ERROR_INJECTION, and %s on 6.11+)", fn, ErrNotInjectable, errorInjectionList, fp.Config)
-		}
+	if isFailPoint(fn) {
+		return fmt.Errorf("%s: %w: not on %s (needs CONFIG_FUNCTION_ERROR_INJECTION, and %s on 6.11+)", fn, ErrNotInjectable, errorInjectionList, failPointOf(fn).Config)
 	}
 	// A function target: name the injectable functions that resemble it.
 	return didYouMean(fmt.Errorf("%s: %w: not on %s", fn, ErrNotInjectable, errorInjectionList), fn, slices.Collect(maps.Keys(list)))
 }
 
-// isFailPoint says whether fn is the function of a failtype (should_failslab and the others).
-func isFailPoint(fn string) bool {
+// isFailPoint says whether fn is a function of a failtype (should_failslab, alloc's LSM hooks...).
+func isFailPoint(fn string) bool { return failPointOf(fn).Functions != nil }
+
+// failPointOf is the failtype that hooks fn (the zero FailPoint for none).
+func failPointOf(fn string) annotations.FailPoint {
 	for _, fp := range annotations.FailPoints {
-		if fp.Function == fn {
-			return true
+		if slices.Contains(fp.Functions, fn) {
+			return fp
 		}
 	}
-	return false
+	return annotations.FailPoint{}
 }
 
 // expire removes one rule whose duration elapsed.
@@ -546,14 +580,44 @@ func (e *Engine) Close() error {
 
 // --- rules ---
 
-func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
+// addRule arms r on every function of fns, with one counter: a fault that hooks several
+// functions (alloc) counts its times across them. On error nothing of r stays armed.
+func (e *Engine) addRule(r *rule, fns []string, seed uint64) error {
 	t := r.owner.target
-	sk := setKey{cgroup: t.ID}
-	h, err := e.acquireHook(fn, kind)
+	id, ok := e.allocRuleID()
+	if !ok {
+		return fmt.Errorf("%w: more than %d armed faults", ErrLimit, maxRules)
+	}
+	r.enc.Counter = id
+	e.sampleOwners[id] = &sampleOwner{key: r.owner.key, fault: r.index, cgroup: t.ID, functions: map[uint32]string{}}
+	if err := e.counters.Put(id, seed); err != nil {
+		e.ruleIDs[id] = false
+		return fmt.Errorf("seed counter: %w", err)
+	}
+	if err := e.writeDevs(id, r.devs); err != nil {
+		e.deleteDevs(id, r.devs)
+		e.ruleIDs[id] = false
+		return err
+	}
+	r.active = true // from here on removeRule undoes what is done
+	for _, fn := range fns {
+		if err := e.addRuleHook(r, fn); err != nil {
+			e.removeRule(r)
+			return err
+		}
+	}
+	return nil
+}
+
+// addRuleHook puts the active rule r in the rule set of its cgroup for fn, attaching fn's hook
+// if it has none. On error r holds no more of fn than before.
+func (e *Engine) addRuleHook(r *rule, fn string) error {
+	t := r.owner.target
+	h, err := e.acquireHook(fn, kindOf(fn))
 	if err != nil {
 		return err
 	}
-	sk.hook = h.id
+	sk := setKey{cgroup: t.ID, hook: h.id}
 	// From here on the hook counts this rule, so that a failure below releases it.
 	h.rules++
 	undo := func() {
@@ -566,66 +630,45 @@ func (e *Engine) addRule(r *rule, fn string, kind hookKind, seed uint64) error {
 		undo()
 		return fmt.Errorf("%w: more than %d faults on %s for one cgroup", ErrLimit, maxSlots, fn)
 	}
-	id, ok := e.allocRuleID()
-	if !ok {
-		undo()
-		return fmt.Errorf("%w: more than %d armed faults", ErrLimit, maxRules)
-	}
-	r.enc.Counter = id
-	e.sampleOwners[id] = &sampleOwner{key: r.owner.key, fault: r.index, function: h.fn, cgroup: t.ID, hook: h.id}
-	if err := e.counters.Put(id, seed); err != nil {
-		e.ruleIDs[id] = false
-		undo()
-		return fmt.Errorf("seed counter: %w", err)
-	}
-	if err := e.writeDevs(id, r.devs); err != nil {
-		e.deleteDevs(id, r.devs)
-		e.ruleIDs[id] = false
-		undo()
-		return err
-	}
 	set := append(slices.Clone(e.sets[sk]), r)
 	if err := e.writeSet(sk, set); err != nil {
-		e.deleteDevs(id, r.devs)
-		e.ruleIDs[id] = false
 		undo()
 		return err
 	}
 	e.sets[sk] = set
-	r.hook = h
-	r.active = true
+	r.hooks = append(r.hooks, h)
+	e.sampleOwners[r.enc.Counter].functions[h.id] = h.fn
 	h.levels[t.Level]++
 	if h.levels[t.Level] == 1 {
-		if err := e.writeLevels(h); err != nil {
-			e.removeRule(r)
-			return err
-		}
+		return e.writeLevels(h) // on error the caller's removeRule takes r out again
 	}
 	return nil
 }
 
-// removeRule takes one rule out of the maps, freezes its count, and detaches its hook when it
-// was the hook's last rule.
+// removeRule takes one rule out of the maps, freezes its count, and detaches each of its hooks
+// of which it was the last rule.
 func (e *Engine) removeRule(r *rule) {
 	if !r.active {
 		return
 	}
-	h, t := r.hook, r.owner.target
-	h.levels[t.Level]--
-	if h.levels[t.Level] == 0 {
-		if err := e.writeLevels(h); err != nil {
-			e.log.Warn("update levels", "hook", h.fn, "err", err)
+	t := r.owner.target
+	for _, h := range r.hooks {
+		h.levels[t.Level]--
+		if h.levels[t.Level] == 0 {
+			if err := e.writeLevels(h); err != nil {
+				e.log.Warn("update levels", "hook", h.fn, "err", err)
+			}
 		}
-	}
-	sk := setKey{cgroup: t.ID, hook: h.id}
-	set := slices.DeleteFunc(slices.Clone(e.sets[sk]), func(x *rule) bool { return x == r })
-	if err := e.writeSet(sk, set); err != nil {
-		e.log.Warn("update rules", "hook", h.fn, "cgroup", t.ID, "err", err)
-	}
-	if len(set) == 0 {
-		delete(e.sets, sk)
-	} else {
-		e.sets[sk] = set
+		sk := setKey{cgroup: t.ID, hook: h.id}
+		set := slices.DeleteFunc(slices.Clone(e.sets[sk]), func(x *rule) bool { return x == r })
+		if err := e.writeSet(sk, set); err != nil {
+			e.log.Warn("update rules", "hook", h.fn, "cgroup", t.ID, "err", err)
+		}
+		if len(set) == 0 {
+			delete(e.sets, sk)
+		} else {
+			e.sets[sk] = set
+		}
 	}
 	e.releaseChain(r) // once the rule is out of kfault_rules
 	e.deleteDevs(r.enc.Counter, r.devs)
@@ -634,12 +677,15 @@ func (e *Engine) removeRule(r *rule) {
 	}
 	e.ruleIDs[r.enc.Counter] = false
 	r.active = false
-	h.rules--
-	if h.rules == 0 {
-		if err := e.detach(h); err != nil {
-			e.log.Warn("detach", "hook", h.fn, "err", err)
+	for _, h := range r.hooks {
+		h.rules--
+		if h.rules == 0 {
+			if err := e.detach(h); err != nil {
+				e.log.Warn("detach", "hook", h.fn, "err", err)
+			}
 		}
 	}
+	r.hooks = nil
 }
 
 func (e *Engine) writeSet(sk setKey, set []*rule) error {

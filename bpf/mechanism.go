@@ -22,6 +22,11 @@ import (
 // which the next call probes again.
 func HaveFmodRet() error { return haveFmodRet.get() }
 
+// HaveFmodRetLSM tells whether fmod_ret works on an LSM hook (lsmProbeHook), as HaveFmodRet
+// does for a function on the error-injection list. On a kernel without error injection it is
+// all fmod_ret can do.
+func HaveFmodRetLSM() error { return haveFmodRetLSM.get() }
+
 // HaveKprobeOverride tells whether a kprobe with bpf_override_return works on this kernel, as
 // HaveFmodRet does for fmod_ret.
 func HaveKprobeOverride() error { return haveKprobeOverride.get() }
@@ -37,6 +42,7 @@ func HaveRingBuf() error { return features.HaveMapType(ebpf.RingBuf) }
 
 var (
 	haveFmodRet        = &memo{probe: func() error { return ProbeFmodRet(probeTarget()) }}
+	haveFmodRetLSM     = &memo{probe: func() error { return ProbeFmodRet(lsmProbeHook) }}
 	haveKprobeOverride = &memo{probe: func() error { return ProbeKprobeOverride(probeTarget()) }}
 )
 
@@ -74,37 +80,49 @@ func conclusive(err error) bool {
 
 // probes are the mechanism probes chooseMechanism may run: nil means the mechanism works.
 type probes struct {
-	fmodRet        func() error
+	fmodRet        func() error // on a function of the error-injection list
+	fmodRetLSM     func() error // on an LSM hook
 	kprobeOverride func() error
 }
 
-// chooseMechanism decides the mechanism for want with the answers of have. It runs only the
-// probes whose answer matters, each at most once: a forced mechanism probes only itself, auto
-// probes kprobe only when fmod_ret fails. A failed forced mechanism's error wraps
-// ErrMechanismUnavailable, as does auto's when neither works.
-func chooseMechanism(want Mechanism, have probes) (Mechanism, error) {
+// chooseMechanism decides the mechanism for want with the answers of have, and whether it can
+// override LSM hooks only (fmod_ret on a kernel without error injection). It runs only the
+// probes whose answer matters, each at most once: a forced mechanism probes only itself (fmod_ret
+// on an LSM hook when the error-injection probe fails), auto probes kprobe only when fmod_ret
+// fails, and fmod_ret on an LSM hook only when both fail. A failed forced mechanism's error
+// wraps ErrMechanismUnavailable, as does auto's when none works.
+func chooseMechanism(want Mechanism, have probes) (m Mechanism, lsmOnly bool, err error) {
 	switch want {
-	case MechanismFmodRet, MechanismKprobe:
-		probe := have.fmodRet
-		if want == MechanismKprobe {
-			probe = have.kprobeOverride
+	case MechanismKprobe:
+		if err := have.kprobeOverride(); err != nil {
+			return 0, false, unavailable(want, err)
 		}
-		if err := probe(); err != nil {
-			return 0, unavailable(want, err)
+		return want, false, nil
+	case MechanismFmodRet:
+		fmodErr := have.fmodRet()
+		if fmodErr == nil {
+			return want, false, nil
 		}
-		return want, nil
+		if have.fmodRetLSM() == nil {
+			return want, true, nil
+		}
+		return 0, false, unavailable(want, fmodErr)
 	case MechanismAuto:
 		fmodErr := have.fmodRet()
 		if fmodErr == nil {
-			return MechanismFmodRet, nil
+			return MechanismFmodRet, false, nil
 		}
 		kpErr := have.kprobeOverride()
 		if kpErr == nil {
-			return MechanismKprobe, nil
+			return MechanismKprobe, false, nil
 		}
-		return 0, fmt.Errorf("%w (fmod_ret: %v) (kprobe: %v)", ErrMechanismUnavailable, fmodErr, kpErr)
+		lsmErr := have.fmodRetLSM()
+		if lsmErr == nil {
+			return MechanismFmodRet, true, nil
+		}
+		return 0, false, fmt.Errorf("%w (fmod_ret: %v) (kprobe: %v) (fmod_ret on LSM hooks: %v)", ErrMechanismUnavailable, fmodErr, kpErr, lsmErr)
 	}
-	return 0, fmt.Errorf("%w: unknown mechanism %d", ErrMechanismUnavailable, int(want))
+	return 0, false, fmt.Errorf("%w: unknown mechanism %d", ErrMechanismUnavailable, int(want))
 }
 
 // unavailable wraps a failed mechanism probe in ErrMechanismUnavailable (once).
@@ -124,8 +142,8 @@ func probeTarget() string {
 		return "should_failslab"
 	}
 	for _, fp := range annotations.FailPoints {
-		if _, ok := list[fp.Function]; ok {
-			return fp.Function
+		if _, ok := list[fp.Functions[0]]; ok {
+			return fp.Functions[0]
 		}
 	}
 	if _, ok := list["__x64_sys_getppid"]; ok {

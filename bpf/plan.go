@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -21,8 +22,7 @@ type Plan struct {
 }
 
 type plannedRule struct {
-	fn    string
-	kind  hookKind
+	fns   []string // the hooked functions this kernel has (alloc: those of its hooks it has)
 	enc   kfaultRule
 	chain *chainPlan
 	devs  []Dev // bio faults with devices: the resolved devices
@@ -67,17 +67,20 @@ type Resources struct {
 }
 
 // Resources derives the plan's resources from its faults, so a plan that Prepare did not make
-// (a test's) gets the same answer. A fault whose hook is unknown counts for nothing.
+// (a test's) gets the same answer. A fault whose hook is unknown counts for nothing; alloc
+// counts each of its hooks, those this kernel lacks included.
 func (p Plan) Resources() Resources {
 	hooks, chains, frames := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, f := range p.Faults {
-		fn, _, err := hookOf(f)
+		fns, err := hooksOf(f)
 		if err != nil {
 			continue
 		}
-		hooks[fn] = true
+		for _, fn := range fns {
+			hooks[fn] = true
+		}
 		var chain strings.Builder
-		for _, fr := range chainFrames(f, fn) {
+		for _, fr := range chainFrames(f, soleHook(fns)) {
 			k := frameKeyOf(fr).id()
 			frames[k] = true
 			chain.WriteString(k)
@@ -109,7 +112,8 @@ type ArmOptions struct {
 }
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the
-// hooked function is known and on the error-injection list, the values are in range, and every
+// hooked functions are known and can be overridden here (checkHookable), the values are in
+// range, and every
 // call-chain frame resolves in BTF with its predicate compiling, on a function that has no
 // compiler clone in kallsyms (read once per call). Errors name the field as the
 // annotation parser does ("[1].callchain[0].predicate: ...", no index for a single fault), all
@@ -124,13 +128,16 @@ func (e *Engine) Prepare(faults []annotations.Fault) (Plan, error) {
 	syms := e.chainSymbols(faults)
 	for i, f := range faults {
 		r, field, err := e.planRule(f, syms)
-		if err == nil {
-			if perHook[r.fn]++; perHook[r.fn] > maxSlots {
+		for _, fn := range r.fns {
+			if err != nil {
+				break
+			}
+			if perHook[fn]++; perHook[fn] > maxSlots {
 				field = "failtype"
 				if f.Function != "" {
 					field = "function"
 				}
-				err = fmt.Errorf("%w: fault %d of this annotation on %s; one container may have at most %d faults on one kernel function", ErrLimit, perHook[r.fn], r.fn, maxSlots)
+				err = fmt.Errorf("%w: fault %d of this annotation on %s; one container may have at most %d faults on one kernel function", ErrLimit, perHook[fn], fn, maxSlots)
 			}
 		}
 		if err != nil {
@@ -165,32 +172,55 @@ func (e *Engine) planRule(f annotations.Fault, syms map[string]KernelSymbol) (r 
 	if f.Function != "" {
 		field = "function"
 	}
-	fn, kind, err := hookOf(f)
+	fns, err := hooksOf(f)
 	if err != nil {
 		return plannedRule{}, field, err
 	}
-	if err := checkInjectable(fn); err != nil {
+	if fns, err = e.hookable(fns); err != nil {
 		return plannedRule{}, field, err
 	}
 	enc, err := encodeRule(f, 0)
 	if err != nil {
 		return plannedRule{}, field, err
 	}
-	devs, field, err := e.planDevices(f, kind)
+	devs, field, err := e.planDevices(f, kindOf(fns[0]))
 	if err != nil {
 		return plannedRule{}, field, err
 	}
 	if len(devs) > 0 {
 		enc.Flags |= ruleDevices
 	}
-	chain, err := e.planChain(f, fn)
+	chain, err := e.planChain(f, soleHook(fns))
 	if err == nil {
 		err = clonedFrame(chain, syms)
 	}
 	if err != nil {
 		return plannedRule{}, "", err
 	}
-	return plannedRule{fn: fn, kind: kind, enc: enc, chain: chain, devs: devs}, "", nil
+	return plannedRule{fns: fns, enc: enc, chain: chain, devs: devs}, "", nil
+}
+
+// hookable keeps the functions of fns that can be overridden here (checkHookable). A fault
+// that hooks one function is refused with its reason; one that hooks several (alloc) leaves out
+// those this kernel lacks or refuses (kfault check names them), and is refused only when none
+// is left.
+func (e *Engine) hookable(fns []string) ([]string, error) {
+	var ok []string
+	var first error
+	for _, fn := range fns {
+		if err := e.checkHookable(fn); err != nil {
+			first = cmp.Or(first, err)
+			continue
+		}
+		ok = append(ok, fn)
+	}
+	switch {
+	case len(ok) > 0:
+		return ok, nil
+	case len(fns) == 1:
+		return nil, first
+	}
+	return nil, fmt.Errorf("none of its %d hooks can be overridden here (the first: %w)", len(fns), first)
 }
 
 // planDevices resolves the devices of a bio fault on this node: paths to their st_rdev. A
@@ -201,7 +231,7 @@ func (e *Engine) planDevices(f annotations.Fault, kind hookKind) ([]Dev, string,
 		return nil, "", nil
 	}
 	if kind != kindBio {
-		return nil, "devices", fmt.Errorf("only valid on bio faults (failtype 2 or function %s)", annotations.FailPoints[annotations.Bio].Function)
+		return nil, "devices", fmt.Errorf("only valid on bio faults (failtype 2 or function %s)", annotations.FailPoints[annotations.Bio].Functions[0])
 	}
 	if len(f.Devices) > annotations.MaxDevices {
 		return nil, "devices", fmt.Errorf("%d entries, at most %d allowed", len(f.Devices), annotations.MaxDevices)

@@ -10,7 +10,7 @@ import (
 // TestPlanOnly: the faults a select rule chose keep their prepared rules, in the order asked.
 func TestPlanOnly(t *testing.T) {
 	faults := []annotations.Fault{{FailType: annotations.Slab}, {FailType: annotations.Page}, {FailType: annotations.Bio}}
-	rules := []plannedRule{{fn: "should_failslab"}, {fn: "should_fail_alloc_page"}, {fn: "should_fail_bio"}}
+	rules := []plannedRule{{fns: []string{"should_failslab"}}, {fns: []string{"should_fail_alloc_page"}}, {fns: []string{"should_fail_bio"}}}
 	for name, tc := range map[string]struct {
 		plan    Plan
 		indexes []int

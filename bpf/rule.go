@@ -28,22 +28,24 @@ const (
 	MaxProtectedDevices = 64
 )
 
-// hookKind selects the program variant: each failtype's fault point reads its own arguments
-// (a gfp mask or a bio); any other function gets the generic program.
+// hookKind selects the program variant: each fault point reads its own arguments (a gfp mask or
+// a bio); any other function gets the generic program.
 type hookKind int
 
-// The failtypes' kinds are their numbers; kindFunc comes after them.
+// The fault points' kinds are their failtypes' numbers; kindFunc comes after them.
 const (
 	kindSlab = hookKind(annotations.Slab) // should_failslab(struct kmem_cache *, gfp_t)
 	kindPage = hookKind(annotations.Page) // should_fail_alloc_page(gfp_t, unsigned int)
 	kindBio  = hookKind(annotations.Bio)  // should_fail_bio(struct bio *)
-	kindFunc = hookKind(len(annotations.FailPoints))
+	// kindFunc is the generic program, which reads no argument: function targets and LSM
+	// hooks (failtype alloc's among them).
+	kindFunc = kindBio + 1
 )
 
 // String is the suffix of the kind's programs in kfault.bpf.c: the failtype's name, or func.
 func (k hookKind) String() string {
-	if p, ok := annotations.FailType(k).Point(); ok {
-		return p.Name
+	if k < kindFunc {
+		return annotations.FailType(k).String()
 	}
 	return "func"
 }
@@ -57,28 +59,43 @@ func programName(m Mechanism, k hookKind) string {
 	return prefix + k.String()
 }
 
-// hookOf names the kernel function a fault overrides, and the kind of program that hooks it
-// (a failtype's fault point named as a function gets that failtype's program).
-func hookOf(f annotations.Fault) (string, hookKind, error) {
-	if f.Function != "" {
-		for _, p := range annotations.FailPoints {
-			if p.Function == f.Function {
-				return f.Function, hookKind(p.Type), nil
-			}
+// kindOf is the kind of program that hooks fn: a fault point's own, whether the fault names it
+// by failtype or as a function, else the generic one.
+func kindOf(fn string) hookKind {
+	for k := kindSlab; k < kindFunc; k++ {
+		if annotations.FailType(k).HookFunctions()[0] == fn {
+			return k
 		}
-		return f.Function, kindFunc, nil
 	}
-	p, ok := f.FailType.Point()
-	if !ok {
-		return "", 0, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page or 2 bio)", int(f.FailType))
+	return kindFunc
+}
+
+// hooksOf names the kernel functions a fault overrides: its function, or its failtype's (all of
+// alloc's LSM hooks, whether or not this kernel has them).
+func hooksOf(f annotations.Fault) ([]string, error) {
+	if f.Function != "" {
+		return []string{f.Function}, nil
 	}
-	return p.Function, hookKind(p.Type), nil
+	fns := f.FailType.HookFunctions()
+	if len(fns) == 0 {
+		return nil, fmt.Errorf("failtype %d: unknown (want 0 slab, 1 page, 2 bio or 3 alloc)", int(f.FailType))
+	}
+	return fns, nil
+}
+
+// soleHook is the hooked function of a fault that hooks one, "" for one that hooks several: a
+// call-chain frame on the hooked function itself means something only for the former.
+func soleHook(fns []string) string {
+	if len(fns) == 1 {
+		return fns[0]
+	}
+	return ""
 }
 
 // returnValue is what the hooked function returns while the fault fires
 // (annotations.Fault.ReturnValue), checked.
 func returnValue(f annotations.Fault) (int64, error) {
-	if _, _, err := hookOf(f); err != nil {
+	if _, err := hooksOf(f); err != nil {
 		return 0, err
 	}
 	if f.Function != "" && (f.Errno <= 0 || f.Errno > annotations.MaxErrno) {

@@ -1,6 +1,7 @@
 package bpf
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/kfault/kfault/annotations"
@@ -58,31 +59,41 @@ func TestEncodeRule(t *testing.T) {
 func TestHookAndReturnValue(t *testing.T) {
 	for _, tc := range []struct {
 		f    annotations.Fault
-		fn   string
+		fns  []string
 		kind hookKind
 		ret  int64
 		prog string
 	}{
-		{annotations.Fault{FailType: annotations.Slab}, "should_failslab", kindSlab, -12, "kfault_fm_slab"},
-		{annotations.Fault{FailType: annotations.Page}, "should_fail_alloc_page", kindPage, 1, "kfault_fm_page"},
-		{annotations.Fault{FailType: annotations.Bio}, "should_fail_bio", kindBio, -5, "kfault_fm_bio"},
-		{annotations.Fault{Function: "__x64_sys_openat", Errno: 13}, "__x64_sys_openat", kindFunc, -13, "kfault_fm_func"},
-		{annotations.Fault{Function: "should_failslab", Errno: 28}, "should_failslab", kindSlab, -28, "kfault_fm_slab"},
+		{annotations.Fault{FailType: annotations.Slab}, []string{"should_failslab"}, kindSlab, -12, "kfault_fm_slab"},
+		{annotations.Fault{FailType: annotations.Page}, []string{"should_fail_alloc_page"}, kindPage, 1, "kfault_fm_page"},
+		{annotations.Fault{FailType: annotations.Bio}, []string{"should_fail_bio"}, kindBio, -5, "kfault_fm_bio"},
+		{annotations.Fault{FailType: annotations.Alloc}, annotations.FailPoints[annotations.Alloc].Functions, kindFunc, -12, "kfault_fm_func"},
+		{annotations.Fault{Function: "__x64_sys_openat", Errno: 13}, []string{"__x64_sys_openat"}, kindFunc, -13, "kfault_fm_func"},
+		{annotations.Fault{Function: "security_file_open", Errno: 13}, []string{"security_file_open"}, kindFunc, -13, "kfault_fm_func"},
+		{annotations.Fault{Function: "should_failslab", Errno: 28}, []string{"should_failslab"}, kindSlab, -28, "kfault_fm_slab"},
 	} {
-		fn, kind, err := hookOf(tc.f)
-		if err != nil || fn != tc.fn || kind != tc.kind {
-			t.Errorf("hookOf(%+v) = %s, %v, %v", tc.f, fn, kind, err)
+		fns, err := hooksOf(tc.f)
+		if err != nil || !slices.Equal(fns, tc.fns) {
+			t.Errorf("hooksOf(%+v) = %s, %v", tc.f, fns, err)
+		}
+		for _, fn := range fns {
+			if kind := kindOf(fn); kind != tc.kind {
+				t.Errorf("kindOf(%s) = %v, want %v", fn, kind, tc.kind)
+			}
 		}
 		ret, err := returnValue(tc.f)
 		if err != nil || ret != tc.ret {
 			t.Errorf("returnValue(%+v) = %d, %v; want %d", tc.f, ret, err, tc.ret)
 		}
-		if p := programName(MechanismFmodRet, kind); p != tc.prog {
+		if p := programName(MechanismFmodRet, tc.kind); p != tc.prog {
 			t.Errorf("programName = %s, want %s", p, tc.prog)
 		}
 	}
 	if p := programName(MechanismKprobe, kindBio); p != "kfault_kp_bio" {
 		t.Errorf("programName(kprobe, bio) = %s", p)
+	}
+	if _, err := hooksOf(annotations.Fault{FailType: 9}); err == nil {
+		t.Error("hooksOf(failtype 9): no error")
 	}
 }
 

@@ -121,11 +121,10 @@ func (e *Engine) readEvents(ev *events) {
 
 // sampleOwner is what attributing a sample needs of the rule that injected it.
 type sampleOwner struct {
-	key      string
-	fault    int
-	function string
-	cgroup   uint64
-	hook     uint32
+	key       string
+	fault     int
+	cgroup    uint64
+	functions map[uint32]string // hook id -> hooked function, for each hook of the rule
 }
 
 // attribute finds the rule a sample came from. The counter index alone could name a newer rule
@@ -137,7 +136,11 @@ func (e *Engine) attribute(raw kfaultEvent, monoToWall time.Duration) (Injection
 		return Injection{}, false
 	}
 	o := e.sampleOwners[raw.Counter]
-	if o == nil || o.cgroup != raw.Cgroup || o.hook != raw.Hook {
+	if o == nil || o.cgroup != raw.Cgroup {
+		return Injection{}, false
+	}
+	function, ok := o.functions[raw.Hook]
+	if !ok {
 		return Injection{}, false
 	}
 	comm := make([]byte, 0, len(raw.Comm))
@@ -150,7 +153,7 @@ func (e *Engine) attribute(raw kfaultEvent, monoToWall time.Duration) (Injection
 	return Injection{
 		Key:      o.key,
 		Fault:    o.fault,
-		Function: o.function,
+		Function: function,
 		Seq:      raw.Seq,
 		PID:      int(uint32(raw.PidTgid)),
 		TGID:     int(raw.PidTgid >> 32),

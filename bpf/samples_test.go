@@ -10,7 +10,8 @@ import (
 // been reused by a newer rule by the time an old sample is read.
 func TestAttribute(t *testing.T) {
 	e := &Engine{}
-	e.sampleOwners[17] = &sampleOwner{key: "k8s.io/abc", fault: 1, function: "should_failslab", cgroup: 4242, hook: 3}
+	e.sampleOwners[17] = &sampleOwner{key: "k8s.io/abc", fault: 1, cgroup: 4242, functions: map[uint32]string{3: "should_failslab"}}
+	e.sampleOwners[19] = &sampleOwner{key: "k8s.io/abc", cgroup: 4242, functions: map[uint32]string{5: "security_file_alloc", 6: "security_inode_alloc"}}
 	comm := [16]int8{}
 	for i, c := range "mount-loop" {
 		comm[i] = int8(c)
@@ -26,8 +27,11 @@ func TestAttribute(t *testing.T) {
 			PID: 78, TGID: 77, Comm: "mount-loop", Retval: -12, Time: time.Unix(1700000005, 0).UTC()}},
 		"slot reused by another cgroup": {func() kfaultEvent { r := good; r.Cgroup = 1; return r }(), nil},
 		"other hook":                    {func() kfaultEvent { r := good; r.Hook = 4; return r }(), nil},
-		"empty slot":                    {func() kfaultEvent { r := good; r.Counter = 18; return r }(), nil},
-		"slot out of range":             {func() kfaultEvent { r := good; r.Counter = maxRules; return r }(), nil},
+		// A rule on several hooks (alloc) names the hook that injected.
+		"another hook of the rule": {func() kfaultEvent { r := good; r.Counter = 19; r.Hook = 6; return r }(), &Injection{Key: "k8s.io/abc", Fault: 0,
+			Function: "security_inode_alloc", Seq: 1024, PID: 78, TGID: 77, Comm: "mount-loop", Retval: -12, Time: time.Unix(1700000005, 0).UTC()}},
+		"empty slot":        {func() kfaultEvent { r := good; r.Counter = 18; return r }(), nil},
+		"slot out of range": {func() kfaultEvent { r := good; r.Counter = maxRules; return r }(), nil},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -332,24 +332,30 @@ func TestVMPreflight(t *testing.T) {
 	t.Logf("kfault check:\n%s", b.String())
 
 	injection := KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION") == "y"
+	// fmod_ret may modify security_* functions whatever the error injection: every kernel of
+	// the matrix has LSM hooks (CONFIG_SECURITY) and BTF.
+	lsm := KernelConfig("CONFIG_SECURITY") == "y" && KernelConfig("CONFIG_DEBUG_INFO_BTF") == "y"
 	want := map[string]bool{
-		"error-injection list":                 injection,
-		"mechanism fmod_ret":                   injection,
-		"mechanism kprobe":                     injection && KernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") == "y",
-		"ring buffer (sampled injections)":     true, // every kernel of the matrix is 6.1+
-		"task storage (call chains)":           true,
-		"exec boundary (runtime setup spared)": true,
-		"interrupt-context filter":             true, // every x86-64 layout: findPreemptCount
+		"error-injection list":                  injection,
+		"mechanism fmod_ret":                    injection,
+		"mechanism kprobe":                      injection && KernelConfig("CONFIG_BPF_KPROBE_OVERRIDE") == "y",
+		"mechanism lsm (fmod_ret on LSM hooks)": lsm,
+		"function targets (LSM hooks)":          lsm,
+		"ring buffer (sampled injections)":      true, // every kernel of the matrix is 6.1+
+		"task storage (call chains)":            true,
+		"exec boundary (runtime setup spared)":  true,
+		"interrupt-context filter":              true, // every x86-64 layout: findPreemptCount
 	}
 	var u unix.Utsname
 	unix.Uname(&u)
 	post611 := releaseAtLeast(unix.ByteSliceToString(u.Release[:]), 6, 11)
-	for _, fp := range annotations.FailPoints {
+	for _, fp := range annotations.FailPoints[:annotations.Alloc] {
 		// From 6.11 each hook exists only with its option. Before, should_fail_bio is empty
 		// without CONFIG_FAIL_MAKE_REQUEST and the compiler drops it (Debian's 6.1).
 		present := KernelConfig(fp.Config) == "y" || !post611 && fp.Type != annotations.Bio
-		want[fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Function)] = injection && present
+		want[fmt.Sprintf("failtype %d (%s): %s", fp.Type, fp.Name, fp.Functions[0])] = injection && present
 	}
+	want["failtype 3 (alloc): LSM hooks"] = lsm
 	seen := map[string]bool{}
 	for _, c := range rep.Checks {
 		w, ok := want[c.Name]
@@ -369,11 +375,17 @@ func TestVMPreflight(t *testing.T) {
 			t.Errorf("no %q line", name)
 		}
 	}
-	if rep.CanInject != injection {
-		t.Errorf("CanInject=%v, want %v (CONFIG_FUNCTION_ERROR_INJECTION=%q)", rep.CanInject, injection, KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"))
+	if rep.CanInject != (injection || lsm) {
+		t.Errorf("CanInject=%v, want %v (CONFIG_FUNCTION_ERROR_INJECTION=%q, CONFIG_SECURITY=%q)", rep.CanInject, injection || lsm,
+			KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"), KernelConfig("CONFIG_SECURITY"))
 	}
-	if !injection && !strings.Contains(b.String(), "kfault cannot inject faults on this kernel") {
+	switch {
+	case !injection && !lsm && !strings.Contains(b.String(), "kfault cannot inject faults on this kernel"):
 		t.Error("the report does not end by saying nothing can be injected here")
+	case lsm && !strings.Contains(b.String(), "kfault can inject these faults here: ") || lsm && !slices.Contains(rep.Kinds, "failtype 3 (alloc)"):
+		t.Errorf("the report does not end by naming failtype 3 (alloc) among what can be injected: kinds %q", rep.Kinds)
+	case rep.LSMOnly != (lsm && !injection):
+		t.Errorf("LSMOnly=%v, want %v", rep.LSMOnly, lsm && !injection)
 	}
 	for _, c := range rep.Checks {
 		if c.Name == "mechanism kprobe" && !c.OK && injection && !strings.Contains(c.Detail, "CONFIG_BPF_KPROBE_OVERRIDE") {

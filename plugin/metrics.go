@@ -53,13 +53,14 @@ func (c injectedCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// faultLabels names each of n faults for the fault label: "0:should_failslab", the number
+// faultLabels names each of n faults for the fault label: "0:should_failslab" ("1:alloc" for a
+// failtype that hooks several functions), the number
 // being the fault's index in the annotation (index maps the armed fault i to it).
 func faultLabels(faults []annotations.Fault, n int, index func(int) int) []string {
 	out := make([]string, n)
 	for i := range out {
 		if i < len(faults) {
-			out[i] = strconv.Itoa(index(i)) + ":" + faults[i].HookFunction()
+			out[i] = strconv.Itoa(index(i)) + ":" + faults[i].HookName()
 		} else {
 			out[i] = strconv.Itoa(index(i))
 		}

@@ -806,10 +806,15 @@ func (p *Plugin) flush() {
 
 func (p *Plugin) mechanism() string { return MechanismName(p.engine) }
 
-// MechanismName is the engine's override mechanism, "none" on a kernel that cannot inject.
+// MechanismName is the engine's override mechanism, "none" on a kernel that cannot inject, and
+// "fmod_ret (LSM hooks only)" on a kernel without error injection.
 func MechanismName(e Engine) string {
 	if _, ok := e.(Unavailable); ok {
 		return "none"
+	}
+	// Asked of engines that can tell (bpf.Engine): a fake engine need not know.
+	if l, ok := e.(interface{ LSMOnly() bool }); ok && l.LSMOnly() {
+		return e.Mechanism().String() + " (LSM hooks only)"
 	}
 	return e.Mechanism().String()
 }

@@ -25,8 +25,12 @@ func TestCheckCommand(t *testing.T) {
 		stderr    []string
 	}{
 		"no spec": {
-			rep:  bpf.Report{CanInject: true, Mechanisms: fmodRet},
-			code: 0, stdout: []string{"kfault can inject faults here"},
+			rep:  bpf.Report{CanInject: true, Kinds: []string{"failtype 0 (slab)"}, Mechanisms: fmodRet},
+			code: 0, stdout: []string{"kfault can inject these faults here: failtype 0 (slab) (mechanisms: fmod_ret; auto picks fmod_ret)"},
+		},
+		"LSM hooks only": {
+			rep:  bpf.Report{CanInject: true, Kinds: []string{"failtype 3 (alloc)", "function (security_* LSM hooks)"}, Mechanisms: fmodRet, LSMOnly: true},
+			code: 0, stdout: []string{"kfault can inject these faults here: failtype 3 (alloc), function (security_* LSM hooks) (mechanisms: fmod_ret on LSM hooks only; auto picks fmod_ret)"},
 		},
 		"manifests": {
 			args: []string{"--spec", "testdata/check/chains.yaml"},

@@ -24,7 +24,7 @@ import (
 func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kfault inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	failtype := fs.String("failtype", "", "slab|page|bio (or 0|1|2): the KernelChaos fault point to fail")
+	failtype := fs.String("failtype", "", "slab|page|bio|alloc (or 0|1|2|3): the fault point (KernelChaos's 0-2) or the LSM allocation hooks (3) to fail")
 	function := fs.String("function", "", "instead of --failtype: a function on /sys/kernel/debug/error_injection/list, e.g. __x64_sys_openat")
 	errno := fs.String("errno", "", "with --function: the errno to return, by name (EACCES) or number")
 	spec := fs.String("spec", "", "instead of --failtype/--function: a file holding an annotation value (YAML or JSON, one fault or a list)")
@@ -290,6 +290,6 @@ func printSample(w io.Writer, inj bpf.Injection) {
 
 // isBioFault tells whether f fails bios (failtype bio, or should_fail_bio named as a function).
 func isBioFault(f annotations.Fault) bool {
-	bio := annotations.FailPoints[annotations.Bio].Function
+	bio := annotations.FailPoints[annotations.Bio].Functions[0]
 	return f.Function == bio || f.Function == "" && f.FailType == annotations.Bio
 }
