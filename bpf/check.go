@@ -276,7 +276,7 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 		}
 	}
 	if !k.anyMech {
-		problems = append(problems, "no override mechanism works (see above)")
+		problems = append(problems, "neither fmod_ret nor kprobe works on the error-injection list (see above)")
 	}
 	switch {
 	case len(problems) > 0:

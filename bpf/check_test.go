@@ -64,7 +64,7 @@ func TestFailPointCheck(t *testing.T) {
 		"slab: clone, list unreadable": {annotations.Slab, noList, slabClone, false},
 		"page: list unreadable":        {annotations.Page, noList, "probably: in kallsyms, no clone; the error-injection list could not be read", true},
 		"page: kallsyms unreadable":    {annotations.Page, noSyms, "no: cannot read testdata/kallsyms: permission denied", false},
-		"slab: clone, no mechanism":    {annotations.Slab, noMech, slabClone + "; no override mechanism works (see above)", false},
+		"slab: clone, no mechanism":    {annotations.Slab, noMech, slabClone + "; neither fmod_ret nor kprobe works on the error-injection list (see above)", false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := failPointCheck(annotations.FailPoints[tc.point], tc.facts)

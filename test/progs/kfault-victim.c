@@ -19,6 +19,13 @@
  *       tcp   connect to its own listener on 127.0.0.1, accept, 1 byte each way, close both
  *             (the receive side runs in NET_RX softirq on this task: the interrupt-context
  *             filter); the result's extra is the listener's drops (SO_MEMINFO) after the run
+ *       The LSM allocation hooks of failtype alloc, one each:
+ *       pipe   pipe2() + close both            (an inode: security_inode_alloc)
+ *       socket socket(AF_INET, SOCK_DGRAM) + close (a sock: security_sk_alloc)
+ *       fork   fork(), the child exits at once, waitpid (a task: security_task_alloc)
+ *       creds  prctl(PR_SET_KEEPCAPS, 0)       (new credentials: security_prepare_creds)
+ *       msg    msgsnd + msgrcv of 1 byte on a private queue (security_msg_msg_alloc)
+ *       mmap   mmap 4 KiB anonymous, writable + munmap (security_vm_enough_memory_mm)
  * File descriptors (all optional):
  *   3  read end of the go pipe: the victim waits for one byte before the operations
  *   4  a memfd of at least sizeof(struct result) + N bytes: results are written there
@@ -39,6 +46,9 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/msg.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -74,7 +84,7 @@ static uint64_t now_ns(void)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s slab|page|bio|open|stat|mount|loop|read|tcp N [PATH]\n", argv[0]);
+		fprintf(stderr, "usage: %s slab|page|bio|open|stat|mount|loop|read|tcp|pipe|socket|fork|creds|msg|mmap N [PATH]\n", argv[0]);
 		return 2;
 	}
 	const char *op = argv[1];
@@ -118,6 +128,11 @@ int main(int argc, char **argv)
 	int blk = -1;
 	int zero = -1;
 	int lst = -1;
+	int msq = -1;
+	struct {
+		long mtype;
+		char mtext[1];
+	} msgbuf = {.mtype = 1, .mtext = {'k'}};
 	struct sockaddr_in lst_addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	socklen_t lst_len = sizeof(lst_addr);
 	/* Generous deadlines against hangs (connect, accept, read), never expected to expire. */
@@ -147,11 +162,18 @@ int main(int argc, char **argv)
 			perror("kfault-victim: listen on 127.0.0.1");
 			return 2;
 		}
+	} else if (!strcmp(op, "msg")) {
+		msq = msgget(IPC_PRIVATE, IPC_CREAT | 0600);
+		if (msq < 0) {
+			perror("kfault-victim: msgget");
+			return 2;
+		}
 	} else if ((!strcmp(op, "stat") || !strcmp(op, "mount")) && !path) {
 		fprintf(stderr, "kfault-victim: %s needs a PATH\n", op);
 		return 2;
 	} else if (strcmp(op, "slab") && strcmp(op, "open") && strcmp(op, "loop") && strcmp(op, "stat") &&
-		   strcmp(op, "mount")) {
+		   strcmp(op, "mount") && strcmp(op, "pipe") && strcmp(op, "socket") && strcmp(op, "fork") &&
+		   strcmp(op, "creds") && strcmp(op, "mmap")) {
 		fprintf(stderr, "kfault-victim: unknown op %s\n", op);
 		return 2;
 	}
@@ -205,6 +227,42 @@ int main(int argc, char **argv)
 					close(sv);
 				close(cl);
 			}
+		} else if (!strcmp(op, "pipe")) {
+			int fds[2];
+			if (pipe2(fds, O_CLOEXEC) < 0) {
+				err = errno;
+			} else {
+				close(fds[0]);
+				close(fds[1]);
+			}
+		} else if (!strcmp(op, "socket")) {
+			int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+			if (fd < 0)
+				err = errno;
+			else
+				close(fd);
+		} else if (!strcmp(op, "fork")) {
+			pid_t pid = fork();
+			if (pid < 0)
+				err = errno;
+			else if (pid == 0)
+				_exit(0);
+			else if (waitpid(pid, NULL, 0) != pid)
+				err = EPROTO;
+		} else if (!strcmp(op, "creds")) {
+			if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) < 0)
+				err = errno;
+		} else if (!strcmp(op, "msg")) {
+			if (msgsnd(msq, &msgbuf, 1, IPC_NOWAIT) < 0)
+				err = errno;
+			else if (msgrcv(msq, &msgbuf, 1, 0, IPC_NOWAIT) != 1)
+				err = EPROTO;
+		} else if (!strcmp(op, "mmap")) {
+			void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (m == MAP_FAILED)
+				err = errno;
+			else
+				munmap(m, 4096);
 		} else if (op[0] == 'p') {
 			ssize_t w = write(pipefd[1], iobuf, sizeof(iobuf));
 			if (w < 0)
@@ -247,6 +305,8 @@ int main(int argc, char **argv)
 		if (getsockopt(lst, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 && len > SK_MEMINFO_DROPS * sizeof(mem[0]))
 			res->extra = mem[SK_MEMINFO_DROPS];
 	}
+	if (msq >= 0)
+		msgctl(msq, IPC_RMID, NULL);
 	res->magic = MAGIC;
 
 	if (!shared)
