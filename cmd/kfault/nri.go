@@ -147,6 +147,9 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 		return 1
 	default:
 		engine = e
+		if e.LSMOnly() {
+			log.Warn("this kernel has no error injection: only LSM hooks can be failed (failtype alloc, function: security_*); other faults are refused (see kfault check)")
+		}
 		defer func() {
 			if err := e.Close(); err != nil {
 				log.Error("closing the BPF engine", "error", err.Error())

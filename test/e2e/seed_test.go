@@ -43,6 +43,22 @@ func loopExt4(t *testing.T, name string) string {
 // The unannotated container of the same pod and a bystander pod mount their devices.
 func TestPluginSeedMountCallchain(t *testing.T) {
 	p := withPlugin(t, "seed", vmtest.PluginOptions{})
+	seedMount(t, p, "seed", "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}")
+}
+
+// TestPluginSeedAllocCallchain is the seed's example with failtype alloc, which works on kernels
+// without error injection (Debian's): the mount's new superblock (security_sb_alloc) fails
+// with "Cannot allocate memory" as the slab fault does.
+func TestPluginSeedAllocCallchain(t *testing.T) {
+	vmtest.RequireLSM(t)
+	vmtest.Containerd(t)
+	p := vmtest.StartPlugin(t, "seed-alloc", vmtest.PluginOptions{})
+	seedMount(t, p, "seed-alloc", "{failtype: alloc, callchain: [{funcname: __x64_sys_mount}]}")
+}
+
+// seedMount runs the seed scenario with fault as the victim container's annotation, in pods
+// named after name.
+func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
 	devs := map[string]string{}
 	for _, c := range []string{"victim", "neighbour", "bystander"} {
 		devs[c] = loopExt4(t, c)
@@ -52,9 +68,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
 		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
 	}
-	pod := newPod("seed", map[string]string{
-		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
-	})
+	pod := newPod(name, map[string]string{"faults.kfault.dev/container.victim": fault})
 	pod.Privileged = true
 	podID := runPod(t, &pod)
 	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
@@ -65,12 +79,12 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		t.Fatalf("crictl start: %v: %s", err, out)
 	}
 	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
-	by := newPod("seed-bystander", nil)
+	by := newPod(name+"-bystander", nil)
 	by.Privileged = true
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
 
-	if armed, err := p.FindLog(vmtest.ArmedLine("seed", "victim")); err == nil {
+	if armed, err := p.FindLog(vmtest.ArmedLine(name, "victim")); err == nil {
 		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
 	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
@@ -85,7 +99,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
-		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine("seed", "victim"))
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(name, "victim"))
 		secs, _ := armed.Num("armSeconds")
 		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
@@ -101,10 +115,12 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	}
 }
 
-// TestPluginRefusedWithoutInjection is the seed scenario on a kernel that cannot inject
-// (Debian's binary kernels: no CONFIG_FUNCTION_ERROR_INJECTION). kfault nri still registers,
-// and the annotated container is refused at creation with the kernel's reason, instead of
-// running unfaulted with nobody told; a bystander pod runs and mounts as usual.
+// TestPluginRefusedWithoutInjection is the seed scenario (failtype 0) on a kernel without error
+// injection (Debian's binary kernels: no CONFIG_FUNCTION_ERROR_INJECTION). kfault nri still
+// registers. With LSM hooks (every such kernel of the matrix) its engine runs fmod_ret on them
+// only (TestPluginSeedAllocCallchain) and refuses failtype 0 at creation with the kernel's
+// reason; without them it refuses every annotated container. Either way the container does not
+// run unfaulted with nobody told, and a bystander pod runs and mounts as usual.
 func TestPluginRefusedWithoutInjection(t *testing.T) {
 	vmtest.Require(t)
 	if c := bpf.KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
@@ -112,8 +128,14 @@ func TestPluginRefusedWithoutInjection(t *testing.T) {
 	}
 	vmtest.Containerd(t)
 	p := vmtest.StartPlugin(t, "refused", vmtest.PluginOptions{})
-	if p.Count("this kernel cannot inject faults: every annotated container will be refused (see kfault check)") != 1 {
-		t.Error("the plugin's log does not say at start that this kernel cannot inject")
+	start := "this kernel cannot inject faults: every annotated container will be refused (see kfault check)"
+	reasons := []string{"this node's kernel cannot inject faults", "kfault check", "CONFIG_FUNCTION_ERROR_INJECTION"}
+	if vmtest.LSMHooks() {
+		start = "this kernel has no error injection: only LSM hooks can be failed (failtype alloc, function: security_*); other faults are refused (see kfault check)"
+		reasons = []string{"should_failslab", "CONFIG_FUNCTION_ERROR_INJECTION", "only security_* (LSM) functions are modifiable"}
+	}
+	if p.Count(start) != 1 {
+		t.Errorf("the plugin's log does not say at start: %s", start)
 	}
 	dev := loopExt4(t, "refused-bystander")
 	pod := newPod("refused", map[string]string{
@@ -124,7 +146,7 @@ func TestPluginRefusedWithoutInjection(t *testing.T) {
 	if err == nil {
 		t.Fatal("the annotated container was created on a kernel that cannot inject")
 	}
-	for _, w := range []string{"this node's kernel cannot inject faults", "kfault check", "CONFIG_FUNCTION_ERROR_INJECTION"} {
+	for _, w := range reasons {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("creation error does not say %q: %v", w, err)
 		}

@@ -49,6 +49,23 @@ func RequireInjection(t testing.TB) {
 	}
 }
 
+// RequireLSM is Require on a kernel where fmod_ret can fail LSM hooks (failtype alloc,
+// function: security_*): one with CONFIG_SECURITY and BTF, whether or not it has error injection.
+// As RequireInjection, it follows the kernel's config, not a probe.
+func RequireLSM(t testing.TB) {
+	t.Helper()
+	Require(t)
+	if !LSMHooks() {
+		t.Skipf("this kernel has no LSM hooks for fmod_ret (CONFIG_SECURITY=%q, CONFIG_DEBUG_INFO_BTF=%q)",
+			bpf.KernelConfig("CONFIG_SECURITY"), bpf.KernelConfig("CONFIG_DEBUG_INFO_BTF"))
+	}
+}
+
+// LSMHooks says whether the kernel's config lets fmod_ret fail LSM hooks.
+func LSMHooks() bool {
+	return bpf.KernelConfig("CONFIG_SECURITY") == "y" && bpf.KernelConfig("CONFIG_DEBUG_INFO_BTF") == "y"
+}
+
 // Run runs a command, failing the test with its output if it fails.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
