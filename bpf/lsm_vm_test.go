@@ -107,6 +107,38 @@ func TestVMAllocHooks(t *testing.T) {
 	}
 }
 
+// TestVMAllocOperations: what a process sees with failtype alloc, all hooks armed: each
+// operation fails at the first hook it reaches (socket(2) at its inode: ENFILE). The victims
+// start before the fault is armed (their exec would fail), one per operation, and a bystander
+// runs each operation at the same time.
+func TestVMAllocOperations(t *testing.T) {
+	e := newLSMEngine(t)
+	victimCg := newCgroup(t, "", "alloc-ops-victim")
+	byCg := newCgroup(t, "", "alloc-ops-bystander")
+	mnt := t.TempDir()
+	ops := []struct {
+		op   string
+		want syscall.Errno
+	}{
+		{"open", syscall.ENOMEM}, {"pipe", syscall.ENFILE}, {"socket", syscall.ENFILE}, {"fork", syscall.ENOMEM},
+		{"creds", syscall.ENOMEM}, {"mount", syscall.ENOMEM}, {"msg", syscall.ENOMEM}, {"mmap", syscall.ENOMEM},
+	}
+	type pair struct{ v, b *victim }
+	var running []pair
+	for _, o := range ops {
+		var args []string
+		if o.op == "mount" {
+			args = []string{mnt}
+		}
+		running = append(running, pair{startVictim(t, victimCg, o.op, 5, args...), startVictim(t, byCg, o.op, 5, args...)})
+	}
+	armOne(t, e, "alloc-ops", victimCg, annotations.Fault{FailType: annotations.Alloc, Probability: 100})
+	for i, o := range ops {
+		expectAll(t, "victim "+o.op, running[i].v.run(), o.want)
+		expectAll(t, "bystander "+o.op, running[i].b.run(), 0)
+	}
+}
+
 // TestVMAllocFailtype: failtype alloc attaches one program per hook, and its one rule counts
 // times across them: three failures in all, whichever hooks they hit. Samples name the hook
 // that injected.
