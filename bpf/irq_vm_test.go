@@ -37,12 +37,7 @@ func TestVMInterruptContextSpared(t *testing.T) {
 		const conns = 10
 
 		t.Run("filter", func(t *testing.T) {
-			armOne(t, e, "softirq", victimCg, rcv)
-			expectTCP(t, "bystander", runVictim(t, byCg, "tcp", conns))
-			expectTCP(t, "victim", runVictim(t, victimCg, "tcp", conns))
-			if c := counts(t, e, "softirq"); c != 0 {
-				t.Errorf("%d faults injected under tcp_v4_rcv, which runs in softirq only; want 0", c)
-			}
+			expectSoftirqSpared(t, e, "softirq", victimCg, byCg, rcv, conns)
 
 			// Positive control: the same hook fails the victim in task context. A fault under
 			// inet_stream_connect fails connect(2)'s own allocations, before the SYN is sent.
@@ -65,26 +60,46 @@ func TestVMInterruptContextSpared(t *testing.T) {
 
 		t.Run("filter off", func(t *testing.T) {
 			disableIRQFilter(t, e)
-			f := rcv
-			f.Times = 1 // one dropped SYN is retransmitted after a second; more would cost minutes
-			armOne(t, e, "softirq-unfiltered", victimCg, f)
-			expectTCP(t, "bystander", runVictim(t, byCg, "tcp", conns))
-			if c := counts(t, e, "softirq-unfiltered"); c != 0 {
-				t.Errorf("%d faults injected for the bystander", c)
-			}
-			vr := runVictim(t, victimCg, "tcp", conns)
-			if vr.fail != 0 {
-				t.Errorf("victim: want every connection to succeed (a dropped SYN is retransmitted); got %s", vr)
-			}
-			if c := counts(t, e, "softirq-unfiltered"); c != 1 {
-				t.Errorf("without the filter: %d faults injected under tcp_v4_rcv, want 1 (times: 1)", c)
-			}
-			if vr.extra == 0 {
-				t.Errorf("without the filter: the listener dropped nothing; want the SYN or ACK whose allocation failed")
-			}
-			t.Logf("victim without the filter: %s; the listener dropped %d", vr, vr.extra)
+			expectSoftirqFaulted(t, e, "softirq-unfiltered", victimCg, byCg, rcv, conns)
 		})
 	})
+}
+
+// expectSoftirqSpared arms f, a fault under a frame that runs in softirq only (tcp_v4_rcv), on
+// victim, and checks that TCP over 127.0.0.1 from victim and from by is untouched: every
+// connection made, nothing dropped, no fault injected.
+func expectSoftirqSpared(t *testing.T, e *Engine, key string, victim, by *cgroup, f annotations.Fault, conns int) {
+	t.Helper()
+	armOne(t, e, key, victim, f)
+	expectTCP(t, "bystander", runVictim(t, by, "tcp", conns))
+	expectTCP(t, "victim", runVictim(t, victim, "tcp", conns))
+	if c := counts(t, e, key); c != 0 {
+		t.Errorf("%d faults injected under tcp_v4_rcv, which runs in softirq only; want 0", c)
+	}
+}
+
+// expectSoftirqFaulted is expectSoftirqSpared's control, with the interrupt-context filter off
+// (disableIRQFilter): f, armed for one fault, fails an allocation in the victim's softirq, and
+// the listener drops the packet, which is retransmitted: every connection is still made.
+func expectSoftirqFaulted(t *testing.T, e *Engine, key string, victim, by *cgroup, f annotations.Fault, conns int) {
+	t.Helper()
+	f.Times = 1 // one dropped SYN or ACK is retransmitted after a second; more would cost minutes
+	armOne(t, e, key, victim, f)
+	expectTCP(t, "bystander", runVictim(t, by, "tcp", conns))
+	if c := counts(t, e, key); c != 0 {
+		t.Errorf("%d faults injected for the bystander", c)
+	}
+	vr := runVictim(t, victim, "tcp", conns)
+	if vr.fail != 0 {
+		t.Errorf("victim: want every connection to succeed (a dropped packet is retransmitted); got %s", vr)
+	}
+	if c := counts(t, e, key); c != 1 {
+		t.Errorf("without the filter: %d faults injected under tcp_v4_rcv, want 1 (times: 1)", c)
+	}
+	if vr.extra == 0 {
+		t.Errorf("without the filter: the listener dropped nothing; want the SYN or ACK whose allocation failed")
+	}
+	t.Logf("victim without the filter: %s; the listener dropped %d", vr, vr.extra)
 }
 
 // expectTCP: every connection of a kfault-victim tcp run was made, and the listener dropped

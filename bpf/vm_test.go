@@ -70,6 +70,22 @@ func expectAll(t *testing.T, who string, r victimResult, want syscall.Errno) {
 	}
 }
 
+// expectFirst: the first n operations of r failed with want, and the others succeeded (a times
+// budget of n).
+func expectFirst(t *testing.T, who string, r victimResult, n int, want syscall.Errno) {
+	t.Helper()
+	for i, got := range r.seq {
+		w := syscall.Errno(0)
+		if i < n {
+			w = want
+		}
+		if got != w {
+			t.Errorf("%s: operation %d: got %s, want %s (all: %v)", who, i, errnoName(got), errnoName(w), r.seq)
+			return
+		}
+	}
+}
+
 func errnoName(e syscall.Errno) string {
 	if e == 0 {
 		return "success"
@@ -148,16 +164,7 @@ func TestVMTimes(t *testing.T) {
 		b := startVictim(t, byCg, "open", 20)
 		armOne(t, e, "times", victimCg, f)
 		vr, br := v.run(), b.run()
-		for i, got := range vr.seq {
-			want := syscall.Errno(0)
-			if i < 5 {
-				want = syscall.EACCES
-			}
-			if got != want {
-				t.Errorf("operation %d: got %s, want %s (all: %v)", i, errnoName(got), errnoName(want), vr.seq)
-				break
-			}
-		}
+		expectFirst(t, "victim", vr, 5, syscall.EACCES)
 		expectAll(t, "bystander", br, 0)
 		if c, _ := e.Counts("times"); len(c) != 1 || c[0] != 5 {
 			t.Errorf("Counts = %v, want [5]", c)
