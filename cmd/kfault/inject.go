@@ -25,7 +25,7 @@ func runInject(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kfault inject", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	failtype := fs.String("failtype", "", "slab|page|bio|alloc (or 0|1|2|3): the fault point (KernelChaos's 0-2) or the LSM allocation hooks (3) to fail")
-	function := fs.String("function", "", "instead of --failtype: a function on /sys/kernel/debug/error_injection/list, e.g. __x64_sys_openat")
+	function := fs.String("function", "", "instead of --failtype: a function on /sys/kernel/debug/error_injection/list (e.g. __x64_sys_openat), or an LSM hook (security_*, e.g. security_file_open)")
 	errno := fs.String("errno", "", "with --function: the errno to return, by name (EACCES) or number")
 	spec := fs.String("spec", "", "instead of --failtype/--function: a file holding an annotation value (YAML or JSON, one fault or a list)")
 	cgroup := fs.String("cgroup", "", "target: a cgroup v2 directory; its whole subtree is affected")
