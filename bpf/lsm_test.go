@@ -1,7 +1,11 @@
 package bpf
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -164,5 +168,91 @@ func TestLSMPointCheck(t *testing.T) {
 		if c.Name != "failtype 3 (alloc): LSM hooks" || c.Detail != tc.want || c.OK != tc.wantOK {
 			t.Errorf("%s: got %q %v %q\nwant %v %q", name, c.Name, c.OK, c.Detail, tc.wantOK, tc.want)
 		}
+	}
+}
+
+// The BTF fixtures testdata/lsm-<kernel>.btf are the security_* functions of Debian's binary
+// kernels (the matrix's debian-6.1 and debian-6.12), each with its return type and no parameters
+// (a pointer's target reduced to a forward declaration). To make them again from those kernels'
+// raw BTF (scripts/extract-vmlinux on the vmlinuz that test/vm/fetch-kernel caches, then
+// objcopy -O binary --only-section=.BTF vmlinux KERNEL.btf):
+//
+//	KFAULT_LSM_FIXTURES=debian-6.1=/tmp/debian-6.1.btf,debian-6.12=/tmp/debian-6.12.btf \
+//		go test ./bpf -run TestLSMFixtures
+var lsmFixtures = []string{"debian-6.1", "debian-6.12"}
+
+func TestLSMFixtures(t *testing.T) {
+	src := os.Getenv("KFAULT_LSM_FIXTURES")
+	if src == "" {
+		t.Skip("set KFAULT_LSM_FIXTURES=name=vmlinux,... to write testdata/lsm-<name>.btf")
+	}
+	for _, pair := range strings.Split(src, ",") {
+		name, path, _ := strings.Cut(pair, "=")
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var types []btf.Type
+		for typ, err := range spec.All() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fn, ok := typ.(*btf.Func); ok && isLSMHook(fn.Name) {
+				types = append(types, &btf.Func{Name: fn.Name, Linkage: fn.Linkage,
+					Type: &btf.FuncProto{Return: reducedType(fn.Type.(*btf.FuncProto).Return)}})
+			}
+		}
+		out := marshalBTF(t, types, binary.LittleEndian)
+		if err := os.WriteFile(filepath.Join("testdata", "lsm-"+name+".btf"), out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %d security_* functions", name, len(types))
+	}
+}
+
+// reducedType is t without what a return type check does not need: a pointer's target becomes
+// a forward declaration of its name.
+func reducedType(t btf.Type) btf.Type {
+	switch t := t.(type) {
+	case *btf.Pointer:
+		return &btf.Pointer{Target: &btf.Fwd{Name: btf.UnderlyingType(t.Target).TypeName(), Kind: btf.FwdStruct}}
+	case *btf.Typedef:
+		return &btf.Typedef{Name: t.Name, Type: reducedType(t.Type)}
+	case *btf.Const:
+		return reducedType(t.Type)
+	}
+	return t
+}
+
+// TestAllocHooksOnDebian: on Debian's own kernels every hook of failtype alloc is in the BTF and
+// returns int, and a void LSM function is refused: the hook list and the int-return check
+// against real kernels' types.
+func TestAllocHooksOnDebian(t *testing.T) {
+	for _, name := range lsmFixtures {
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", "lsm-"+name+".btf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range annotations.FailPoints[annotations.Alloc].Functions {
+				if err := checkLSMHook(spec, h); err != nil {
+					t.Errorf("alloc hook: %v", err)
+				}
+			}
+			if err := checkLSMHook(spec, "security_task_free"); err == nil || !strings.Contains(err.Error(), "returns void, not int") {
+				t.Errorf("security_task_free (void): %v", err)
+			}
+			if c := lsmPointCheck(annotations.FailPoints[annotations.Alloc], pointFacts{btf: spec}); !c.OK || c.Detail != "yes: all 8 hooks in the kernel BTF, returning int, with fmod_ret" {
+				t.Errorf("kfault check line: %v %s", c.OK, c.Detail)
+			}
+		})
 	}
 }
