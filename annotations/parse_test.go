@@ -60,6 +60,10 @@ duration: 5m
 			in:   `[{failtype: slab}, {failtype: Page}, {failtype: BIO}, {failtype: "2"}, {failtype: kmalloc}, {failtype: alloc_page}]`,
 			want: []Fault{{FailType: Slab, Probability: 100}, {FailType: Page, Probability: 100}, {FailType: Bio, Probability: 100}, {FailType: Bio, Probability: 100}, {FailType: Slab, Probability: 100}, {FailType: Page, Probability: 100}},
 		},
+		"failtype alloc, kfault's 3": {
+			in:   `[{failtype: alloc}, {failtype: 3}, {failtype: "3"}, {failtype: ALLOC, callchain: [{funcname: __x64_sys_mount}], times: 3}]`,
+			want: []Fault{{FailType: Alloc, Probability: 100}, {FailType: Alloc, Probability: 100}, {FailType: Alloc, Probability: 100}, {FailType: Alloc, Probability: 100, Times: 3, CallChain: []Frame{{FuncName: "__x64_sys_mount"}}}},
+		},
 		"errno forms": {
 			in:   `[{function: f, errno: 13}, {function: f, errno: "13"}, {function: f, errno: eacces}, {function: f, errno: EWOULDBLOCK}, {function: f, errno: ENOTSUPP}, {function: f, errno: 4095}]`,
 			want: []Fault{{Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 13, Probability: 100}, {Function: "f", Errno: 11, Probability: 100}, {Function: "f", Errno: 524, Probability: 100}, {Function: "f", Errno: 4095, Probability: 100}},
@@ -188,6 +192,8 @@ func TestParseInvalid(t *testing.T) {
 		"unknown frame field":             {"{failtype: 0, callchain: [{funcname: a, predicat: x}]}", `callchain[0].predicat: unknown field (did you mean "predicate"?)`},
 
 		"devices on slab":          {"{failtype: 0, devices: [/dev/nullb0]}", "devices: only valid on bio faults (failtype 2 or function should_fail_bio)"},
+		"devices on alloc":         {"{failtype: alloc, devices: [/dev/nullb0]}", "devices: only valid on bio faults (failtype 2 or function should_fail_bio)"},
+		"errno on alloc":           {"{failtype: alloc, errno: ENOSPC}", "errno: only valid with function; failtype returns a fixed value (slab -ENOMEM, page true, bio -EIO, alloc -ENOMEM)"},
 		"devices on a function":    {"[{failtype: 2}, {function: f, errno: 1, devices: [\"7:0\"]}]", "[1].devices: only valid on bio faults (failtype 2 or function should_fail_bio)"},
 		"devices not a list":       {"{failtype: 2, devices: /dev/sda}", `devices: "/dev/sda" is a string, want a list of block devices (/dev/... paths or major:minor)`},
 		"devices empty":            {"{failtype: 2, devices: []}", "devices: empty list: leave devices out to fail bios on every unprotected device"},
