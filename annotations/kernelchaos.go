@@ -111,7 +111,7 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 		return "", nil, err
 	}
 
-	notes = append(notes, modeNote, selectionNote(spec))
+	notes = append(notes, modeNote, selectionNote(spec), stockKernelNote(f.FailType))
 	var ignored []string
 	for k := range spec {
 		if k != "failKernRequest" && k != "duration" && !contains(selectionFields, k) {
@@ -127,6 +127,16 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 	}
 	notes = append(notes, "kfault arms the fault when a container starts: adding the annotation to a running pod has no effect until its containers are recreated")
 	return Encode([]Fault{f}), notes, nil
+}
+
+// stockKernelNote says where a KernelChaos failtype cannot work, and what does there: the fault
+// points of failtypes 0-2 need error injection, which distro kernels leave out.
+func stockKernelNote(t FailType) string {
+	p, _ := t.Point()
+	return fmt.Sprintf("failtype %d (%s) overrides %s, which needs a kernel built with CONFIG_FUNCTION_ERROR_INJECTION "+
+		"(and %s on 6.11+): Debian's, Fedora's and Flatcar's are not. Where `kfault check` on the node says failtype %d "+
+		"cannot work, failtype: alloc (kfault's failtype 3, not KernelChaos's) fails the kernel's object allocations "+
+		"with -ENOMEM through LSM hooks, with the same call chain", int(t), p.Name, p.Function, p.Config, int(t))
 }
 
 // Why KernelChaos's one and fixed have no exact equivalent, for their notes.

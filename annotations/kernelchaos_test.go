@@ -22,6 +22,8 @@ func TestConvertKernelChaos(t *testing.T) {
 				"KernelChaos mode one has no exact equivalent",
 				"faults.kfault.dev/pod for every container, or faults.kfault.dev/container.<name> for one",
 				"has no effect until its containers are recreated",
+				"failtype 0 (slab) overrides should_failslab, which needs a kernel built with CONFIG_FUNCTION_ERROR_INJECTION (and CONFIG_FAILSLAB on 6.11+)",
+				"failtype: alloc (kfault's failtype 3, not KernelChaos's)",
 			},
 		},
 		"bananas.yaml": {
