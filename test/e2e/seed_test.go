@@ -47,30 +47,52 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	for _, c := range []string{"victim", "neighbour", "bystander"} {
 		devs[c] = loopExt4(t, c)
 	}
-	loop := func(dev string) []string {
+	seedMount(t, p, "seed", "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}", func(c string) string {
+		return fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt", devs[c])
+	})
+}
+
+// TestPluginSeedMountAlloc is the seed's example on a kernel without error injection (Debian's
+// binary kernels), where failtype 0 cannot work: failtype alloc with the same call chain fails
+// the superblock allocation (security_sb_alloc) of each tmpfs mount with -ENOMEM. It runs on
+// every kernel of the matrix: alloc needs only fmod_ret and BTF.
+func TestPluginSeedMountAlloc(t *testing.T) {
+	vmtest.RequireLSM(t)
+	vmtest.Containerd(t)
+	p := vmtest.StartPlugin(t, "alloc", vmtest.PluginOptions{})
+	seedMount(t, p, "alloc", "{failtype: alloc, callchain: [{funcname: __x64_sys_mount}]}", func(string) string {
+		return "mount -t tmpfs seed /mnt"
+	})
+}
+
+// seedMount runs the seed scenario with annotation on container victim of pod name: the victim,
+// its unannotated neighbour and a bystander pod's container each run mountOp(container) (a mount
+// on /mnt), then umount /mnt, once a second. Every mount of the victim must fail with "Cannot allocate memory" and
+// the umount after it with "Invalid argument"; nobody else's mount may fail.
+func seedMount(t *testing.T, p *vmtest.Plugin, name, annotation string, mountOp func(container string) string) {
+	t.Helper()
+	loop := func(c string) []string {
 		// mount then umount, as the KernelChaos docs' program does: when the mount fails, the
 		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
-		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
+		return vmtest.TryLoop(mountOp(c)+"; umount /mnt", 1000, false, "1")
 	}
-	pod := newPod("seed", map[string]string{
-		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
-	})
+	pod := newPod(name, map[string]string{"faults.kfault.dev/container.victim": annotation})
 	pod.Privileged = true
 	podID := runPod(t, &pod)
-	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
+	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop("victim"), Privileged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if out, err := vmtest.Output("crictl", "start", victim); err != nil {
 		t.Fatalf("crictl start: %v: %s", err, out)
 	}
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
-	by := newPod("seed-bystander", nil)
+	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop("neighbour"), Privileged: true})
+	by := newPod(name+"-bystander", nil)
 	by.Privileged = true
 	byID := runPod(t, &by)
-	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
+	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop("bystander"), Privileged: true})
 
-	if armed, err := p.FindLog(vmtest.ArmedLine("seed", "victim")); err == nil {
+	if armed, err := p.FindLog(vmtest.ArmedLine(name, "victim")); err == nil {
 		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
 	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
@@ -85,7 +107,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
-		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine("seed", "victim"))
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(name, "victim"))
 		secs, _ := armed.Num("armSeconds")
 		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+

@@ -49,6 +49,19 @@ func RequireInjection(t testing.TB) {
 	}
 }
 
+// RequireLSM skips unless the VM's kernel can override security_* (LSM) functions: fmod_ret on
+// them needs only BTF and the BPF JIT's trampolines, not error injection, so every kernel of the
+// matrix can; the skip follows the kernel's config, not a probe.
+func RequireLSM(t testing.TB) {
+	t.Helper()
+	Require(t)
+	for _, opt := range []string{"CONFIG_DEBUG_INFO_BTF", "CONFIG_BPF_JIT"} {
+		if c := bpf.KernelConfig(opt); c != "y" {
+			t.Skipf("this kernel cannot override LSM hooks (%s=%q): fmod_ret needs BTF and the BPF JIT", opt, c)
+		}
+	}
+}
+
 // Run runs a command, failing the test with its output if it fails.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
