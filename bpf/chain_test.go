@@ -23,7 +23,9 @@ func validateEngine(t *testing.T, m Mechanism) *Engine {
 	if _, err := spec.AnyTypeByName("d_alloc_parallel"); err != nil {
 		t.Skip("d_alloc_parallel not in this kernel's BTF")
 	}
-	return &Engine{kspec: spec, mech: m, log: slog.New(slog.DiscardHandler), chainsOn: true}
+	e := &Engine{kspec: spec, mech: m, log: slog.New(slog.DiscardHandler), chainsOn: true}
+	e.nodeKinds.facts = allPointsWork(nil)
+	return e
 }
 
 // An engine on a kernel without task storage refuses call chains before looking at them, and

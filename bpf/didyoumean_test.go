@@ -48,7 +48,13 @@ func fakeKernel(t *testing.T, funcs, injectable []string) *Engine {
 		vmlinuxBTF, errorInjectionList = oldBTF, oldList
 		resetKernelFuncs()
 	})
-	return &Engine{kspec: spec, mech: MechanismFmodRet, log: slog.New(slog.DiscardHandler), chainsOn: true}
+	e := &Engine{kspec: spec, mech: MechanismFmodRet, log: slog.New(slog.DiscardHandler), chainsOn: true}
+	list := map[string]string{}
+	for _, fn := range injectable {
+		list[fn] = "ERRNO"
+	}
+	e.nodeKinds.facts = allPointsWork(list)
+	return e
 }
 
 func bioChain(frames ...annotations.Frame) annotations.Fault {
@@ -97,7 +103,8 @@ func TestDidYouMeanMessages(t *testing.T) {
 			"function: xyzzy: function is not error-injectable:" + list, ErrNotInjectable},
 		// A failtype's function is not misspelt: its kernel config is missing.
 		"failtype": {[]annotations.Fault{{FailType: annotations.Slab, Probability: 100}},
-			"failtype: should_failslab: function is not error-injectable:" + list + " (needs CONFIG_FUNCTION_ERROR_INJECTION, and CONFIG_FAILSLAB on 6.11+)", ErrNotInjectable},
+			"failtype: should_failslab: function is not error-injectable on this node: not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also CONFIG_FAILSLAB); " +
+				"this node can inject instead: failtype: bio; function: any of the 3 functions on the error-injection list (kfault check on the node lists them)", ErrNotInjectable},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := e.Validate(tc.faults)

@@ -109,6 +109,8 @@ type Engine struct {
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
 	// frameSyms is what kallsyms said of call-chain functions, for Prepare (chain.go).
 	frameSyms symbolCache
+	// nodeKinds is what this kernel can inject, for refusals (refusal.go).
+	nodeKinds nodeKinds
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
 }

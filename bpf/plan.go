@@ -109,7 +109,8 @@ type ArmOptions struct {
 }
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the
-// hooked function is known and on the error-injection list, the values are in range, and every
+// hooked function is known and on the error-injection list (a failtype's fault point is also
+// in kallsyms without a clone; refusals name what works instead, refusal.go), the values are in range, and every
 // call-chain frame resolves in BTF with its predicate compiling, on a function that has no
 // compiler clone in kallsyms (read once per call). Errors name the field as the
 // annotation parser does ("[1].callchain[0].predicate: ...", no index for a single fault), all
@@ -169,7 +170,12 @@ func (e *Engine) planRule(f annotations.Fault, syms map[string]KernelSymbol) (r 
 	if err != nil {
 		return plannedRule{}, field, err
 	}
-	if err := checkInjectable(fn); err != nil {
+	if fp, ok := f.FailType.Point(); ok && f.Function == "" {
+		err = e.refuseFailType(fp)
+	} else {
+		err = checkInjectable(fn)
+	}
+	if err != nil {
 		return plannedRule{}, field, err
 	}
 	enc, err := encodeRule(f, 0)

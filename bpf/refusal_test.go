@@ -1,0 +1,88 @@
+package bpf
+
+import (
+	"errors"
+	"log/slog"
+	"maps"
+	"testing"
+
+	"github.com/kfault/kfault/annotations"
+)
+
+// allPointsWork is node facts on which every failtype's fault point is in kallsyms, with the
+// error-injection list list (nil: the fault points alone): for the tests of call chains and
+// names, which plan on such a kernel.
+func allPointsWork(list map[string]string) func() pointFacts {
+	return func() pointFacts {
+		syms := map[string]KernelSymbol{}
+		l := maps.Clone(list)
+		for _, fp := range annotations.FailPoints {
+			syms[fp.Function] = KernelSymbol{Exists: true}
+			if list == nil {
+				if l == nil {
+					l = map[string]string{}
+				}
+				l[fp.Function] = "ERRNO"
+			}
+		}
+		return pointFacts{syms: syms, list: l, anyMech: true}
+	}
+}
+
+// TestRefuseFailType: a failtype whose fault point cannot be overridden on the node is refused
+// at Prepare with kfault check's reason (the missing option, the clone) and the kinds of fault
+// that work there; never replaced silently.
+func TestRefuseFailType(t *testing.T) {
+	exists := KernelSymbol{Exists: true}
+	all := map[string]string{"should_failslab": "ERRNO", "should_fail_alloc_page": "TRUE", "should_fail_bio": "ERRNO", "__x64_sys_openat": "ERRNO"}
+	config := func(vals map[string]string) func(string) string {
+		return func(name string) string { return vals[name] }
+	}
+	for name, tc := range map[string]struct {
+		facts pointFacts
+		fault annotations.FailType
+		want  string // the whole error; "" accepted
+	}{
+		"capable kernel": {
+			facts: pointFacts{syms: map[string]KernelSymbol{"should_failslab": exists, "should_fail_alloc_page": exists, "should_fail_bio": exists}, list: all, anyMech: true},
+			fault: annotations.Slab,
+		},
+		// Debian's 6.12: no error injection, and 6.11+ drops the fault points without their options.
+		"no error injection, 6.12": {
+			facts: pointFacts{syms: map[string]KernelSymbol{}, listErr: errors.New("no such file"), anyMech: true,
+				config: config(map[string]string{"CONFIG_FUNCTION_ERROR_INJECTION": "n", "CONFIG_FAILSLAB": "n", "CONFIG_FAIL_PAGE_ALLOC": "n", "CONFIG_FAIL_MAKE_REQUEST": "n"})},
+			fault: annotations.Slab,
+			want:  "should_failslab: function is not error-injectable on this node: not in /proc/kallsyms (this kernel is built without CONFIG_FAILSLAB); this node's kernel can inject no other kind of fault either (kfault check on the node says why)",
+		},
+		// A 6.11+ kernel with error injection but without CONFIG_FAILSLAB.
+		"missing option": {
+			facts: pointFacts{syms: map[string]KernelSymbol{"should_fail_bio": exists}, list: map[string]string{"should_fail_bio": "ERRNO", "__x64_sys_openat": "ERRNO"}, anyMech: true,
+				config: config(map[string]string{"CONFIG_FAILSLAB": "n"})},
+			fault: annotations.Slab,
+			want: "should_failslab: function is not error-injectable on this node: not in /proc/kallsyms (this kernel is built without CONFIG_FAILSLAB); not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also CONFIG_FAILSLAB); " +
+				"this node can inject instead: failtype: bio; function: any of the 2 functions on the error-injection list (kfault check on the node lists them)",
+		},
+		// gcc turned the hook into a clone: overriding the original would be a silent no-op.
+		"clone only": {
+			facts: pointFacts{syms: map[string]KernelSymbol{"should_failslab": {Exists: true, Clones: []string{"should_failslab.constprop.0"}}, "should_fail_alloc_page": exists, "should_fail_bio": exists}, list: all, anyMech: true},
+			fault: annotations.Slab,
+			want: "should_failslab: function is not error-injectable on this node: clone should_failslab.constprop.0 is what callers use: overriding should_failslab does nothing; " +
+				"this node can inject instead: failtype: page; failtype: bio; function: any of the 4 functions on the error-injection list (kfault check on the node lists them)",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := &Engine{log: slog.New(slog.DiscardHandler)}
+			e.nodeKinds.facts = func() pointFacts { return tc.facts }
+			fp, _ := tc.fault.Point()
+			err := e.refuseFailType(fp)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("got  %v\nwant %s", err, tc.want)
+			case tc.want != "" && !errors.Is(err, ErrNotInjectable):
+				t.Errorf("%v: not ErrNotInjectable", err)
+			}
+		})
+	}
+}
