@@ -171,7 +171,7 @@ func (e *Engine) planRule(f annotations.Fault, syms map[string]KernelSymbol) (r 
 		return plannedRule{}, field, err
 	}
 	if fp, ok := f.FailType.Point(); ok && f.Function == "" {
-		err = e.refuseFailType(fp)
+		err = e.nodeKinds.refuse(fp)
 	} else {
 		err = checkInjectable(fn)
 	}

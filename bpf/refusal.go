@@ -20,9 +20,8 @@ type nodeKinds struct {
 	facts  func() pointFacts
 }
 
-// kinds computes nodeKinds on first use.
-func (e *Engine) kinds() *nodeKinds {
-	k := &e.nodeKinds
+// get computes k on first use.
+func (k *nodeKinds) get() *nodeKinds {
 	k.once.Do(func() {
 		facts := readPointFacts
 		if k.facts != nil {
@@ -31,6 +30,20 @@ func (e *Engine) kinds() *nodeKinds {
 		k.points, k.works = kindsFrom(facts())
 	})
 	return k
+}
+
+// thisKernel is nodeKinds for the callers without an engine (kfault validate).
+var thisKernel nodeKinds
+
+// RefuseFailType is Prepare's refusal of failtype t on the running kernel, for kfault validate
+// on a node: it loads nothing, and so assumes that an override mechanism works (kfault check
+// says whether one does). nil when t's fault point can be overridden, or t is unknown.
+func RefuseFailType(t annotations.FailType) error {
+	fp, ok := t.Point()
+	if !ok {
+		return nil
+	}
+	return thisKernel.refuse(fp)
 }
 
 // readPointFacts reads what the failtype lines are made from, loading nothing: the engine
@@ -61,11 +74,11 @@ func kindsFrom(facts pointFacts) (points []Check, works []string) {
 	return points, works
 }
 
-// refuseFailType is nil when fp's fault point can be overridden on this node, or else the
-// refusal: why (the missing kernel option, the clone), and what works here instead. kfault
-// never substitutes another fault point silently.
-func (e *Engine) refuseFailType(fp annotations.FailPoint) error {
-	k := e.kinds()
+// refuse is nil when fp's fault point can be overridden on this node, or else the refusal:
+// why (the missing kernel option, the clone), and what works here instead. kfault never
+// substitutes another fault point silently.
+func (k *nodeKinds) refuse(fp annotations.FailPoint) error {
+	k.get()
 	c := k.points[fp.Type]
 	if c.OK {
 		return nil

@@ -2,7 +2,6 @@ package bpf
 
 import (
 	"errors"
-	"log/slog"
 	"maps"
 	"testing"
 
@@ -71,10 +70,9 @@ func TestRefuseFailType(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := &Engine{log: slog.New(slog.DiscardHandler)}
-			e.nodeKinds.facts = func() pointFacts { return tc.facts }
+			k := &nodeKinds{facts: func() pointFacts { return tc.facts }}
 			fp, _ := tc.fault.Point()
-			err := e.refuseFailType(fp)
+			err := k.refuse(fp)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Fatalf("refused: %v", err)
