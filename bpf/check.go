@@ -242,10 +242,14 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 	} else if !ks.Exists {
 		problems = append(problems, "not in "+kallsymsPath+" ("+missingHint(fp, k.config)+")")
 	}
-	if k.listErr == nil {
+	switch {
+	case k.listErr == nil:
 		if _, ok := k.list[fp.Function]; !ok {
 			problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
 		}
+	case k.config != nil && k.config("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
+		// No list to read, and the config says why: nothing is on it.
+		problems = append(problems, "this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable")
 	}
 	if !k.anyMech {
 		problems = append(problems, "no override mechanism works (see above)")

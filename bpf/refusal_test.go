@@ -51,7 +51,20 @@ func TestRefuseFailType(t *testing.T) {
 			facts: pointFacts{syms: map[string]KernelSymbol{}, listErr: errors.New("no such file"), anyMech: true,
 				config: config(map[string]string{"CONFIG_FUNCTION_ERROR_INJECTION": "n", "CONFIG_FAILSLAB": "n", "CONFIG_FAIL_PAGE_ALLOC": "n", "CONFIG_FAIL_MAKE_REQUEST": "n"})},
 			fault: annotations.Slab,
-			want:  "should_failslab: function is not error-injectable on this node: not in /proc/kallsyms (this kernel is built without CONFIG_FAILSLAB); this node's kernel can inject no other kind of fault either (kfault check on the node says why)",
+			want: "should_failslab: function is not error-injectable on this node: not in /proc/kallsyms (this kernel is built without CONFIG_FAILSLAB); " +
+				"this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; this node's kernel can inject no other kind of fault either (kfault check on the node says why)",
+		},
+		// Debian's 6.1: the fault point is there, but no error injection and so no list.
+		"no error injection, 6.1": {
+			facts: pointFacts{syms: map[string]KernelSymbol{"should_failslab": exists, "should_fail_alloc_page": exists}, listErr: errors.New("missing"), anyMech: true,
+				config: config(map[string]string{"CONFIG_FUNCTION_ERROR_INJECTION": "n"})},
+			fault: annotations.Slab,
+			want:  "should_failslab: function is not error-injectable on this node: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; this node's kernel can inject no other kind of fault either (kfault check on the node says why)",
+		},
+		// No list (debugfs not mounted) and no config: kfault cannot tell, the kernel decides at attach.
+		"cannot tell": {
+			facts: pointFacts{syms: map[string]KernelSymbol{"should_failslab": exists}, listErr: errDebugfs, anyMech: true},
+			fault: annotations.Slab,
 		},
 		// A 6.11+ kernel with error injection but without CONFIG_FAILSLAB.
 		"missing option": {
