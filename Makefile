@@ -31,8 +31,9 @@ e2e:
 	test/run-tests e2e
 
 ## demo: boots the test VM and shows a fault hitting one container and not its neighbour.
+## KERNEL=debian-6.12 (or any kernel of the matrix) runs it on that kernel.
 demo: build
-	test/vm/run -- test/demo/run
+	test/vm/run $(if $(KERNEL),--kernel $(KERNEL)) -- test/demo/run
 
 ## bench: speed and cost figures, as ratios against a baseline from the same VM run.
 bench: build

@@ -77,8 +77,12 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 		last := len(chain) - 1
 		if fr, ok := chain[last].(map[string]any); ok {
 			if name, _ := fr["funcname"].(string); name == "" {
-				if _, hasPred := present(fr, "predicate"); hasPred {
-					return "", nil, fmt.Errorf("spec.failKernRequest.callchain[%d].funcname: empty; bpfki applies the predicate of a last frame without funcname to the fault function itself, which kfault does not support: move the condition to a named frame", last)
+				// bpfki applies the predicate of a last frame without funcname to the fault
+				// function itself; in kfault that is a frame on the hooked function, whose
+				// predicate reads the function's own arguments.
+				if p, ok := kernelChaosFailType(fault["failtype"]).Point(); ok && len(p.Functions) == 1 {
+					fr["funcname"] = p.Functions[0]
+					notes = append(notes, fmt.Sprintf("spec.failKernRequest.callchain[%d] has no funcname: bpfki applies its predicate to the fault function itself, so the annotation names it (%s); kfault evaluates it on that function's own arguments (mechanism fmod_ret)", last, p.Functions[0]))
 				}
 			}
 		}
@@ -112,6 +116,9 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 	}
 
 	notes = append(notes, modeNote, selectionNote(spec))
+	if f.FailType != Alloc {
+		notes = append(notes, stockKernelNote(f.FailType))
+	}
 	var ignored []string
 	for k := range spec {
 		if k != "failKernRequest" && k != "duration" && !contains(selectionFields, k) {
@@ -127,6 +134,36 @@ func ConvertKernelChaos(manifest []byte) (annotation string, notes []string, err
 	}
 	notes = append(notes, "kfault arms the fault when a container starts: adding the annotation to a running pod has no effect until its containers are recreated")
 	return Encode([]Fault{f}), notes, nil
+}
+
+// kernelChaosFailType reads a failtype as decoded from the manifest (a JSON number or an int);
+// -1 when it is neither, which FromFields then reports.
+func kernelChaosFailType(v any) FailType {
+	switch n := v.(type) {
+	case json.Number:
+		if i, err := n.Int64(); err == nil {
+			return FailType(i)
+		}
+	case int:
+		return FailType(n)
+	case int64:
+		return FailType(n)
+	case float64:
+		if n == float64(int(n)) {
+			return FailType(int(n))
+		}
+	}
+	return -1
+}
+
+// stockKernelNote says where a KernelChaos failtype cannot work, and what does there: the fault
+// points of failtypes 0-2 need error injection, which distro kernels leave out.
+func stockKernelNote(t FailType) string {
+	p, _ := t.Point()
+	return fmt.Sprintf("failtype %d (%s) overrides %s, which needs a kernel built with CONFIG_FUNCTION_ERROR_INJECTION "+
+		"(and %s on 6.11+): Debian's, Fedora's and Flatcar's are not. Where `kfault check` on the node says failtype %d "+
+		"cannot work, failtype: alloc (kfault's failtype 3, not KernelChaos's) fails the kernel's object allocations "+
+		"with -ENOMEM through LSM hooks, with the same call chain", int(t), p.Name, p.Functions[0], p.Config, int(t))
 }
 
 // Why KernelChaos's one and fixed have no exact equivalent, for their notes.

@@ -22,6 +22,8 @@ func TestConvertKernelChaos(t *testing.T) {
 				"KernelChaos mode one has no exact equivalent",
 				"faults.kfault.dev/pod for every container, or faults.kfault.dev/container.<name> for one",
 				"has no effect until its containers are recreated",
+				"failtype 0 (slab) overrides should_failslab, which needs a kernel built with CONFIG_FUNCTION_ERROR_INJECTION (and CONFIG_FAILSLAB on 6.11+)",
+				"failtype: alloc (kfault's failtype 3, not KernelChaos's)",
 			},
 		},
 		"bananas.yaml": {
@@ -47,9 +49,12 @@ func TestConvertKernelChaos(t *testing.T) {
 				"ignored (no kfault equivalent): spec.scheduler",
 			},
 		},
-		"bad-callchain.yaml":    {err: `spec.failKernRequest.callchain[0].funcname: "ext4 mount" is not a valid C identifier; spec.failKernRequest.probability: 101 is out of range (0, 100]; spec.duration: "forever" is not a duration`},
-		"empty-last-frame.yaml": {err: "spec.failKernRequest.callchain[0].funcname: empty; bpfki applies the predicate of a last frame without funcname to the fault function itself"},
-		"not-kernelchaos.yaml":  {err: `kind: "IOChaos", want KernelChaos`},
+		"bad-callchain.yaml": {err: `spec.failKernRequest.callchain[0].funcname: "ext4 mount" is not a valid C identifier; spec.failKernRequest.probability: 101 is out of range (0, 100]; spec.duration: "forever" is not a duration`},
+		"empty-last-frame.yaml": {
+			want:  []Fault{{FailType: Page, CallChain: []Frame{{FuncName: "should_fail_alloc_page", Predicate: "order > 2"}}, Probability: 100}},
+			notes: []string{"spec.failKernRequest.callchain[0] has no funcname: bpfki applies its predicate to the fault function itself, so the annotation names it (should_fail_alloc_page)"},
+		},
+		"not-kernelchaos.yaml": {err: `kind: "IOChaos", want KernelChaos`},
 	} {
 		t.Run(file, func(t *testing.T) {
 			manifest, err := os.ReadFile(filepath.Join("testdata", "kernelchaos", file))

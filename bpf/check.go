@@ -199,23 +199,8 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	kspec, _ := loadKernelBTF()
 	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: fmodErr == nil || kpErr == nil,
 		lsmErr: lsmErr, btf: kspec, config: KernelConfig}
-	kind := func(c Check, name string) {
-		if c.OK {
-			rep.Kinds = append(rep.Kinds, name)
-		}
-		add(c)
-	}
-	for _, fp := range annotations.FailPoints {
-		kind(failPointCheck(fp, facts), fmt.Sprintf("failtype %d (%s)", fp.Type, fp.Name))
-	}
-	if listErr == nil && len(list) > 0 && facts.anyMech {
-		kind(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(list))}, "function (error-injection list)")
-	}
-	if lsmErr == nil {
-		kind(Check{Name: "function targets (LSM hooks)", OK: true, Detail: "yes: any security_* function returning int, with fmod_ret (e.g. security_file_open)"}, "function (security_* LSM hooks)")
-	} else {
-		add(Check{Name: "function targets (LSM hooks)", Detail: "no: fmod_ret does not attach to LSM hooks (see above)"})
-	}
+	checks, kinds, _ := kindChecks(facts)
+	rep.Checks, rep.Kinds = append(rep.Checks, checks...), kinds
 	frames, bad := frameChecks(chainFuncs, syms, symErr)
 	rep.Checks = append(rep.Checks, frames...)
 	rep.BadFrames = bad
@@ -241,6 +226,32 @@ type pointFacts struct {
 	lsmErr  error                   // why fmod_ret does not work on LSM hooks
 	btf     *btf.Spec               // the kernel's BTF (nil: none), where LSM hooks are looked up
 	config  func(string) string     // KernelConfig; nil: unknown
+}
+
+// kindChecks are kfault check's lines of the kinds of fault (each failtype, function targets on
+// the error-injection list and on LSM hooks), the kinds that work here (Report.Kinds), and for
+// each of those an annotation that asks for it, for refusals to offer.
+func kindChecks(k pointFacts) (checks []Check, kinds, examples []string) {
+	kind := func(c Check, name, example string) {
+		checks = append(checks, c)
+		if c.OK {
+			kinds, examples = append(kinds, name), append(examples, example)
+		}
+	}
+	for _, fp := range annotations.FailPoints {
+		kind(failPointCheck(fp, k), fmt.Sprintf("failtype %d (%s)", fp.Type, fp.Name), "failtype: "+fp.Name)
+	}
+	if k.listErr == nil && len(k.list) > 0 && k.anyMech {
+		kind(Check{Name: "function targets", OK: true, Detail: fmt.Sprintf("yes: %d functions on the error-injection list (e.g. __x64_sys_openat)", len(k.list))},
+			"function (error-injection list)", "function: __x64_sys_openat")
+	}
+	if k.lsmErr == nil {
+		kind(Check{Name: "function targets (LSM hooks)", OK: true, Detail: "yes: any security_* function returning int, with fmod_ret (e.g. security_file_open)"},
+			"function (security_* LSM hooks)", "function: security_file_permission")
+	} else {
+		checks = append(checks, Check{Name: "function targets (LSM hooks)", Detail: "no: fmod_ret does not attach to LSM hooks (see above)"})
+	}
+	return checks, kinds, examples
 }
 
 // missingHint says why a fault point is not in kallsyms. With the config readable it names the
@@ -270,10 +281,14 @@ func failPointCheck(fp annotations.FailPoint, k pointFacts) Check {
 	} else if !ks.Exists {
 		problems = append(problems, "not in "+kallsymsPath+" ("+missingHint(fp, k.config)+")")
 	}
-	if k.listErr == nil {
+	switch {
+	case k.listErr == nil:
 		if _, ok := k.list[fn]; !ok {
 			problems = append(problems, "not on the error-injection list (CONFIG_FUNCTION_ERROR_INJECTION; on 6.11+ also "+fp.Config+")")
 		}
+	case k.config != nil && k.config("CONFIG_FUNCTION_ERROR_INJECTION") == "n":
+		// No list to read, and the config says why: nothing is on it.
+		problems = append(problems, "this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable")
 	}
 	if !k.anyMech {
 		problems = append(problems, "neither fmod_ret nor kprobe works on the error-injection list (see above)")

@@ -112,6 +112,8 @@ type Engine struct {
 	chainsOn bool     // the loaded hot path has call chains (task storage is available)
 	// frameSyms is what kallsyms said of call-chain functions, for Prepare (chain.go).
 	frameSyms symbolCache
+	// nodeKinds is what this kernel can inject, for refusals (refusal.go).
+	nodeKinds nodeKinds
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
 }
@@ -217,6 +219,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	e.nodeKinds.facts = e.engineFacts
 	switch {
 	case e.lsmOnly:
 		log.Info("fmod_ret works on LSM hooks only: failtype alloc and function: security_* can be injected, nothing else", "reason", fmodErr)

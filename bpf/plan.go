@@ -112,8 +112,8 @@ type ArmOptions struct {
 }
 
 // Prepare checks faults against the running kernel and compiles them, loading nothing: the
-// hooked functions are known and can be overridden here (checkHookable), the values are in
-// range, and every
+// hooked functions are known and can be overridden here (checkHookable; a failtype this kernel
+// cannot do is refused with what works instead, refusal.go), the values are in range, and every
 // call-chain frame resolves in BTF with its predicate compiling, on a function that has no
 // compiler clone in kallsyms (read once per call). Errors name the field as the
 // annotation parser does ("[1].callchain[0].predicate: ...", no index for a single fault), all
@@ -176,7 +176,13 @@ func (e *Engine) planRule(f annotations.Fault, syms map[string]KernelSymbol) (r 
 	if err != nil {
 		return plannedRule{}, field, err
 	}
-	if fns, err = e.hookable(fns); err != nil {
+	if fp, ok := f.FailType.Point(); ok && f.Function == "" {
+		err = e.nodeKinds.refuse(fp)
+	}
+	if err == nil {
+		fns, err = e.hookable(fns)
+	}
+	if err != nil {
 		return plannedRule{}, field, err
 	}
 	enc, err := encodeRule(f, 0)

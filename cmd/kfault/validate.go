@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/bpf"
 	"github.com/kfault/kfault/bpf/predicate"
 )
 
@@ -76,6 +77,9 @@ arms them, so type errors and the predicate safety rules are reported here:
 this machine's /sys/kernel/btf/vmlinux by default. A frame whose function is not
 in that BTF is noted and its predicate checked for syntax only. Without BTF,
 predicates are checked for syntax only, and a note on standard error says why.
+Without --btf or --no-btf this machine stands for the node: a failtype whose fault
+point its kernel cannot override is an error, with the reason and what works here,
+as the node refuses it when the container is created.
 
   --btf FILE   compile predicates against this BTF file (raw BTF, such as a
                copy of a node's /sys/kernel/btf/vmlinux, or an ELF with BTF)
@@ -87,6 +91,9 @@ Exit status: 0 valid, 1 invalid (the reasons go to standard error), 2 usage erro
 // kernelBTFPath is the running kernel's BTF, the default for predicate compiles.
 var kernelBTFPath = "/sys/kernel/btf/vmlinux"
 
+// refuseFailType is bpf.RefuseFailType; tests replace it, as it reads this machine's kernel.
+var refuseFailType = bpf.RefuseFailType
+
 // predicateChecker checks the call-chain predicates of parsed faults: compiled against a BTF
 // spec, loaded on first use, or for syntax only when there is none.
 type predicateChecker struct {
@@ -95,6 +102,7 @@ type predicateChecker struct {
 	why    string // why predicates are checked for syntax only ("" until known, or with a spec)
 	loaded bool
 	noted  bool // the syntax-only note was printed
+	node   bool // this machine stands for the node: failtypes are checked against its kernel
 }
 
 // load reads the BTF file once. It returns nil when predicates get a syntax check only.
@@ -123,6 +131,11 @@ func (pc *predicateChecker) check(faults []annotations.Fault, stderr io.Writer) 
 		index := ""
 		if len(faults) > 1 {
 			index = fmt.Sprintf("[%d].", i)
+		}
+		if pc.node && f.Function == "" {
+			if err := refuseFailType(f.FailType); err != nil {
+				errs = append(errs, index+"failtype: "+err.Error())
+			}
 		}
 		for j, fr := range f.CallChain {
 			if strings.TrimSpace(fr.Predicate) == "" {
@@ -166,14 +179,15 @@ func runValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, validateUsage)
 		return 2
 	}
-	pc := &predicateChecker{path: kernelBTFPath}
+	pc := &predicateChecker{path: kernelBTFPath, node: true}
 	switch {
 	case *noBTF && *btfFile != "":
 		fmt.Fprintln(stderr, "kfault validate: --btf and --no-btf exclude each other")
 		return 2
 	case *noBTF:
-		pc.path = ""
+		pc.path, pc.node = "", false
 	case *btfFile != "":
+		pc.node = false
 		// A file asked for by name must load: a typo should not pass as "syntax only".
 		pc.path = *btfFile
 		if pc.load() == nil {

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+
+	"github.com/kfault/kfault/annotations"
 )
 
 // writeTestBTF writes a small raw BTF file with d_alloc_parallel(struct dentry *parent,
@@ -59,6 +62,7 @@ func writeTestBTF(t *testing.T) string {
 func TestValidateCommand(t *testing.T) {
 	testBTF := writeTestBTF(t)
 	defer func(p string) { kernelBTFPath = p }(kernelBTFPath)
+	defer func(r func(annotations.FailType) error) { refuseFailType = r }(refuseFailType)
 	const (
 		hostile   = "{failtype: 0, callchain: [{funcname: d_alloc_parallel, predicate: 'parent->d_sb->s_op < 0xffffffff82000000'}]}"
 		leakRule  = "callchain[0].predicate: column 20: a pointer can only be compared with 0 (NULL check): comparing parent->d_sb->s_op with 0xffffffff82000000 would reveal a kernel address"
@@ -68,6 +72,7 @@ func TestValidateCommand(t *testing.T) {
 		args    []string
 		stdin   string
 		noBTF   bool // no kernel BTF on this machine (else the test BTF stands for it)
+		noSlab  bool // this machine's kernel cannot override should_failslab (else every fault point works)
 		code    int
 		stdout  []string // substrings expected on standard output
 		stderr  []string // substrings expected on standard error
@@ -202,6 +207,13 @@ func TestValidateCommand(t *testing.T) {
 			stdout: []string{"container a (faults.kfault.dev/pod):"},
 			stderr: []string{"note: faults.kfault.dev never applies"},
 		},
+		"failtype this machine's kernel cannot override": {
+			args: []string{"-"}, stdin: "[{failtype: 2}, {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}]", noSlab: true, code: 1,
+			stderr: []string{"[1].failtype: should_failslab: not here; this node can inject instead: failtype: bio"}, nostder: []string{"[0]"},
+		},
+		"failtype checked only against this machine's kernel": {
+			args: []string{"--btf", "$BTF", "-"}, stdin: "{failtype: 0}", noSlab: true, code: 0, stdout: []string{"valid: 1 fault"},
+		},
 		"no arguments":  {args: nil, code: 2, stderr: []string{"usage: kfault validate [--btf FILE | --no-btf] FILE|-"}},
 		"two arguments": {args: []string{"a", "b"}, code: 2, stderr: []string{"usage: kfault validate [--btf FILE | --no-btf] FILE|-"}},
 		"unknown flag":  {args: []string{"-x", "a"}, code: 2},
@@ -211,6 +223,12 @@ func TestValidateCommand(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			kernelBTFPath = testBTF
+			refuseFailType = func(t annotations.FailType) error {
+				if tc.noSlab && t == annotations.Slab {
+					return errors.New("should_failslab: not here; this node can inject instead: failtype: bio")
+				}
+				return nil
+			}
 			if tc.noBTF {
 				kernelBTFPath = filepath.Join(t.TempDir(), "no-btf")
 			}
