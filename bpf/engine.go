@@ -219,7 +219,11 @@ func NewEngine(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What this kernel can inject, for refusals: read now, not at the first refused container,
+	// whose CreateContainer must answer within containerd's 2 s (a kallsyms read under emulation
+	// took longer, and containerd created the container without the plugin).
 	e.nodeKinds.facts = e.engineFacts
+	e.nodeKinds.get()
 	switch {
 	case e.lsmOnly:
 		log.Info("fmod_ret works on LSM hooks only: failtype alloc and function: security_* can be injected, nothing else", "reason", fmodErr)
