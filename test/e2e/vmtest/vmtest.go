@@ -98,6 +98,10 @@ type Pod struct {
 	CgroupParent string
 	// Privileged: the sandbox may hold privileged containers.
 	Privileged bool
+	// Runtime is the CRI runtime handler (crictl runp --runtime; a RuntimeClass's handler):
+	// one that test/vm/containerd-up configures (runc, crun, runsc). Empty: containerd's
+	// default, runc.
+	Runtime string
 }
 
 // RunPod starts a pod sandbox with host networking and returns its id. It is removed at cleanup.
@@ -125,7 +129,11 @@ func RunPod(t testing.TB, p Pod) string {
 		},
 	}
 	path := writeJSON(t, "pod-"+p.UID+".json", cfg)
-	id := Run(t, "crictl", "runp", path)
+	args := []string{"runp", path}
+	if p.Runtime != "" {
+		args = []string{"runp", "--runtime", p.Runtime, path}
+	}
+	id := Run(t, "crictl", args...)
 	t.Cleanup(func() {
 		Output("crictl", "stopp", id)
 		Output("crictl", "rmp", "-f", id)
@@ -235,6 +243,31 @@ func ContainerPid(t testing.TB, id string) int {
 		t.Fatalf("crictl inspect %s: no pid (container not running?)", id)
 	}
 	return info.Info.Pid
+}
+
+// RuntimeBinary returns the OCI runtime binary that containerd's runc shim runs a CRI
+// container with: the BinaryName of its runtime handler's options (crictl inspect's
+// info.runtimeOptions.binary_name), "runc" when the handler names none (the shim's default).
+func RuntimeBinary(t testing.TB, id string) string {
+	t.Helper()
+	var info struct {
+		Info struct {
+			RuntimeType    string `json:"runtimeType"`
+			RuntimeOptions struct {
+				BinaryName string `json:"binary_name"`
+			} `json:"runtimeOptions"`
+		} `json:"info"`
+	}
+	if err := json.Unmarshal([]byte(Run(t, "crictl", "inspect", id)), &info); err != nil {
+		t.Fatalf("crictl inspect %s: %v", id, err)
+	}
+	if info.Info.RuntimeType != "io.containerd.runc.v2" {
+		t.Fatalf("crictl inspect %s: runtime type %q, want io.containerd.runc.v2", id, info.Info.RuntimeType)
+	}
+	if info.Info.RuntimeOptions.BinaryName == "" {
+		return "runc"
+	}
+	return info.Info.RuntimeOptions.BinaryName
 }
 
 // CgroupOf returns the cgroup v2 directory of a process.
