@@ -40,9 +40,9 @@ func loopExt4(t *testing.T, name string) string {
 // with {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}: slab allocations fail only
 // inside mount(2), so the container runs and every mount fails with "Cannot allocate memory" and
 // the umount after it with "Invalid argument".
-// The unannotated container of the same pod and a bystander pod mount their devices.
-func TestPluginSeedMountCallchain(t *testing.T) {
-	p := withPlugin(t, "seed", vmtest.PluginOptions{})
+// The unannotated container of the same pod and a bystander pod mount their devices. rt: the
+// runtime the pods run on (TestRuntimes/<runtime>/seed-mount).
+func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime) {
 	devs := map[string]string{}
 	for _, c := range []string{"victim", "neighbour", "bystander"} {
 		devs[c] = loopExt4(t, c)
@@ -52,10 +52,10 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
 		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
 	}
-	pod := newPod("seed", map[string]string{
+	pod := newPod("seed-"+rt.name, map[string]string{
 		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
 	})
-	pod.Privileged = true
+	pod.Privileged, pod.Runtime = true, rt.handler
 	podID := runPod(t, &pod)
 	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
 	if err != nil {
@@ -65,12 +65,12 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 		t.Fatalf("crictl start: %v: %s", err, out)
 	}
 	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
-	by := newPod("seed-bystander", nil)
-	by.Privileged = true
+	by := newPod("seed-bystander-"+rt.name, nil)
+	by.Privileged, by.Runtime = true, rt.handler
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
 
-	if armed, err := p.FindLog(vmtest.ArmedLine("seed", "victim")); err == nil {
+	if armed, err := p.FindLog(vmtest.ArmedLine(pod.Name, "victim")); err == nil {
 		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
 	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
@@ -85,7 +85,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
-		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine("seed", "victim"))
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(pod.Name, "victim"))
 		secs, _ := armed.Num("armSeconds")
 		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
@@ -108,7 +108,7 @@ func TestPluginSeedMountCallchain(t *testing.T) {
 func TestPluginRefusedWithoutInjection(t *testing.T) {
 	vmtest.Require(t)
 	if c := bpf.KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
-		t.Skip("this kernel can inject (CONFIG_FUNCTION_ERROR_INJECTION=y): TestPluginSeedMountCallchain runs instead; make test-matrix runs this on Debian's kernels")
+		t.Skip("this kernel can inject (CONFIG_FUNCTION_ERROR_INJECTION=y): TestRuntimes/runc/seed-mount runs instead; make test-matrix runs this on Debian's kernels")
 	}
 	vmtest.Containerd(t)
 	p := vmtest.StartPlugin(t, "refused", vmtest.PluginOptions{})
