@@ -245,29 +245,23 @@ func ContainerPid(t testing.TB, id string) int {
 	return info.Info.Pid
 }
 
-// RuntimeBinary returns the OCI runtime binary that containerd's runc shim runs a CRI
-// container with: the BinaryName of its runtime handler's options (crictl inspect's
-// info.runtimeOptions.binary_name), "runc" when the handler names none (the shim's default).
-func RuntimeBinary(t testing.TB, id string) string {
+// OCIRuntime says which OCI runtime created a CRI container, by the state it keeps in its
+// directory under containerd's runc shim root (/run/containerd/runc/k8s.io/<id>): runc's
+// state.json, or crun's status. The container must not have been removed.
+func OCIRuntime(t testing.TB, id string) string {
 	t.Helper()
-	var info struct {
-		Info struct {
-			RuntimeType    string `json:"runtimeType"`
-			RuntimeOptions struct {
-				BinaryName string `json:"binary_name"`
-			} `json:"runtimeOptions"`
-		} `json:"info"`
+	dir := filepath.Join("/run/containerd/runc/k8s.io", id)
+	var found []string
+	for _, rt := range []struct{ name, file string }{{"runc", "state.json"}, {"crun", "status"}} {
+		if _, err := os.Stat(filepath.Join(dir, rt.file)); err == nil {
+			found = append(found, rt.name)
+		}
 	}
-	if err := json.Unmarshal([]byte(Run(t, "crictl", "inspect", id)), &info); err != nil {
-		t.Fatalf("crictl inspect %s: %v", id, err)
+	if len(found) != 1 {
+		entries, err := os.ReadDir(dir)
+		t.Fatalf("container %s: cannot tell its OCI runtime from %s (%v, %v)", id, dir, entries, err)
 	}
-	if info.Info.RuntimeType != "io.containerd.runc.v2" {
-		t.Fatalf("crictl inspect %s: runtime type %q, want io.containerd.runc.v2", id, info.Info.RuntimeType)
-	}
-	if info.Info.RuntimeOptions.BinaryName == "" {
-		return "runc"
-	}
-	return info.Info.RuntimeOptions.BinaryName
+	return found[0]
 }
 
 // CgroupOf returns the cgroup v2 directory of a process.
