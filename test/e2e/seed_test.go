@@ -57,6 +57,7 @@ func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime) {
 	})
 	pod.Privileged, pod.Runtime = true, rt.handler
 	podID := runPod(t, &pod)
+	checkRuntime(t, rt, podID)
 	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
 	if err != nil {
 		t.Fatal(err)
