@@ -42,6 +42,35 @@ func runPod(t *testing.T, p *vmtest.Pod) string {
 	return vmtest.RunPod(t, *p)
 }
 
+// createRefused creates the pod's container "victim", which kfault must refuse (strict mode),
+// and checks that crictl's error says each of want. crictl quotes the message again: match a
+// quoted name without its quotes. what names the container for the failure.
+func createRefused(t *testing.T, podID string, pod vmtest.Pod, what string, want ...string) {
+	t.Helper()
+	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"true"}})
+	if err == nil {
+		t.Fatalf("crictl create of %s succeeded", what)
+	}
+	t.Logf("crictl create: %v", err)
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("create error does not say %q: %v", w, err)
+		}
+	}
+}
+
+// refusedPod runs pod, whose annotation asks a fault for its container "victim" that kfault
+// must refuse (strict mode): createRefused, then an unannotated container of the same pod runs.
+func refusedPod(t *testing.T, pod vmtest.Pod, what string, want ...string) {
+	t.Helper()
+	podID := runPod(t, &pod)
+	createRefused(t, podID, pod, what, want...)
+	plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"cat", "/etc/passwd"}})
+	if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
+		t.Errorf("unannotated container of the same pod: exit %d, log %q", code, vmtest.Logs(t, plain))
+	}
+}
+
 // firstMkdirResult is what firstMkdir saw: the victim's container id, both exit codes and logs.
 type firstMkdirResult struct {
 	victim       string
@@ -134,21 +163,7 @@ func TestPluginBadAnnotationFailsCreate(t *testing.T) {
 	pod := newPod("bad", map[string]string{
 		"faults.kfault.dev/container.victim": "{function: __x64_sys_mkdir, errno: EACCES, probability: 200}",
 	})
-	podID := runPod(t, &pod)
-	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"true"}})
-	if err == nil {
-		t.Fatal("crictl create of a container with probability: 200 succeeded")
-	}
-	t.Logf("crictl create: %v", err)
-	for _, want := range []string{"kfault", "probability", "200"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("create error does not mention %q: %v", want, err)
-		}
-	}
-	ok := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "other", Command: []string{"cat", "/etc/passwd"}})
-	if code := vmtest.WaitExited(t, ok, time.Minute); code != 0 {
-		t.Errorf("unannotated container of the same pod: exit %d, log %q", code, vmtest.Logs(t, ok))
-	}
+	refusedPod(t, pod, "a container with probability: 200", "kfault", "probability", "200")
 }
 
 // A pod in a denied namespace (kube-system, the default deny list) cannot carry a fault: the
@@ -158,21 +173,7 @@ func TestPluginDeniedNamespace(t *testing.T) {
 	withPlugin(t, "denied", vmtest.PluginOptions{})
 	pod := newPod("denied", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
 	pod.Namespace = "kube-system"
-	podID := runPod(t, &pod)
-	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"mkdir", "/tmp/x"}})
-	if err == nil {
-		t.Fatal("crictl create of an annotated container in kube-system succeeded")
-	}
-	t.Logf("crictl create: %v", err)
-	for _, want := range []string{"kfault", "namespace", "kube-system", "denied"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("create error does not mention %q: %v", want, err)
-		}
-	}
-	plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"cat", "/etc/passwd"}})
-	if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
-		t.Errorf("unannotated container in kube-system: exit %d, log %q", code, vmtest.Logs(t, plain))
-	}
+	refusedPod(t, pod, "an annotated container in kube-system", "kfault", "namespace", "kube-system", "denied")
 }
 
 // With kfault's shipped default (allowedNamespaces empty, strict mode) an annotated pod runs

@@ -162,22 +162,7 @@ func TestPluginSandboxRuntimeRefused(t *testing.T) {
 		p := withPlugin(t, "sandbox-strict", vmtest.PluginOptions{Config: vmtest.AllowEveryNamespace + "\nmode: strict"})
 		pod := newPod("sandbox-strict", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
 		pod.Runtime = "runsc"
-		podID := runPod(t, &pod)
-		_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"mkdir", "/tmp/first"}})
-		if err == nil {
-			t.Fatal("crictl create of an annotated container in a runsc pod succeeded")
-		}
-		t.Logf("crictl create: %v", err)
-		// crictl's message quotes the error: runtime \"runsc\" is a sandbox ...
-		for _, want := range []string{"kfault", `runsc\" is a sandbox`, "sandboxRuntimes"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("create error does not say %q: %v", want, err)
-			}
-		}
-		plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"mkdir", "/tmp/first"}})
-		if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
-			t.Errorf("unannotated container of the runsc pod: exit %d, log %q", code, vmtest.Logs(t, plain))
-		}
+		refusedPod(t, pod, "an annotated container in a runsc pod", "kfault", "runsc", "is a sandbox", "sandboxRuntimes")
 		if n := p.Count("armed"); n != 0 {
 			t.Errorf("%d armed lines, want none", n)
 		}
