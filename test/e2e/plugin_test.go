@@ -42,6 +42,35 @@ func runPod(t *testing.T, p *vmtest.Pod) string {
 	return vmtest.RunPod(t, *p)
 }
 
+// createRefused creates the pod's container "victim", which kfault must refuse (strict mode),
+// and checks that crictl's error says each of want. crictl quotes the message again: match a
+// quoted name without its quotes. what names the container for the failure.
+func createRefused(t *testing.T, podID string, pod vmtest.Pod, what string, want ...string) {
+	t.Helper()
+	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"true"}})
+	if err == nil {
+		t.Fatalf("crictl create of %s succeeded", what)
+	}
+	t.Logf("crictl create: %v", err)
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("create error does not say %q: %v", w, err)
+		}
+	}
+}
+
+// refusedPod runs pod, whose annotation asks a fault for its container "victim" that kfault
+// must refuse (strict mode): createRefused, then an unannotated container of the same pod runs.
+func refusedPod(t *testing.T, pod vmtest.Pod, what string, want ...string) {
+	t.Helper()
+	podID := runPod(t, &pod)
+	createRefused(t, podID, pod, what, want...)
+	plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"cat", "/etc/passwd"}})
+	if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
+		t.Errorf("unannotated container of the same pod: exit %d, log %q", code, vmtest.Logs(t, plain))
+	}
+}
+
 // firstMkdirResult is what firstMkdir saw: the victim's container id, both exit codes and logs.
 type firstMkdirResult struct {
 	victim       string
@@ -51,9 +80,11 @@ type firstMkdirResult struct {
 
 // firstMkdir runs a pod whose container "victim" has the mkdir fault and whose "neighbour" has
 // none, both running `mkdir /tmp/first` as their own first and only action, until both exit.
-func firstMkdir(t *testing.T, podName string) firstMkdirResult {
+// runtime: the pod's CRI runtime handler ("": containerd's default, runc).
+func firstMkdir(t *testing.T, podName, runtime string) firstMkdirResult {
 	t.Helper()
 	pod := newPod(podName, map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
+	pod.Runtime = runtime
 	podID := runPod(t, &pod)
 	cmd := []string{"mkdir", "/tmp/first"}
 	r := firstMkdirResult{victim: vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})}
@@ -69,7 +100,7 @@ func firstMkdir(t *testing.T, podName string) firstMkdirResult {
 // pod runs the same command and succeeds.
 func TestPluginArmedBeforeFirstInstruction(t *testing.T) {
 	p := withPlugin(t, "first", vmtest.PluginOptions{})
-	r := firstMkdir(t, "first")
+	r := firstMkdir(t, "first", "")
 	vcode, ncode, vlog, nlog := r.vcode, r.ncode, r.vlog, r.nlog
 	t.Logf("victim: exit %d, log %q", vcode, vlog)
 	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
@@ -106,7 +137,7 @@ func TestPluginInCgroupNamespace(t *testing.T) {
 	if got := vmtest.CgroupOf(t, p.Pid()); got != "/sys/fs/cgroup/kfault-e2e-cgns" {
 		t.Fatalf("the plugin runs in %s, want /sys/fs/cgroup/kfault-e2e-cgns", got)
 	}
-	r := firstMkdir(t, "cgns")
+	r := firstMkdir(t, "cgns", "")
 	victim, vcode, ncode, vlog, nlog := r.victim, r.vcode, r.ncode, r.vlog, r.nlog
 	if vcode == 0 || !strings.Contains(vlog, "Permission denied") {
 		t.Errorf("victim: exit %d, log %q: want its mkdir to fail with Permission denied", vcode, vlog)
@@ -125,104 +156,6 @@ func TestPluginInCgroupNamespace(t *testing.T) {
 	}
 }
 
-// An openat fault is the container's, not its runtime's: the container's own first open
-// fails with the fault's errno, and the container's process does run. The fault is armed at
-// NRI StartContainer while runc init is still in the container's cgroup, and runc init opens
-// /proc/self/fd (to close inherited fds) before it execs the container's process. The plugin
-// arms there with the exec boundary (docs/runtimes.md): only tasks that exec'd in the cgroup
-// since, and what they fork, are faulted, so runc init's setup runs unfaulted and its execve
-// of cat makes cat eligible. Without it the container would die with runc's
-// "open /proc/self/fd: permission denied" before any user code ran.
-func TestPluginOpenatFaultSparesRuntimeInit(t *testing.T) {
-	withPlugin(t, "openat", vmtest.PluginOptions{})
-	pod := newPod("openat", map[string]string{"faults.kfault.dev/container.victim": openatEACCES})
-	podID := runPod(t, &pod)
-	cmd := []string{"cat", "/etc/passwd"}
-	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
-	vcode := vmtest.WaitExited(t, victim, time.Minute)
-	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
-	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
-	t.Logf("victim: exit %d, log %q", vcode, vlog)
-	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
-	if ncode != 0 || !strings.Contains(nlog, passwdLine) {
-		t.Errorf("neighbour: exit %d, log %q: want /etc/passwd printed", ncode, nlog)
-	}
-	switch {
-	case strings.Contains(vlog, "cat: can't open '/etc/passwd': Permission denied"):
-		// The container's own first open failed.
-	case strings.Contains(vlog, "/proc/self/fd"):
-		t.Errorf("victim: the openat fault hit runc init before the container's process was executed "+
-			"(armed at StartContainer while runc init is in the cgroup); no user code ran: exit %d, log %q", vcode, vlog)
-	default:
-		t.Errorf("victim: exit %d, log %q: want cat's open of /etc/passwd to fail with Permission denied", vcode, vlog)
-	}
-}
-
-// A container process that renames itself as runc's init ("runc:[2:INIT]", prctl
-// PR_SET_NAME) is faulted all the same: nothing on the hot path looks at a process name. Its
-// neighbour runs the same program unfaulted.
-func TestPluginRenamedProcessFaulted(t *testing.T) {
-	withPlugin(t, "rename", vmtest.PluginOptions{})
-	pod := newPod("rename", map[string]string{"faults.kfault.dev/container.victim": openatEACCES})
-	podID := runPod(t, &pod)
-	cmd := []string{"kfault-rename", "runc:[2:INIT]", "/etc/passwd"}
-	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
-	vcode := vmtest.WaitExited(t, victim, time.Minute)
-	ncode := vmtest.WaitExited(t, neighbour, time.Minute)
-	vlog, nlog := vmtest.Logs(t, victim), vmtest.Logs(t, neighbour)
-	t.Logf("victim: exit %d, log %q", vcode, vlog)
-	t.Logf("neighbour: exit %d, log %q", ncode, nlog)
-	if !strings.Contains(vlog, "comm runc:[2:INIT]") {
-		t.Errorf("victim: log %q: the process did not rename itself", vlog)
-	}
-	if vcode != 1 || !strings.Contains(vlog, "open /etc/passwd: Permission denied") {
-		t.Errorf("victim: exit %d, log %q: want its open to fail with Permission denied although it is named runc:[2:INIT]", vcode, vlog)
-	}
-	if ncode != 0 || !strings.Contains(nlog, "open /etc/passwd ok") {
-		t.Errorf("neighbour: exit %d, log %q: want its open to succeed", ncode, nlog)
-	}
-}
-
-// crictl exec into an armed container: runc forks a setup process outside the container,
-// which joins the container's cgroup and namespaces and then execs the command. The setup is
-// not faulted (the exec starts: cat runs and reports the fault), the exec'd command is. An
-// exec into the unarmed neighbour is untouched, and so is the armed container's own sleep.
-func TestPluginExecFaulted(t *testing.T) {
-	p := withPlugin(t, "exec", vmtest.PluginOptions{})
-	pod := newPod("exec", map[string]string{"faults.kfault.dev/container.victim": openatEACCES})
-	podID := runPod(t, &pod)
-	cmd := []string{"sleep", "3600"}
-	victim := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: cmd})
-	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: cmd})
-	p.WaitLog(10*time.Second, "armed (victim)", vmtest.ArmedLine("exec", "victim"))
-
-	vout, verr := vmtest.Output("crictl", "exec", victim, "cat", "/etc/passwd")
-	nout, nerr := vmtest.Output("crictl", "exec", neighbour, "cat", "/etc/passwd")
-	t.Logf("exec in victim: err %v, output %q", verr, vout)
-	t.Logf("exec in neighbour: err %v, output %q", nerr, nout)
-	switch {
-	case strings.Contains(vout, "cat: can't open '/etc/passwd': Permission denied"):
-		// The exec'd command ran, and its open was faulted.
-	case verr == nil:
-		t.Errorf("exec in victim succeeded (output %q): want cat's open to fail with Permission denied", vout)
-	default:
-		t.Errorf("exec in victim: %v, output %q: want cat to run and its open to fail with Permission denied "+
-			"(no cat message: the exec's setup was faulted?)", verr, vout)
-	}
-	if nerr != nil || !strings.Contains(nout, passwdLine) {
-		t.Errorf("exec in neighbour: %v, output %q: want /etc/passwd printed", nerr, nout)
-	}
-	// Both containers still run: neither the exec nor the fault killed the victim's sleep.
-	running, err := vmtest.Output("crictl", "ps", "-q", "--state", "running")
-	for name, id := range map[string]string{"victim": victim, "neighbour": neighbour} {
-		if err != nil || !strings.Contains(running, id[:12]) {
-			t.Errorf("%s: not among the running containers %q (%v)", name, running, err)
-		}
-	}
-}
-
 // A bad annotation fails crictl create, and the message names the field. A container of the
 // same pod that the annotation does not name is created and runs.
 func TestPluginBadAnnotationFailsCreate(t *testing.T) {
@@ -230,21 +163,7 @@ func TestPluginBadAnnotationFailsCreate(t *testing.T) {
 	pod := newPod("bad", map[string]string{
 		"faults.kfault.dev/container.victim": "{function: __x64_sys_mkdir, errno: EACCES, probability: 200}",
 	})
-	podID := runPod(t, &pod)
-	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"true"}})
-	if err == nil {
-		t.Fatal("crictl create of a container with probability: 200 succeeded")
-	}
-	t.Logf("crictl create: %v", err)
-	for _, want := range []string{"kfault", "probability", "200"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("create error does not mention %q: %v", want, err)
-		}
-	}
-	ok := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "other", Command: []string{"cat", "/etc/passwd"}})
-	if code := vmtest.WaitExited(t, ok, time.Minute); code != 0 {
-		t.Errorf("unannotated container of the same pod: exit %d, log %q", code, vmtest.Logs(t, ok))
-	}
+	refusedPod(t, pod, "a container with probability: 200", "kfault", "probability", "200")
 }
 
 // A pod in a denied namespace (kube-system, the default deny list) cannot carry a fault: the
@@ -254,28 +173,14 @@ func TestPluginDeniedNamespace(t *testing.T) {
 	withPlugin(t, "denied", vmtest.PluginOptions{})
 	pod := newPod("denied", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
 	pod.Namespace = "kube-system"
-	podID := runPod(t, &pod)
-	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"mkdir", "/tmp/x"}})
-	if err == nil {
-		t.Fatal("crictl create of an annotated container in kube-system succeeded")
-	}
-	t.Logf("crictl create: %v", err)
-	for _, want := range []string{"kfault", "namespace", "kube-system", "denied"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("create error does not mention %q: %v", want, err)
-		}
-	}
-	plain := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "plain", Command: []string{"cat", "/etc/passwd"}})
-	if code := vmtest.WaitExited(t, plain, time.Minute); code != 0 {
-		t.Errorf("unannotated container in kube-system: exit %d, log %q", code, vmtest.Logs(t, plain))
-	}
+	refusedPod(t, pod, "an annotated container in kube-system", "kfault", "namespace", "kube-system", "denied")
 }
 
 // With kfault's shipped default (allowedNamespaces empty, strict mode) an annotated pod runs
 // with no fault, and the plugin's log says why and which setting turns kfault on.
 func TestPluginDefaultDeny(t *testing.T) {
 	p := withPlugin(t, "defaultdeny", vmtest.PluginOptions{Config: "mode: strict"})
-	r := firstMkdir(t, "defaultdeny")
+	r := firstMkdir(t, "defaultdeny", "")
 	if r.vcode != 0 {
 		t.Errorf("annotated container under the default config: exit %d, log %q (a fault was injected)", r.vcode, r.vlog)
 	}

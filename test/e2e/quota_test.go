@@ -39,18 +39,8 @@ func TestPluginNamespaceQuota(t *testing.T) {
 	overPod := newPod("quota-a2", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
 	overPod.Namespace = "quota-a"
 	overPodID := runPod(t, &overPod)
-	_, err := vmtest.CreateContainer(t, overPodID, overPod, vmtest.Container{Name: "victim", Command: []string{"mkdir", "/tmp/first"}})
-	if err == nil {
-		t.Fatal("crictl create of a second annotated container in quota-a (quota: 1 container) succeeded")
-	}
-	t.Logf("crictl create: %v", err)
-	// crictl quotes the message again (\"quota-a\"), so the namespace is matched without quotes.
-	for _, want := range []string{"kfault: namespace", "quota-a", "is at its quota of 1 container",
-		"quotas.namespaces.quota-a.containers", "in use: 1"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("create error does not mention %q: %v", want, err)
-		}
-	}
+	createRefused(t, overPodID, overPod, "a second annotated container in quota-a (quota: 1 container)",
+		"kfault: namespace", "quota-a", "is at its quota of 1 container", "quotas.namespaces.quota-a.containers", "in use: 1")
 	p.WaitLog(10*time.Second, "rejected (quota-a2 victim)", func(e vmtest.LogEntry) bool {
 		return e.Msg() == "rejected" && e.Str("pod") == "quota-a2" && e.Str("phase") == "create" &&
 			strings.Contains(e.Str("error"), "quota")

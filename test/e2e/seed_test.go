@@ -40,25 +40,25 @@ func loopExt4(t *testing.T, name string) string {
 // with {failtype: 0, callchain: [{funcname: __x64_sys_mount}]}: slab allocations fail only
 // inside mount(2), so the container runs and every mount fails with "Cannot allocate memory" and
 // the umount after it with "Invalid argument".
-// The unannotated container of the same pod and a bystander pod mount their devices.
-func TestPluginSeedMountCallchain(t *testing.T) {
-	p := withPlugin(t, "seed", vmtest.PluginOptions{})
-	seedMount(t, p, "seed", "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}")
-}
-
-// TestPluginSeedAllocCallchain is the seed's example with failtype alloc, which works on kernels
-// without error injection (Debian's): the mount's new superblock (security_sb_alloc) fails
-// with "Cannot allocate memory" as the slab fault does.
+// The unannotated container of the same pod and a bystander pod mount their devices. rt: the
+// runtime the pods run on (TestRuntimes/<runtime>/seed-mount).
+//
+// TestPluginSeedAllocCallchain is the same with failtype alloc, which works on kernels without
+// error injection (Debian's): the mount's new superblock (security_sb_alloc) fails with "Cannot
+// allocate memory" as the slab fault does.
 func TestPluginSeedAllocCallchain(t *testing.T) {
 	vmtest.RequireLSM(t)
 	vmtest.Containerd(t)
 	p := vmtest.StartPlugin(t, "seed-alloc", vmtest.PluginOptions{})
-	seedMount(t, p, "seed-alloc", "{failtype: alloc, callchain: [{funcname: __x64_sys_mount}]}")
+	seedMount(t, p, ociRuntimes[0], "seed-alloc", "{failtype: alloc, callchain: [{funcname: __x64_sys_mount}]}")
 }
 
-// seedMount runs the seed scenario with fault as the victim container's annotation, in pods
-// named after name.
-func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
+// seedFault is the seed's own annotation.
+const seedFault = "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}"
+
+// seedMount runs the seed scenario on rt with fault as the victim container's annotation, in
+// pods named after name.
+func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime, name, fault string) {
 	devs := map[string]string{}
 	for _, c := range []string{"victim", "neighbour", "bystander"} {
 		devs[c] = loopExt4(t, c)
@@ -68,9 +68,10 @@ func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
 		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
 		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
 	}
-	pod := newPod(name, map[string]string{"faults.kfault.dev/container.victim": fault})
-	pod.Privileged = true
+	pod := newPod(name+"-"+rt.name, map[string]string{"faults.kfault.dev/container.victim": fault})
+	pod.Privileged, pod.Runtime = true, rt.handler
 	podID := runPod(t, &pod)
+	checkRuntime(t, rt, podID)
 	victim, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: loop(devs["victim"]), Privileged: true})
 	if err != nil {
 		t.Fatal(err)
@@ -79,12 +80,12 @@ func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
 		t.Fatalf("crictl start: %v: %s", err, out)
 	}
 	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: loop(devs["neighbour"]), Privileged: true})
-	by := newPod(name+"-bystander", nil)
-	by.Privileged = true
+	by := newPod(name+"-bystander-"+rt.name, nil)
+	by.Privileged, by.Runtime = true, rt.handler
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
 
-	if armed, err := p.FindLog(vmtest.ArmedLine(name, "victim")); err == nil {
+	if armed, err := p.FindLog(vmtest.ArmedLine(pod.Name, "victim")); err == nil {
 		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
 	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
@@ -99,7 +100,7 @@ func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
-		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(name, "victim"))
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(pod.Name, "victim"))
 		secs, _ := armed.Num("armSeconds")
 		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
@@ -124,7 +125,7 @@ func seedMount(t *testing.T, p *vmtest.Plugin, name, fault string) {
 func TestPluginRefusedWithoutInjection(t *testing.T) {
 	vmtest.Require(t)
 	if c := bpf.KernelConfig("CONFIG_FUNCTION_ERROR_INJECTION"); c == "y" {
-		t.Skip("this kernel can inject (CONFIG_FUNCTION_ERROR_INJECTION=y): TestPluginSeedMountCallchain runs instead; make test-matrix runs this on Debian's kernels")
+		t.Skip("this kernel can inject (CONFIG_FUNCTION_ERROR_INJECTION=y): TestRuntimes/runc/seed-mount runs instead; make test-matrix runs this on Debian's kernels")
 	}
 	vmtest.Containerd(t)
 	p := vmtest.StartPlugin(t, "refused", vmtest.PluginOptions{})
@@ -143,15 +144,7 @@ func TestPluginRefusedWithoutInjection(t *testing.T) {
 		"faults.kfault.dev/container.victim": "{failtype: 0, callchain: [{funcname: __x64_sys_mount}]}",
 	})
 	podID := runPod(t, &pod)
-	_, err := vmtest.CreateContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"sleep", "3600"}})
-	if err == nil {
-		t.Fatal("the annotated container was created on a kernel that cannot inject")
-	}
-	for _, w := range reasons {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("creation error does not say %q: %v", w, err)
-		}
-	}
+	createRefused(t, podID, pod, "an annotated container on a kernel that cannot inject failtype 0", reasons...)
 	if n := p.Count("rejected"); n != 1 {
 		t.Errorf("%d rejected lines in the plugin log, want 1", n)
 	}

@@ -115,6 +115,10 @@ type Pod struct {
 	CgroupParent string
 	// Privileged: the sandbox may hold privileged containers.
 	Privileged bool
+	// Runtime is the CRI runtime handler (crictl runp --runtime; a RuntimeClass's handler):
+	// one that test/vm/containerd-up configures (runc, crun, runsc). Empty: containerd's
+	// default, runc.
+	Runtime string
 }
 
 // RunPod starts a pod sandbox with host networking and returns its id. It is removed at cleanup.
@@ -142,7 +146,11 @@ func RunPod(t testing.TB, p Pod) string {
 		},
 	}
 	path := writeJSON(t, "pod-"+p.UID+".json", cfg)
-	id := Run(t, "crictl", "runp", path)
+	args := []string{"runp", path}
+	if p.Runtime != "" {
+		args = []string{"runp", "--runtime", p.Runtime, path}
+	}
+	id := Run(t, "crictl", args...)
 	t.Cleanup(func() {
 		Output("crictl", "stopp", id)
 		Output("crictl", "rmp", "-f", id)
@@ -252,6 +260,25 @@ func ContainerPid(t testing.TB, id string) int {
 		t.Fatalf("crictl inspect %s: no pid (container not running?)", id)
 	}
 	return info.Info.Pid
+}
+
+// OCIRuntime says which OCI runtime created a CRI container, by the state it keeps in its
+// directory under containerd's runc shim root (/run/containerd/runc/k8s.io/<id>): runc's
+// state.json, or crun's status. The container must not have been removed.
+func OCIRuntime(t testing.TB, id string) string {
+	t.Helper()
+	dir := filepath.Join("/run/containerd/runc/k8s.io", id)
+	var found []string
+	for _, rt := range []struct{ name, file string }{{"runc", "state.json"}, {"crun", "status"}} {
+		if _, err := os.Stat(filepath.Join(dir, rt.file)); err == nil {
+			found = append(found, rt.name)
+		}
+	}
+	if len(found) != 1 {
+		entries, err := os.ReadDir(dir)
+		t.Fatalf("container %s: cannot tell its OCI runtime from %s (%v, %v)", id, dir, entries, err)
+	}
+	return found[0]
 }
 
 // CgroupOf returns the cgroup v2 directory of a process.
