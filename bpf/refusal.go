@@ -94,7 +94,9 @@ func (k *nodeKinds) refuse(fp annotations.FailPoint) error {
 	if c.OK {
 		return nil
 	}
-	return fmt.Errorf("%s: %w on this node: %s; %s", fp.Functions[0], ErrNotInjectable, strings.TrimPrefix(c.Detail, "no: "), k.instead())
+	// kfault check's words, less its pointers to its other lines.
+	why := strings.ReplaceAll(strings.TrimPrefix(c.Detail, "no: "), " (see above)", "")
+	return fmt.Errorf("%s: %w on this node: %s; %s", fp.Functions[0], ErrNotInjectable, why, k.instead())
 }
 
 // instead says what a refused fault can be replaced with on this node.

@@ -39,7 +39,7 @@ func TestRefuseFailType(t *testing.T) {
 				config: config(map[string]string{"CONFIG_FUNCTION_ERROR_INJECTION": "n", "CONFIG_FAILSLAB": "n", "CONFIG_FAIL_PAGE_ALLOC": "n", "CONFIG_FAIL_MAKE_REQUEST": "n"})},
 			fault: annotations.Slab,
 			want: "should_failslab: function is not error-injectable on this node: not in /proc/kallsyms (this kernel is built without CONFIG_FAILSLAB); " +
-				"this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; neither fmod_ret nor kprobe works on the error-injection list (see above); " +
+				"this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; neither fmod_ret nor kprobe works on the error-injection list; " +
 				"this node can inject instead: failtype 3 (alloc), function (security_* LSM hooks), e.g. failtype: alloc or function: security_file_permission (kfault check on the node lists them)",
 		},
 		// Debian's 6.1: the fault point is there, but no error injection and so no list.
@@ -47,7 +47,7 @@ func TestRefuseFailType(t *testing.T) {
 			facts: pointFacts{syms: map[string]KernelSymbol{"should_failslab": exists, "should_fail_alloc_page": exists}, listErr: errors.New("missing"), btf: debian,
 				config: config(map[string]string{"CONFIG_FUNCTION_ERROR_INJECTION": "n"})},
 			fault: annotations.Slab,
-			want: "should_failslab: function is not error-injectable on this node: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; neither fmod_ret nor kprobe works on the error-injection list (see above); " +
+			want: "should_failslab: function is not error-injectable on this node: this kernel is built without CONFIG_FUNCTION_ERROR_INJECTION, so nothing is error-injectable; neither fmod_ret nor kprobe works on the error-injection list; " +
 				"this node can inject instead: failtype 3 (alloc), function (security_* LSM hooks), e.g. failtype: alloc or function: security_file_permission (kfault check on the node lists them)",
 		},
 		// No list (debugfs not mounted) and no config: kfault cannot tell, the kernel decides at attach.
