@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -185,16 +186,19 @@ func (c *chainSet) closeMaps() {
 // mapReplacements are the engine's shared maps, for every program instance it loads.
 func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 	m := map[string]*ebpf.Map{
-		"kfault_rules":          e.rules,
-		"kfault_levels":         e.levels,
-		"kfault_counters":       e.counters,
-		"kfault_events":         e.eventMap,
-		"kfault_event_drops":    e.eventDrops,
-		"kfault_exec_levels":    e.exec.levels,
-		"kfault_exec_scope":     e.exec.scopeMap,
-		"kfault_exec_tasks":     e.exec.tasks,
-		"kfault_rule_devs":      e.ruleDevs,
-		"kfault_protected_devs": e.protected,
+		"kfault_rules":           e.rules,
+		"kfault_levels":          e.levels,
+		"kfault_counters":        e.counters,
+		"kfault_events":          e.eventMap,
+		"kfault_event_drops":     e.eventDrops,
+		"kfault_exec_levels":     e.exec.levels,
+		"kfault_exec_scope":      e.exec.scopeMap,
+		"kfault_exec_tasks":      e.exec.tasks,
+		"kfault_exec_runtime_ns": e.exec.runtimeNS,
+		"kfault_rule_devs":       e.ruleDevs,
+		"kfault_protected_devs":  e.protected,
+		"kfault_pending":         e.pending.m,
+		"kfault_pending_made":    e.pending.made,
 	}
 	if e.chainsOn {
 		m["kfault_frames"] = e.chains.frameMap
@@ -278,31 +282,60 @@ func (e *Engine) chainSymbols(faults []annotations.Fault) map[string]KernelSymbo
 
 // symbolCache keeps what kallsyms said of the functions it found there (so at most the
 // kernel's own symbols): a function's clones do not change while the kernel runs (short of a
-// module reloaded with other code), and reading /proc/kallsyms takes about 100 ms (measured
-// on a 2-core host; not measured under emulation, likely slower), too long to pay at every
-// container's Prepare.
+// module reloaded with other code). Reading /proc/kallsyms takes about 100 ms on a 2-core host
+// and 0.5 s under emulation, too long to pay at a container's Prepare: warm reads it once into
+// a symbolIndex in the background, and lookups wait for that. A function the snapshot does not
+// have (a module loaded since) is looked up in kallsyms again.
 type symbolCache struct {
-	mu   sync.Mutex
-	syms map[string]KernelSymbol
+	mu    sync.Mutex
+	syms  map[string]KernelSymbol
+	ready chan struct{} // closed when warm is done; nil: not warming
+	index *symbolIndex  // warm's snapshot (nil: none)
+}
+
+// warm starts reading kallsyms into the cache's index.
+func (c *symbolCache) warm() {
+	c.ready = make(chan struct{})
+	go func() {
+		defer close(c.ready)
+		f, err := os.Open(kallsymsPath)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		if idx, err := readSymbolIndex(f); err == nil {
+			c.index = idx
+		}
+	}()
 }
 
 // lookup is LookupKernelSymbols of fns, reading kallsyms only when one of them is not known.
 func (c *symbolCache) lookup(fns []string) (map[string]KernelSymbol, error) {
+	if c.ready != nil {
+		<-c.ready
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.syms == nil {
+		c.syms = map[string]KernelSymbol{}
+	}
 	var missing []string
 	for _, fn := range fns {
-		if _, ok := c.syms[fn]; !ok {
-			missing = append(missing, fn)
+		if _, ok := c.syms[fn]; ok {
+			continue
 		}
+		if c.index != nil {
+			if ks := c.index.lookup(fn); ks.Exists || len(ks.Clones) > 0 {
+				c.syms[fn] = ks
+				continue
+			}
+		}
+		missing = append(missing, fn)
 	}
 	if len(missing) > 0 {
 		found, err := LookupKernelSymbols(missing...)
 		if err != nil {
 			return nil, err
-		}
-		if c.syms == nil {
-			c.syms = map[string]KernelSymbol{}
 		}
 		for fn, ks := range found {
 			if ks.Exists || len(ks.Clones) > 0 {

@@ -107,9 +107,10 @@ type Engine struct {
 	nextRule     int
 	closed       bool
 
-	chains   chainSet // call chains: frame programs, chain ids (chain.go)
-	exec     execSet  // the exec boundary: its programs and scope (exec.go)
-	chainsOn bool     // the loaded hot path has call chains (task storage is available)
+	chains   chainSet   // call chains: frame programs, chain ids (chain.go)
+	exec     execSet    // the exec boundary: its programs and scope (exec.go)
+	pending  pendingSet // arming by cgroup path: the mkdir program and placeholders (pending.go)
+	chainsOn bool       // the loaded hot path has call chains (task storage is available)
 	// frameSyms is what kallsyms said of call-chain functions, for Prepare (chain.go).
 	frameSyms symbolCache
 	// nodeKinds is what this kernel can inject, for refusals (refusal.go).
@@ -155,6 +156,8 @@ type armedKey struct {
 	rules  []*rule
 	// execScoped: the key's cgroup is in the exec boundary's scope (ArmOptions.ExecBoundary).
 	execScoped bool
+	// pendingPath: armed by path (ArmPending) under a placeholder id, until Retarget.
+	pendingPath string
 }
 
 // NewEngine probes the override mechanisms and prepares the shared maps. It attaches nothing.
@@ -224,6 +227,9 @@ func NewEngine(opts Options) (*Engine, error) {
 	// took longer, and containerd created the container without the plugin).
 	e.nodeKinds.facts = e.engineFacts
 	e.nodeKinds.get()
+	if chains {
+		e.frameSyms.warm() // for call chains' Prepare (symbolCache)
+	}
 	switch {
 	case e.lsmOnly:
 		log.Info("fmod_ret works on LSM hooks only: failtype alloc and function: security_* can be injected, nothing else", "reason", fmodErr)
@@ -264,6 +270,12 @@ func (e *Engine) createMaps() error {
 	if err := e.exec.createMaps(e.spec); err != nil {
 		return err
 	}
+	if e.pending.m, err = ebpf.NewMap(e.spec.Maps["kfault_pending"]); err != nil {
+		return fmt.Errorf("create map kfault_pending: %w", err)
+	}
+	if e.pending.made, err = ebpf.NewMap(e.spec.Maps["kfault_pending_made"]); err != nil {
+		return fmt.Errorf("create map kfault_pending_made: %w", err)
+	}
 	if e.ruleDevs, err = ebpf.NewMap(e.spec.Maps["kfault_rule_devs"]); err != nil {
 		return fmt.Errorf("create map kfault_rule_devs: %w", err)
 	}
@@ -277,7 +289,7 @@ func (e *Engine) createMaps() error {
 }
 
 func (e *Engine) closeMaps() {
-	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap, e.eventDrops, e.ruleDevs, e.protected} {
+	for _, m := range []*ebpf.Map{e.rules, e.levels, e.counters, e.eventMap, e.eventDrops, e.ruleDevs, e.protected, e.pending.m, e.pending.made} {
 		if m != nil {
 			m.Close()
 		}
@@ -337,28 +349,41 @@ func (e *Engine) LSMOnly() bool { return e.lsmOnly }
 // replaces its rules. opts continue an earlier arm (counts, durations). On error nothing of this
 // call stays armed.
 func (e *Engine) Arm(key string, t Target, plan Plan, opts ArmOptions) error {
-	if len(plan.rules) == 0 || len(plan.rules) != len(plan.Faults) {
-		return fmt.Errorf("arm %s: the plan was not made by Prepare", key)
-	}
 	if t.ID == 0 {
 		return fmt.Errorf("arm %s: %w: cgroup id 0 (%q)", key, ErrInvalidTarget, t.Path)
 	}
 	if t.Level < 0 || t.Level > maxLevel {
 		return fmt.Errorf("arm %s: %w: level %d outside 0..%d", key, ErrInvalidTarget, t.Level, maxLevel)
 	}
-	if opts.Injected != nil && len(opts.Injected) != len(plan.rules) {
-		return fmt.Errorf("arm %s: %d counters for %d faults", key, len(opts.Injected), len(plan.rules))
+	since, err := checkArm(key, plan, opts)
+	if err != nil {
+		return err
 	}
-	since := opts.Since
-	if since.IsZero() {
-		since = time.Now()
-	}
-
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
 		return ErrClosed
 	}
+	return e.armLocked(key, t, plan, opts, since)
+}
+
+// checkArm checks what Arm and ArmPending take besides the target, and says since when the
+// faults' durations run.
+func checkArm(key string, plan Plan, opts ArmOptions) (time.Time, error) {
+	if len(plan.rules) == 0 || len(plan.rules) != len(plan.Faults) {
+		return time.Time{}, fmt.Errorf("arm %s: the plan was not made by Prepare", key)
+	}
+	if opts.Injected != nil && len(opts.Injected) != len(plan.rules) {
+		return time.Time{}, fmt.Errorf("arm %s: %d counters for %d faults", key, len(opts.Injected), len(plan.rules))
+	}
+	if opts.Since.IsZero() {
+		return time.Now(), nil
+	}
+	return opts.Since, nil
+}
+
+// armLocked is Arm once its arguments are checked; e.mu is held.
+func (e *Engine) armLocked(key string, t Target, plan Plan, opts ArmOptions, since time.Time) error {
 	start := time.Now()
 	if old := e.armed[key]; old != nil {
 		e.disarmLocked(old)
@@ -505,6 +530,9 @@ func (e *Engine) disarmLocked(ak *armedKey) {
 		ak.execScoped = false
 		e.unscopeExec(ak.target) // after the rules: no rule needs the boundary any more
 	}
+	if ak.pendingPath != "" {
+		e.dropPending(ak, 0)
+	}
 	if e.armed[ak.key] == ak {
 		delete(e.armed, ak.key)
 	}
@@ -579,6 +607,7 @@ func (e *Engine) Close() error {
 	}
 	e.closeChains()
 	e.detachExec()
+	e.detachPending()
 	e.mu.Unlock()
 	e.stopEvents()
 	e.closeMaps()

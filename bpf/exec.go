@@ -29,9 +29,12 @@ var execPrograms = []string{"kfault_exit", "kfault_fork", "kfault_exec"}
 // execSet is the engine's exec-boundary bookkeeping (guarded by Engine.mu).
 type execSet struct {
 	levels, scopeMap, tasks *ebpf.Map // kfault_exec_levels, kfault_exec_scope, kfault_exec_tasks
-	scope                   frameScope
-	coll                    *ebpf.Collection
-	links                   []link.Link
+	// runtimeNS is kfault_exec_runtime_ns, which only the cgroup_mkdir program writes
+	// (kfault_pending.bpf.h); the engine deletes a cgroup's entry with its scope.
+	runtimeNS *ebpf.Map
+	scope     frameScope
+	coll      *ebpf.Collection
+	links     []link.Link
 }
 
 func (x *execSet) createMaps(spec *ebpf.CollectionSpec) error {
@@ -45,11 +48,14 @@ func (x *execSet) createMaps(spec *ebpf.CollectionSpec) error {
 	if x.tasks, err = ebpf.NewMap(spec.Maps["kfault_exec_tasks"]); err != nil {
 		return fmt.Errorf("create map kfault_exec_tasks: %w", err)
 	}
+	if x.runtimeNS, err = ebpf.NewMap(spec.Maps["kfault_exec_runtime_ns"]); err != nil {
+		return fmt.Errorf("create map kfault_exec_runtime_ns: %w", err)
+	}
 	return nil
 }
 
 func (x *execSet) closeMaps() {
-	for _, m := range []*ebpf.Map{x.levels, x.scopeMap, x.tasks} {
+	for _, m := range []*ebpf.Map{x.levels, x.scopeMap, x.tasks, x.runtimeNS} {
 		if m != nil {
 			m.Close()
 		}
@@ -93,6 +99,9 @@ func (e *Engine) unscopeExec(t Target) {
 	if goneCgroup {
 		if err := x.scopeMap.Delete(t.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			e.log.Warn("exec boundary scope", "cgroup", t.ID, "err", err)
+		}
+		if err := x.runtimeNS.Delete(t.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			e.log.Warn("exec boundary runtime namespace", "cgroup", t.ID, "err", err)
 		}
 	}
 	if len(x.scope.cgroups) == 0 {

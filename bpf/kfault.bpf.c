@@ -558,3 +558,4 @@ int kfault_kp_func(struct pt_regs *regs)
 		bpf_override_return(regs, ret);
 	return 0;
 }
+#include "kfault_pending.bpf.h" /* arming by cgroup path: the cgroup_mkdir program */

@@ -35,8 +35,21 @@
 #define MAX_EXEC_SCOPES 16384 /* cgroups armed with the exec boundary at once */
 #define MAX_EXEC_TASKS 65536  /* eligible threads at once, without task storage */
 
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct mnt_namespace {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
+	struct nsproxy *nsproxy;
 } __attribute__((preserve_access_index));
 
 /* Bitmap of the cgroup levels with a rule armed with the exec boundary (one entry). */
@@ -54,6 +67,36 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } kfault_exec_scope SEC(".maps");
+
+/*
+ * cgroup id -> the mount namespace (inode number) of the task that made the cgroup, for the
+ * cgroups the kernel armed as they were made (kfault_pending.bpf.h). There the boundary is in
+ * scope from the mkdir on, before the runtime's own setup is over, and runc re-executes itself
+ * (from a memfd) once it is in the cgroup: an exec in the mount namespace the cgroup was made
+ * from is the runtime's, not the container's, whose program runs in a mount namespace of its
+ * own (as does a later exec into it, which joins it first). No name is looked at.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_EXEC_SCOPES);
+	__type(key, __u64);
+	__type(value, __u32);
+} kfault_exec_runtime_ns SEC(".maps");
+
+/* current_mnt_ns is the inode number of the current task's mount namespace (0: unknown). */
+static __always_inline __u32 current_mnt_ns(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct nsproxy *nsp = 0;
+	struct mnt_namespace *mnt = 0;
+	__u32 inum = 0;
+	if (CORE_READ_INTO(&nsp, task->nsproxy) || !nsp)
+		return 0;
+	if (CORE_READ_INTO(&mnt, nsp->mnt_ns) || !mnt)
+		return 0;
+	CORE_READ_INTO(&inum, mnt->ns.inum);
+	return inum;
+}
 
 #ifndef KFAULT_NO_CHAINS
 /* bpf_task_storage_get, bpf_get_current_task_btf: kfault_chain.bpf.h */
@@ -83,10 +126,13 @@ static __always_inline int kfault_task_eligible(void)
 #endif
 }
 
-/* The per-level check of armed_ancestors for the exec program (a global function, verified once). */
+/*
+ * The per-level check of armed_ancestors for the exec program (a global function, verified
+ * once): the cgroup id when it is in scope (ids are below 2^63), else 0.
+ */
 __attribute__((noinline)) __s64 kfault_exec_scoped(__u64 cgroup, __u64 unused)
 {
-	return bpf_map_lookup_elem(&kfault_exec_scope, &cgroup) != 0;
+	return bpf_map_lookup_elem(&kfault_exec_scope, &cgroup) ? (__s64)cgroup : 0;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -98,6 +144,10 @@ int kfault_exec(__u64 *ctx)
 	__s64 scoped = 0;
 	if (!levels || !armed_ancestors(*levels, kfault_exec_scoped, 0, &scoped))
 		return 0;
+	__u64 cgroup = (__u64)scoped;
+	__u32 *runtime_ns = bpf_map_lookup_elem(&kfault_exec_runtime_ns, &cgroup);
+	if (runtime_ns && *runtime_ns == current_mnt_ns())
+		return 0; /* the runtime's own exec (kfault_exec_runtime_ns) */
 #ifndef KFAULT_NO_CHAINS
 	bpf_task_storage_get(&kfault_exec_tasks, bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE_);
 #else

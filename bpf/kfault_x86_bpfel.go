@@ -62,6 +62,20 @@ type kfaultFrameUser struct {
 	PrevGen   uint32
 }
 
+type kfaultPending struct {
+	_           structs.HostLayout
+	Placeholder uint64
+	Hooks       uint64
+	Frames      uint64
+	Level       uint32
+	Exec        uint32
+}
+
+type kfaultPendingKey struct {
+	_    structs.HostLayout
+	Path [256]int8
+}
+
 type kfaultRule struct {
 	_         structs.HostLayout
 	Threshold uint64
@@ -112,16 +126,20 @@ const (
 	kfaultMapKfaultEventDrops    = "kfault_event_drops"
 	kfaultMapKfaultEvents        = "kfault_events"
 	kfaultMapKfaultExecLevels    = "kfault_exec_levels"
+	kfaultMapKfaultExecRuntimeNs = "kfault_exec_runtime_ns"
 	kfaultMapKfaultExecScope     = "kfault_exec_scope"
 	kfaultMapKfaultExecTasks     = "kfault_exec_tasks"
 	kfaultMapKfaultFrameLevels   = "kfault_frame_levels"
 	kfaultMapKfaultFrameScope    = "kfault_frame_scope"
 	kfaultMapKfaultFrames        = "kfault_frames"
 	kfaultMapKfaultLevels        = "kfault_levels"
+	kfaultMapKfaultPending       = "kfault_pending"
+	kfaultMapKfaultPendingMade   = "kfault_pending_made"
 	kfaultMapKfaultProtectedDevs = "kfault_protected_devs"
 	kfaultMapKfaultRuleDevs      = "kfault_rule_devs"
 	kfaultMapKfaultRules         = "kfault_rules"
 	kfaultMapKfaultTaskChains    = "kfault_task_chains"
+	kfaultProgKfaultCgroupMkdir  = "kfault_cgroup_mkdir"
 	kfaultProgKfaultExec         = "kfault_exec"
 	kfaultProgKfaultFmBio        = "kfault_fm_bio"
 	kfaultProgKfaultFmFunc       = "kfault_fm_func"
@@ -188,18 +206,19 @@ type kfaultSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultProgramSpecs struct {
-	KfaultExec       *ebpf.ProgramSpec `ebpf:"kfault_exec"`
-	KfaultFmBio      *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc     *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
-	KfaultFmPage     *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
-	KfaultFmSlab     *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
-	KfaultFork       *ebpf.ProgramSpec `ebpf:"kfault_fork"`
-	KfaultFrameEntry *ebpf.ProgramSpec `ebpf:"kfault_frame_entry"`
-	KfaultFrameExit  *ebpf.ProgramSpec `ebpf:"kfault_frame_exit"`
-	KfaultKpBio      *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc     *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
-	KfaultKpPage     *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
-	KfaultKpSlab     *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
+	KfaultCgroupMkdir *ebpf.ProgramSpec `ebpf:"kfault_cgroup_mkdir"`
+	KfaultExec        *ebpf.ProgramSpec `ebpf:"kfault_exec"`
+	KfaultFmBio       *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc      *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
+	KfaultFmPage      *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
+	KfaultFmSlab      *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
+	KfaultFork        *ebpf.ProgramSpec `ebpf:"kfault_fork"`
+	KfaultFrameEntry  *ebpf.ProgramSpec `ebpf:"kfault_frame_entry"`
+	KfaultFrameExit   *ebpf.ProgramSpec `ebpf:"kfault_frame_exit"`
+	KfaultKpBio       *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc      *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
+	KfaultKpPage      *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
+	KfaultKpSlab      *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
 }
 
 // kfaultMapSpecs contains maps before they are loaded into the kernel.
@@ -211,12 +230,15 @@ type kfaultMapSpecs struct {
 	KfaultEventDrops    *ebpf.MapSpec `ebpf:"kfault_event_drops"`
 	KfaultEvents        *ebpf.MapSpec `ebpf:"kfault_events"`
 	KfaultExecLevels    *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecRuntimeNs *ebpf.MapSpec `ebpf:"kfault_exec_runtime_ns"`
 	KfaultExecScope     *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
 	KfaultExecTasks     *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
 	KfaultFrameLevels   *ebpf.MapSpec `ebpf:"kfault_frame_levels"`
 	KfaultFrameScope    *ebpf.MapSpec `ebpf:"kfault_frame_scope"`
 	KfaultFrames        *ebpf.MapSpec `ebpf:"kfault_frames"`
 	KfaultLevels        *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultPending       *ebpf.MapSpec `ebpf:"kfault_pending"`
+	KfaultPendingMade   *ebpf.MapSpec `ebpf:"kfault_pending_made"`
 	KfaultProtectedDevs *ebpf.MapSpec `ebpf:"kfault_protected_devs"`
 	KfaultRuleDevs      *ebpf.MapSpec `ebpf:"kfault_rule_devs"`
 	KfaultRules         *ebpf.MapSpec `ebpf:"kfault_rules"`
@@ -264,12 +286,15 @@ type kfaultMaps struct {
 	KfaultEventDrops    *ebpf.Map `ebpf:"kfault_event_drops"`
 	KfaultEvents        *ebpf.Map `ebpf:"kfault_events"`
 	KfaultExecLevels    *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecRuntimeNs *ebpf.Map `ebpf:"kfault_exec_runtime_ns"`
 	KfaultExecScope     *ebpf.Map `ebpf:"kfault_exec_scope"`
 	KfaultExecTasks     *ebpf.Map `ebpf:"kfault_exec_tasks"`
 	KfaultFrameLevels   *ebpf.Map `ebpf:"kfault_frame_levels"`
 	KfaultFrameScope    *ebpf.Map `ebpf:"kfault_frame_scope"`
 	KfaultFrames        *ebpf.Map `ebpf:"kfault_frames"`
 	KfaultLevels        *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultPending       *ebpf.Map `ebpf:"kfault_pending"`
+	KfaultPendingMade   *ebpf.Map `ebpf:"kfault_pending_made"`
 	KfaultProtectedDevs *ebpf.Map `ebpf:"kfault_protected_devs"`
 	KfaultRuleDevs      *ebpf.Map `ebpf:"kfault_rule_devs"`
 	KfaultRules         *ebpf.Map `ebpf:"kfault_rules"`
@@ -283,12 +308,15 @@ func (m *kfaultMaps) Close() error {
 		m.KfaultEventDrops,
 		m.KfaultEvents,
 		m.KfaultExecLevels,
+		m.KfaultExecRuntimeNs,
 		m.KfaultExecScope,
 		m.KfaultExecTasks,
 		m.KfaultFrameLevels,
 		m.KfaultFrameScope,
 		m.KfaultFrames,
 		m.KfaultLevels,
+		m.KfaultPending,
+		m.KfaultPendingMade,
 		m.KfaultProtectedDevs,
 		m.KfaultRuleDevs,
 		m.KfaultRules,
@@ -316,22 +344,24 @@ type kfaultVariables struct {
 //
 // It can be passed to loadKfaultObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultPrograms struct {
-	KfaultExec       *ebpf.Program `ebpf:"kfault_exec"`
-	KfaultFmBio      *ebpf.Program `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc     *ebpf.Program `ebpf:"kfault_fm_func"`
-	KfaultFmPage     *ebpf.Program `ebpf:"kfault_fm_page"`
-	KfaultFmSlab     *ebpf.Program `ebpf:"kfault_fm_slab"`
-	KfaultFork       *ebpf.Program `ebpf:"kfault_fork"`
-	KfaultFrameEntry *ebpf.Program `ebpf:"kfault_frame_entry"`
-	KfaultFrameExit  *ebpf.Program `ebpf:"kfault_frame_exit"`
-	KfaultKpBio      *ebpf.Program `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc     *ebpf.Program `ebpf:"kfault_kp_func"`
-	KfaultKpPage     *ebpf.Program `ebpf:"kfault_kp_page"`
-	KfaultKpSlab     *ebpf.Program `ebpf:"kfault_kp_slab"`
+	KfaultCgroupMkdir *ebpf.Program `ebpf:"kfault_cgroup_mkdir"`
+	KfaultExec        *ebpf.Program `ebpf:"kfault_exec"`
+	KfaultFmBio       *ebpf.Program `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc      *ebpf.Program `ebpf:"kfault_fm_func"`
+	KfaultFmPage      *ebpf.Program `ebpf:"kfault_fm_page"`
+	KfaultFmSlab      *ebpf.Program `ebpf:"kfault_fm_slab"`
+	KfaultFork        *ebpf.Program `ebpf:"kfault_fork"`
+	KfaultFrameEntry  *ebpf.Program `ebpf:"kfault_frame_entry"`
+	KfaultFrameExit   *ebpf.Program `ebpf:"kfault_frame_exit"`
+	KfaultKpBio       *ebpf.Program `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc      *ebpf.Program `ebpf:"kfault_kp_func"`
+	KfaultKpPage      *ebpf.Program `ebpf:"kfault_kp_page"`
+	KfaultKpSlab      *ebpf.Program `ebpf:"kfault_kp_slab"`
 }
 
 func (p *kfaultPrograms) Close() error {
 	return _KfaultClose(
+		p.KfaultCgroupMkdir,
 		p.KfaultExec,
 		p.KfaultFmBio,
 		p.KfaultFmFunc,

@@ -13,6 +13,20 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kfaultNoChainsPending struct {
+	_           structs.HostLayout
+	Placeholder uint64
+	Hooks       uint64
+	Frames      uint64
+	Level       uint32
+	Exec        uint32
+}
+
+type kfaultNoChainsPendingKey struct {
+	_    structs.HostLayout
+	Path [256]int8
+}
+
 type kfaultNoChainsRuleDev struct {
 	_       structs.HostLayout
 	Counter uint32
@@ -50,12 +64,16 @@ const (
 	kfaultNoChainsMapKfaultEventDrops    = "kfault_event_drops"
 	kfaultNoChainsMapKfaultEvents        = "kfault_events"
 	kfaultNoChainsMapKfaultExecLevels    = "kfault_exec_levels"
+	kfaultNoChainsMapKfaultExecRuntimeNs = "kfault_exec_runtime_ns"
 	kfaultNoChainsMapKfaultExecScope     = "kfault_exec_scope"
 	kfaultNoChainsMapKfaultExecTasks     = "kfault_exec_tasks"
 	kfaultNoChainsMapKfaultLevels        = "kfault_levels"
+	kfaultNoChainsMapKfaultPending       = "kfault_pending"
+	kfaultNoChainsMapKfaultPendingMade   = "kfault_pending_made"
 	kfaultNoChainsMapKfaultProtectedDevs = "kfault_protected_devs"
 	kfaultNoChainsMapKfaultRuleDevs      = "kfault_rule_devs"
 	kfaultNoChainsMapKfaultRules         = "kfault_rules"
+	kfaultNoChainsProgKfaultCgroupMkdir  = "kfault_cgroup_mkdir"
 	kfaultNoChainsProgKfaultExec         = "kfault_exec"
 	kfaultNoChainsProgKfaultExit         = "kfault_exit"
 	kfaultNoChainsProgKfaultFmBio        = "kfault_fm_bio"
@@ -119,17 +137,18 @@ type kfaultNoChainsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kfaultNoChainsProgramSpecs struct {
-	KfaultExec   *ebpf.ProgramSpec `ebpf:"kfault_exec"`
-	KfaultExit   *ebpf.ProgramSpec `ebpf:"kfault_exit"`
-	KfaultFmBio  *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
-	KfaultFmPage *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
-	KfaultFmSlab *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
-	KfaultFork   *ebpf.ProgramSpec `ebpf:"kfault_fork"`
-	KfaultKpBio  *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
-	KfaultKpPage *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
-	KfaultKpSlab *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
+	KfaultCgroupMkdir *ebpf.ProgramSpec `ebpf:"kfault_cgroup_mkdir"`
+	KfaultExec        *ebpf.ProgramSpec `ebpf:"kfault_exec"`
+	KfaultExit        *ebpf.ProgramSpec `ebpf:"kfault_exit"`
+	KfaultFmBio       *ebpf.ProgramSpec `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc      *ebpf.ProgramSpec `ebpf:"kfault_fm_func"`
+	KfaultFmPage      *ebpf.ProgramSpec `ebpf:"kfault_fm_page"`
+	KfaultFmSlab      *ebpf.ProgramSpec `ebpf:"kfault_fm_slab"`
+	KfaultFork        *ebpf.ProgramSpec `ebpf:"kfault_fork"`
+	KfaultKpBio       *ebpf.ProgramSpec `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc      *ebpf.ProgramSpec `ebpf:"kfault_kp_func"`
+	KfaultKpPage      *ebpf.ProgramSpec `ebpf:"kfault_kp_page"`
+	KfaultKpSlab      *ebpf.ProgramSpec `ebpf:"kfault_kp_slab"`
 }
 
 // kfaultNoChainsMapSpecs contains maps before they are loaded into the kernel.
@@ -140,9 +159,12 @@ type kfaultNoChainsMapSpecs struct {
 	KfaultEventDrops    *ebpf.MapSpec `ebpf:"kfault_event_drops"`
 	KfaultEvents        *ebpf.MapSpec `ebpf:"kfault_events"`
 	KfaultExecLevels    *ebpf.MapSpec `ebpf:"kfault_exec_levels"`
+	KfaultExecRuntimeNs *ebpf.MapSpec `ebpf:"kfault_exec_runtime_ns"`
 	KfaultExecScope     *ebpf.MapSpec `ebpf:"kfault_exec_scope"`
 	KfaultExecTasks     *ebpf.MapSpec `ebpf:"kfault_exec_tasks"`
 	KfaultLevels        *ebpf.MapSpec `ebpf:"kfault_levels"`
+	KfaultPending       *ebpf.MapSpec `ebpf:"kfault_pending"`
+	KfaultPendingMade   *ebpf.MapSpec `ebpf:"kfault_pending_made"`
 	KfaultProtectedDevs *ebpf.MapSpec `ebpf:"kfault_protected_devs"`
 	KfaultRuleDevs      *ebpf.MapSpec `ebpf:"kfault_rule_devs"`
 	KfaultRules         *ebpf.MapSpec `ebpf:"kfault_rules"`
@@ -186,9 +208,12 @@ type kfaultNoChainsMaps struct {
 	KfaultEventDrops    *ebpf.Map `ebpf:"kfault_event_drops"`
 	KfaultEvents        *ebpf.Map `ebpf:"kfault_events"`
 	KfaultExecLevels    *ebpf.Map `ebpf:"kfault_exec_levels"`
+	KfaultExecRuntimeNs *ebpf.Map `ebpf:"kfault_exec_runtime_ns"`
 	KfaultExecScope     *ebpf.Map `ebpf:"kfault_exec_scope"`
 	KfaultExecTasks     *ebpf.Map `ebpf:"kfault_exec_tasks"`
 	KfaultLevels        *ebpf.Map `ebpf:"kfault_levels"`
+	KfaultPending       *ebpf.Map `ebpf:"kfault_pending"`
+	KfaultPendingMade   *ebpf.Map `ebpf:"kfault_pending_made"`
 	KfaultProtectedDevs *ebpf.Map `ebpf:"kfault_protected_devs"`
 	KfaultRuleDevs      *ebpf.Map `ebpf:"kfault_rule_devs"`
 	KfaultRules         *ebpf.Map `ebpf:"kfault_rules"`
@@ -200,9 +225,12 @@ func (m *kfaultNoChainsMaps) Close() error {
 		m.KfaultEventDrops,
 		m.KfaultEvents,
 		m.KfaultExecLevels,
+		m.KfaultExecRuntimeNs,
 		m.KfaultExecScope,
 		m.KfaultExecTasks,
 		m.KfaultLevels,
+		m.KfaultPending,
+		m.KfaultPendingMade,
 		m.KfaultProtectedDevs,
 		m.KfaultRuleDevs,
 		m.KfaultRules,
@@ -227,21 +255,23 @@ type kfaultNoChainsVariables struct {
 //
 // It can be passed to loadKfaultNoChainsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kfaultNoChainsPrograms struct {
-	KfaultExec   *ebpf.Program `ebpf:"kfault_exec"`
-	KfaultExit   *ebpf.Program `ebpf:"kfault_exit"`
-	KfaultFmBio  *ebpf.Program `ebpf:"kfault_fm_bio"`
-	KfaultFmFunc *ebpf.Program `ebpf:"kfault_fm_func"`
-	KfaultFmPage *ebpf.Program `ebpf:"kfault_fm_page"`
-	KfaultFmSlab *ebpf.Program `ebpf:"kfault_fm_slab"`
-	KfaultFork   *ebpf.Program `ebpf:"kfault_fork"`
-	KfaultKpBio  *ebpf.Program `ebpf:"kfault_kp_bio"`
-	KfaultKpFunc *ebpf.Program `ebpf:"kfault_kp_func"`
-	KfaultKpPage *ebpf.Program `ebpf:"kfault_kp_page"`
-	KfaultKpSlab *ebpf.Program `ebpf:"kfault_kp_slab"`
+	KfaultCgroupMkdir *ebpf.Program `ebpf:"kfault_cgroup_mkdir"`
+	KfaultExec        *ebpf.Program `ebpf:"kfault_exec"`
+	KfaultExit        *ebpf.Program `ebpf:"kfault_exit"`
+	KfaultFmBio       *ebpf.Program `ebpf:"kfault_fm_bio"`
+	KfaultFmFunc      *ebpf.Program `ebpf:"kfault_fm_func"`
+	KfaultFmPage      *ebpf.Program `ebpf:"kfault_fm_page"`
+	KfaultFmSlab      *ebpf.Program `ebpf:"kfault_fm_slab"`
+	KfaultFork        *ebpf.Program `ebpf:"kfault_fork"`
+	KfaultKpBio       *ebpf.Program `ebpf:"kfault_kp_bio"`
+	KfaultKpFunc      *ebpf.Program `ebpf:"kfault_kp_func"`
+	KfaultKpPage      *ebpf.Program `ebpf:"kfault_kp_page"`
+	KfaultKpSlab      *ebpf.Program `ebpf:"kfault_kp_slab"`
 }
 
 func (p *kfaultNoChainsPrograms) Close() error {
 	return _KfaultNoChainsClose(
+		p.KfaultCgroupMkdir,
 		p.KfaultExec,
 		p.KfaultExit,
 		p.KfaultFmBio,

@@ -13,7 +13,7 @@ import (
 )
 
 // cSources are the C files whose MAX_* defines TestLimits reads.
-var cSources = []string{"kfault.bpf.c", "kfault_chain.bpf.h", "kfault_exec.bpf.h"}
+var cSources = []string{"kfault.bpf.c", "kfault_chain.bpf.h", "kfault_exec.bpf.h", "kfault_pending.bpf.h"}
 
 // cDefines reads the integer MAX_* defines of the C sources.
 func cDefines(t *testing.T) map[string]int {
@@ -69,6 +69,8 @@ func TestLimits(t *testing.T) {
 		"MAX_FRAME_SCOPES":   maxFrameScopes,
 		"MAX_EXEC_SCOPES":    maxExecScopes,
 		"MAX_EXEC_TASKS":     maxExecTasks,
+		"MAX_PENDING":        maxPending,
+		"MAX_PENDING_PATH":   pendingPathLen,
 		// A recursion level needs a bit of the per-slot mask.
 		"MAX_FRAME_LEVELS": maskBits,
 	}

@@ -690,16 +690,9 @@ func TestVMNoFailAllocationsSpared(t *testing.T) {
 // both objects: task storage, and the thread-id hash map with its exit program.
 func TestVMExecBoundary(t *testing.T) {
 	requireVM(t)
-	for _, c := range []struct {
-		m        Mechanism
-		noChains bool
-	}{{MechanismFmodRet, false}, {MechanismKprobe, false}, {MechanismFmodRet, true}} {
-		name := c.m.String()
-		if c.noChains {
-			name += "-nochains"
-		}
+	for name, o := range execBoundaryEngines {
 		t.Run(name, func(t *testing.T) {
-			e := newTestEngineWith(t, Options{Mechanism: c.m, NoCallChains: c.noChains})
+			e := newTestEngineWith(t, o)
 			victimCg := newCgroup(t, "", "victim")
 			byCg := newCgroup(t, "", "bystander")
 			early := startVictim(t, victimCg, "open", 50)
@@ -734,7 +727,7 @@ func TestVMExecBoundary(t *testing.T) {
 			lr := late.run()
 			expectAll(t, "task exec'd in the cgroup after the arm", lr, syscall.EACCES)
 			expectAll(t, "bystander", by.run(), 0)
-			if c.noChains {
+			if o.NoCallChains {
 				// The exit program removed the late victim's thread id.
 				var tid, v uint32
 				n := 0
@@ -752,6 +745,14 @@ func TestVMExecBoundary(t *testing.T) {
 			requireNoKfaultPrograms(t)
 		})
 	}
+}
+
+// execBoundaryEngines are the engines the exec boundary's tests run on: both mechanisms, and the
+// object without call chains (its thread-id map and exit program instead of task storage).
+var execBoundaryEngines = map[string]Options{
+	"fmod_ret":          {Mechanism: MechanismFmodRet},
+	"kprobe":            {Mechanism: MechanismKprobe},
+	"fmod_ret-nochains": {Mechanism: MechanismFmodRet, NoCallChains: true},
 }
 
 // subshellOpen runs busybox sh in cg; its subshell, forked without exec, opens /etc/passwd. The

@@ -87,6 +87,9 @@ func newTestEngineWith(t testing.TB, o Options) *Engine {
 type cgroup struct {
 	path   string
 	target Target
+	// newMountNS: processes start in a mount namespace of their own, as a container's
+	// program does (the exec boundary of a cgroup armed as it was made tells them apart).
+	newMountNS bool
 }
 
 var cgroupSeq int
@@ -228,6 +231,9 @@ func startInCgroup(cg *cgroup, cmd *exec.Cmd) error {
 	}
 	defer unix.Close(fd)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if cg.newMountNS {
+		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWNS
+	}
 	return cmd.Start()
 }
 

@@ -37,6 +37,10 @@ func (e *nopEngine) Mechanism() bpf.Mechanism         { return bpf.MechanismFmod
 func (e *nopEngine) Injections() <-chan bpf.Injection { return nil }
 func (e *nopEngine) SamplesDropped() uint64           { return 0 }
 func (e *nopEngine) Disarm(key string) error          { delete(e.armed, key); return nil }
+func (e *nopEngine) ArmPending(key string, t bpf.Target, p bpf.Plan, o bpf.ArmOptions) error {
+	return e.Arm(key, t, p, o)
+}
+func (e *nopEngine) Retarget(string, bpf.Target) error { return nil }
 func (e *nopEngine) Counts(key string) ([]uint64, error) {
 	n, ok := e.armed[key]
 	if !ok {
