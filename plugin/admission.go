@@ -48,14 +48,20 @@ type phase struct {
 	// not the runtime's setup. The other arming phases find the container running and fault
 	// every task in it (see docs/runtimes.md).
 	execBoundary bool
+	// byPath: the container's cgroup does not exist yet (containerd's container create, before
+	// its task): arm by the cgroup's path, so that the kernel arms the cgroup as it is made
+	// (bpf.Engine.ArmPending), with the exec boundary. The task's own event then finds the
+	// cgroup armed and only records its id.
+	byPath bool
 }
 
 var (
-	phaseCreate      = phase{name: "create", blockable: true}
-	phaseStart       = phase{name: "start", blockable: true, arm: true, execBoundary: true}
-	phaseSynchronize = phase{name: "synchronize", arm: true, carryCounts: true}
-	phaseTaskCreate  = phase{name: "task create", arm: true, carryCounts: true}
-	phaseSync        = phase{name: "sync", arm: true, carryCounts: true}
+	phaseCreate          = phase{name: "create", blockable: true}
+	phaseStart           = phase{name: "start", blockable: true, arm: true, execBoundary: true}
+	phaseSynchronize     = phase{name: "synchronize", arm: true, carryCounts: true}
+	phaseContainerCreate = phase{name: "container create", arm: true, execBoundary: true, byPath: true}
+	phaseTaskCreate      = phase{name: "task create", arm: true, carryCounts: true}
+	phaseSync            = phase{name: "sync", arm: true, carryCounts: true}
 )
 
 // admitContainer runs the admission steps that every phase shares: the namespace, misspelt
@@ -89,6 +95,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		return nil
 	}
 	pp, prepared := p.takePrepared(c.key, value)
+	var prepareTime time.Duration // parsing and Prepare, when done here (for the armed line)
 	if prepared {
 		// The config may have changed since the plan was made (NRI Configure).
 		cfg := p.Config()
@@ -100,9 +107,11 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		}
 	} else {
 		var err error
+		start := time.Now()
 		if pp.plan, pp.selection, err = p.admit(c.id, key, value, c.who); err != nil {
 			return p.reject(c.id, key, ph.name, err, ph.blockable)
 		}
+		prepareTime = time.Since(start)
 	}
 	if !ph.arm {
 		// Creation: refuse early a container that its namespace's quotas cannot take now (the
@@ -119,8 +128,8 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	r := armRequest{
 		key: c.key, id: c.id, annotation: key, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
-		execBoundary: ph.execBoundary,
-		syncToken:    c.syncToken,
+		execBoundary: ph.execBoundary, byPath: ph.byPath, prepareTime: prepareTime,
+		syncToken: c.syncToken,
 	}
 	if hasSelect(pp.selection) {
 		r.selection = pp.selection

@@ -90,7 +90,7 @@ func (p *Plugin) watchOnce(ctx context.Context, socket string) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, errs := cl.Subscribe(sctx,
-		`topic=="`+TopicTaskCreate+`"`, `topic=="`+TopicTaskExit+`"`,
+		`topic=="`+TopicContainerCreate+`"`, `topic=="`+TopicTaskCreate+`"`, `topic=="`+TopicTaskExit+`"`,
 		`topic=="`+TopicTaskDelete+`"`, `topic=="`+TopicContainerDelete+`"`)
 	if err := h.Sync(ctx); err != nil {
 		return err

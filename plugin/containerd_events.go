@@ -12,19 +12,25 @@ import (
 // Non-CRI containers (nerdctl, ctr) get no NRI events: containerd registers only the CRI
 // domain with NRI. kfault follows them on containerd's event stream instead:
 //
-//	/tasks/create       arm (pid from the event, annotations from the OCI spec)
+//	/containers/create  arm by cgroup path (the cgroup does not exist yet): the kernel arms
+//	                    the cgroup as it is made, before the task can run in it
+//	/tasks/create       arm, or find the cgroup armed by path (pid from the event,
+//	                    annotations from the OCI spec)
 //	/tasks/exit         disarm, when the init process exits (ID == ContainerID)
 //	/tasks/delete       disarm
 //	/containers/delete  disarm and forget
 //
-// Arming races with the task's start here: nerdctl starts the task right after
-// creating it, while kfault arms on the create event.
+// nerdctl starts the task right after creating it, so arming on the task's create event
+// raced with the start (its first instructions could run unfaulted). Arming by path at the
+// container's create closes that window whenever kfault handles the container's event before
+// the runtime makes the cgroup; when it does not, the task's event arms as before.
 //
 // This file is the event handling, independent of the subscription (containerd.go),
 // so that tests feed it fake events.
 
 // Event topics the watcher subscribes to.
 const (
+	TopicContainerCreate = "/containers/create"
 	TopicTaskCreate      = "/tasks/create"
 	TopicTaskExit        = "/tasks/exit"
 	TopicTaskDelete      = "/tasks/delete"
@@ -86,8 +92,8 @@ func NewEventHandler(p *Plugin, src ContainerSource) *EventHandler {
 // per namespace only.
 func eventKey(namespace, id string) string { return namespace + "/" + id }
 
-// Handle applies one decoded event (*apievents.TaskCreate, TaskExit, TaskDelete or
-// ContainerDelete) from namespace. Other events and skipped namespaces are ignored.
+// Handle applies one decoded event (*apievents.ContainerCreate, TaskCreate, TaskExit,
+// TaskDelete or ContainerDelete) from namespace. Other events and skipped namespaces are ignored.
 func (h *EventHandler) Handle(ctx context.Context, namespace string, event any) {
 	h.HandleAt(ctx, namespace, event, time.Time{})
 }
@@ -100,6 +106,8 @@ func (h *EventHandler) HandleAt(ctx context.Context, namespace string, event any
 		return
 	}
 	switch ev := event.(type) {
+	case *apievents.ContainerCreate:
+		h.armTask(ctx, namespace, ev.GetID(), 0, phaseContainerCreate, at)
 	case *apievents.TaskCreate:
 		h.armTask(ctx, namespace, ev.GetContainerID(), ev.GetPid(), phaseTaskCreate, at)
 	case *apievents.TaskExit:

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
+	"github.com/kfault/kfault/bpf"
 )
 
 // fakeSource is a containerd with containers and live tasks.
@@ -382,6 +385,76 @@ func TestRearmKeepsDurations(t *testing.T) {
 			want[1] += 5
 			if !slices.Equal(e.Injected, want) {
 				t.Errorf("counts %v, want %v", e.Injected, want)
+			}
+		})
+	}
+}
+
+// A non-CRI container is armed by its cgroup's path at its container create, before the
+// cgroup exists; its task create then moves the arm to the cgroup (the engine keeps rules and
+// counts) instead of arming anew. When the cgroup exists already at the container create, or
+// the engine says the kernel did not arm it as it was made, the task's event arms as before.
+func TestEventArmByPath(t *testing.T) {
+	const fault = `{failtype: 0, times: 5}`
+	tests := map[string]struct {
+		cgroupFirst bool  // the cgroup exists when the container create is handled
+		retargetErr error // the engine's answer to Retarget
+		wantCalls   []string
+		wantLog     string
+	}{
+		"armed by path, then retargeted": {
+			wantCalls: []string{"arm by path default/n1", "retarget default/n1"},
+			wantLog:   "cgroup armed as it was made",
+		},
+		"cgroup made before the path was armed: armed anew": {
+			retargetErr: bpf.ErrMadeBefore,
+			wantCalls:   []string{"arm by path default/n1", "retarget default/n1", "disarm default/n1", "arm default/n1"},
+			wantLog:     "armed by path too late: arming the cgroup now",
+		},
+		"cgroup exists at the container create: the task's event arms": {
+			cgroupFirst: true,
+			wantCalls:   []string{"arm default/n1"},
+			wantLog:     "armed",
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			u := newTestPlugin(t, "")
+			src := &fakeSource{}
+			pid := src.add(t, u, "default", "n1", "web", fault)
+			dir := filepath.Join(u.host.cg, "system.slice", "nerdctl-n1.scope")
+			if !tc.cgroupFirst {
+				if err := os.Remove(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u.eng.retargetErr = tc.retargetErr
+			h := NewEventHandler(u.Plugin, src)
+			h.Handle(context.Background(), "default", &apievents.ContainerCreate{ID: "n1"})
+			if !tc.cgroupFirst {
+				r, ok := u.eng.rule("default/n1")
+				want := bpf.Target{Path: "/system.slice/nerdctl-n1.scope", Level: 2}
+				if !ok || !r.pending || r.target != want || !r.execBoundary {
+					t.Fatalf("after container create: rule %+v (armed %v), want pending on %+v with the exec boundary", r, ok, want)
+				}
+				if e, _ := u.Store().Get("default/n1"); !e.Armed || e.CgroupID != 0 || e.CgroupPath != want.Path {
+					t.Errorf("state after container create: %+v", e)
+				}
+				u.host.cgroup(t, "system.slice/nerdctl-n1.scope")
+			}
+			h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "n1", Pid: pid})
+			if got := u.eng.callLog(); !slices.Equal(got, tc.wantCalls) {
+				t.Errorf("engine calls %v, want %v", got, tc.wantCalls)
+			}
+			r, ok := u.eng.rule("default/n1")
+			if !ok || r.pending || r.target.ID != inode(t, dir) {
+				t.Errorf("after task create: rule %+v (armed %v), want it on %s (id %d)", r, ok, dir, inode(t, dir))
+			}
+			if e, _ := u.Store().Get("default/n1"); !e.Armed || e.CgroupID != inode(t, dir) || e.CgroupPath != dir {
+				t.Errorf("state after task create: %+v", e)
+			}
+			if !strings.Contains(u.logs.String(), `"msg":"`+tc.wantLog+`"`) {
+				t.Errorf("no %q log line:\n%s", tc.wantLog, u.logs)
 			}
 		})
 	}

@@ -20,8 +20,10 @@ type fakeEngine struct {
 	rules     map[string]*fakeRule
 	calls     []string // "arm <key>", "disarm <key>"
 	armErr    error
-	inj       chan bpf.Injection // sampled injections, when a test sets it
-	drops     uint64             // what SamplesDropped reports
+	// retargetErr: Retarget fails with it (the kernel did not arm the cgroup as it was made).
+	retargetErr error
+	inj         chan bpf.Injection // sampled injections, when a test sets it
+	drops       uint64             // what SamplesDropped reports
 	// prepared counts Prepare calls per first fault's function, so tests can tell that a
 	// container's faults are compiled once.
 	prepared int
@@ -35,6 +37,8 @@ type fakeRule struct {
 	counts  []uint64
 	// execBoundary: armed with bpf.ArmOptions.ExecBoundary.
 	execBoundary bool
+	// pending: armed by path (ArmPending), not retargeted yet.
+	pending bool
 }
 
 func newFakeEngine() *fakeEngine { return &fakeEngine{rules: map[string]*fakeRule{}} }
@@ -76,6 +80,32 @@ func (f *fakeEngine) Arm(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOp
 	counts := make([]uint64, len(plan.Faults))
 	copy(counts, opts.Injected)
 	f.rules[key] = &fakeRule{target: t, faults: plan.Faults, already: slices.Clone(opts.Injected), since: since, counts: counts, execBoundary: opts.ExecBoundary}
+	return nil
+}
+
+func (f *fakeEngine) ArmPending(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOptions) error {
+	if err := f.Arm(key, t, plan, opts); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[len(f.calls)-1] = "arm by path " + key
+	f.rules[key].pending = true
+	return nil
+}
+
+func (f *fakeEngine) Retarget(key string, t bpf.Target) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "retarget "+key)
+	r, ok := f.rules[key]
+	if !ok || !r.pending {
+		return fmt.Errorf("fake engine: %s: %w", key, bpf.ErrNotPending)
+	}
+	if f.retargetErr != nil {
+		return f.retargetErr
+	}
+	r.target, r.pending = t, false
 	return nil
 }
 

@@ -24,6 +24,10 @@ type Engine interface {
 	// Arm arms a plan on the cgroup subtree of t under key, replacing what key had; opts
 	// continue an earlier arm's counts and durations.
 	Arm(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOptions) error
+	// ArmPending arms a plan for the cgroup that will be made at t.Path (bpf.CgroupPath): the
+	// kernel arms the cgroup as it is made. Retarget moves key to the cgroup once it exists.
+	ArmPending(key string, t bpf.Target, plan bpf.Plan, opts bpf.ArmOptions) error
+	Retarget(key string, t bpf.Target) error
 	// Disarm removes key's rules; unknown keys are not an error.
 	Disarm(key string) error
 	// Counts and Active report, per fault of the plan, the injected count (seed included) and
@@ -400,6 +404,9 @@ type armedPlan struct {
 	plan      bpf.Plan
 	namespace string
 	res       bpf.Resources
+	// byPath: armed by cgroup path before the cgroup existed (armRequest.byPath); the
+	// task's arm then moves it to the cgroup (retargetLocked) instead of arming anew.
+	byPath bool
 }
 
 // armRequest is everything arm needs.
@@ -416,6 +423,10 @@ type armRequest struct {
 	eventTime time.Time
 	// execBoundary: arm with bpf.ArmOptions.ExecBoundary (phase.execBoundary).
 	execBoundary bool
+	// byPath: the cgroup does not exist yet; arm by its path (phase.byPath).
+	byPath bool
+	// prepareTime: how long parsing and Prepare took, when this request did them.
+	prepareTime time.Duration
 	// selection: the decisions of the annotation's select rules (nil when it has none);
 	// plan then holds the selected faults only, and notSelected the others.
 	selection   []annotations.Decision
@@ -452,6 +463,11 @@ func (p *Plugin) armLocked(r armRequest) error {
 		return nil
 	}
 	store := p.Store()
+	if a, ok := p.armed[r.key]; ok && a.byPath && !r.byPath && annotations.Faults(a.plan.Faults).Equal(r.plan.Faults) {
+		if p.retargetLocked(r) {
+			return nil
+		}
+	}
 	if _, ok := p.armed[r.key]; ok {
 		p.disarmLocked(r.key, "rearm", false)
 	}
@@ -471,7 +487,21 @@ func (p *Plugin) armLocked(r armRequest) error {
 	if err := p.checkQuotaLocked(r.id.Namespace, r.key, res); err != nil {
 		return &RejectError{Err: err}
 	}
-	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, r.pid, r.cgroupsPath)
+	var target bpf.Target
+	var cgroupFrom string
+	var err error
+	if r.byPath {
+		if _, _, err := resolveTarget(p.opts.Resolver, 0, r.cgroupsPath); err == nil {
+			// The cgroup exists already: its task may be past its exec, which an arm with
+			// the exec boundary would never fault. The task's own event arms it.
+			p.log.Debug("not arming by path: the cgroup exists already", append(r.id.logAttrs(), "annotation", r.annotation)...)
+			return nil
+		}
+		target, err = bpf.CgroupPath(r.cgroupsPath)
+		cgroupFrom = "cgroupsPath, before the cgroup exists"
+	} else {
+		target, cgroupFrom, err = resolveTarget(p.opts.Resolver, r.pid, r.cgroupsPath)
+	}
 	if err != nil {
 		p.metrics.armErrors.Inc()
 		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation, "error", err.Error())...)
@@ -492,7 +522,11 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 
 	start := time.Now()
-	err = p.engine.Arm(r.key, target, r.plan, opts)
+	if r.byPath {
+		err = p.engine.ArmPending(r.key, target, r.plan, opts)
+	} else {
+		err = p.engine.Arm(r.key, target, r.plan, opts)
+	}
 	elapsed := time.Since(start)
 	p.metrics.armDuration.Observe(elapsed.Seconds())
 	if err != nil {
@@ -511,7 +545,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 			append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
 		return nil
 	}
-	p.armed[r.key] = armedPlan{plan: r.plan, namespace: r.id.Namespace, res: res}
+	p.armed[r.key] = armedPlan{plan: r.plan, namespace: r.id.Namespace, res: res, byPath: r.byPath}
 
 	injected := opts.Injected
 	if injected == nil {
@@ -532,6 +566,12 @@ func (p *Plugin) armLocked(r armRequest) error {
 	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
 		"faults", described, "alreadyInjected", opts.Injected, "execBoundary", opts.ExecBoundary, "armSeconds", elapsed.Seconds())
+	if r.byPath {
+		attrs = append(attrs, "byPath", true)
+	}
+	if r.prepareTime > 0 {
+		attrs = append(attrs, "prepareSeconds", r.prepareTime.Seconds())
+	}
 	if slices.Contains(active, false) {
 		attrs = append(attrs, "activeFaults", active)
 	}
@@ -543,6 +583,37 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 	p.log.Info("armed", attrs...)
 	return nil
+}
+
+// retargetLocked moves a key armed by path to its cgroup, which now exists, keeping its rules
+// and counts: the kernel armed the cgroup as it was made. It reports false when that cannot be
+// done (the cgroup was made before the path was armed, so its task may have exec'd unseen):
+// the caller then arms anew, without the exec boundary. p.mu must be held.
+func (p *Plugin) retargetLocked(r armRequest) bool {
+	target, cgroupFrom, err := resolveTarget(p.opts.Resolver, r.pid, r.cgroupsPath)
+	if err == nil {
+		err = p.engine.Retarget(r.key, target)
+	}
+	if err != nil {
+		p.log.Info("armed by path too late: arming the cgroup now", append(r.id.logAttrs(), "annotation", r.annotation, "reason", err.Error())...)
+		return false
+	}
+	a := p.armed[r.key]
+	a.byPath = false
+	p.armed[r.key] = a
+	store := p.Store()
+	if e, ok := store.Get(r.key); ok {
+		e.CgroupPath, e.CgroupID = target.Path, target.ID
+		store.Put(r.key, e)
+		p.save()
+	}
+	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
+		"cgroupID", target.ID, "cgroupLevel", target.Level)
+	if !r.eventTime.IsZero() {
+		attrs = append(attrs, "sinceEventSeconds", time.Since(r.eventTime).Seconds())
+	}
+	p.log.Info("cgroup armed as it was made", attrs...)
+	return true
 }
 
 // notSelected records a container whose faults their select rules all left out: nothing is

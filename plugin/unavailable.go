@@ -23,6 +23,10 @@ func (u Unavailable) Prepare([]annotations.Fault) (bpf.Plan, error) { return bpf
 func (u Unavailable) Arm(string, bpf.Target, bpf.Plan, bpf.ArmOptions) error {
 	return u.refusal()
 }
+func (u Unavailable) ArmPending(string, bpf.Target, bpf.Plan, bpf.ArmOptions) error {
+	return u.refusal()
+}
+func (u Unavailable) Retarget(string, bpf.Target) error      { return u.refusal() }
 func (Unavailable) Disarm(string) error                      { return nil }
 func (Unavailable) Counts(string) ([]uint64, error)          { return nil, nil }
 func (Unavailable) Active(string) ([]bool, error)            { return nil, nil }
