@@ -183,6 +183,22 @@ func (c *chainSet) closeMaps() {
 	}
 }
 
+// loadCollection loads spec's programs against the running kernel's types, with the engine's
+// shared maps in place of the object's own, and counts the load (ProgramLoads).
+func (e *Engine) loadCollection(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	e.loads.Add(1)
+	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		MapReplacements: e.mapReplacements(),
+		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
+		Cache:           e.cache,
+	})
+}
+
+// ProgramLoads is how many times the engine has loaded programs into the kernel (a hook, the
+// frame programs of a call-chain function, the exec boundary, the cgroup_mkdir program): the
+// expensive part of a first arm. Arming on a hook that is attached already loads nothing.
+func (e *Engine) ProgramLoads() uint64 { return e.loads.Load() }
+
 // mapReplacements are the engine's shared maps, for every program instance it loads.
 func (e *Engine) mapReplacements() map[string]*ebpf.Map {
 	m := map[string]*ebpf.Map{
@@ -634,11 +650,7 @@ func (e *Engine) loadFrame(fp *frameProg, pred *predicate.Program) error {
 	if err := spec.Variables["frame_id"].Set(fp.id); err != nil {
 		return fmt.Errorf("set frame_id: %w", err)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: e.mapReplacements(),
-		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:           e.cache,
-	})
+	coll, err := e.loadCollection(spec)
 	if err != nil {
 		return fmt.Errorf("load frame programs for %s: %w", fp.key.fn, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -115,6 +116,8 @@ type Engine struct {
 	frameSyms symbolCache
 	// nodeKinds is what this kernel can inject, for refusals (refusal.go).
 	nodeKinds nodeKinds
+	// loads counts program loads (ProgramLoads).
+	loads atomic.Uint64
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
 }
@@ -858,11 +861,7 @@ func (e *Engine) attach(h *hook) error {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: e.mapReplacements(),
-		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:           e.cache,
-	})
+	coll, err := e.loadCollection(spec)
 	if err != nil {
 		return explainLoad(e.mech, h.fn, err)
 	}

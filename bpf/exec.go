@@ -122,11 +122,7 @@ func (e *Engine) attachExec() error {
 			delete(spec.Programs, n)
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: e.mapReplacements(),
-		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:           e.cache,
-	})
+	coll, err := e.loadCollection(spec)
 	if err != nil {
 		return fmt.Errorf("load the exec boundary programs: %w", err)
 	}

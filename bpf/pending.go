@@ -420,11 +420,7 @@ func (e *Engine) attachPending() error {
 	if spec.Programs[name] == nil {
 		return fmt.Errorf("program %s missing from the embedded object", name)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
-		MapReplacements: e.mapReplacements(),
-		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:           e.cache,
-	})
+	coll, err := e.loadCollection(spec)
 	if err != nil {
 		return fmt.Errorf("load the cgroup_mkdir program: %w", err)
 	}

@@ -170,3 +170,48 @@ func expectEmptyMaps(t *testing.T, e *Engine) {
 		t.Errorf("kfault_exec_scope holds cgroup %d after the disarm", cg)
 	}
 }
+
+// TestVMSecondArmLoadsNothing: arming a second cgroup on hooks (and call-chain frames) that are
+// attached already writes map entries only: the engine's load counter does not move (issue:
+// node scale). The second cgroup is faulted, a bystander is not.
+func TestVMSecondArmLoadsNothing(t *testing.T) {
+	requireVM(t)
+	for name, tc := range map[string]struct {
+		fault       annotations.Fault
+		op          string
+		missing     bool // the op's argument is a missing file in a tmpfs
+		want, byErr syscall.Errno
+	}{
+		"function":   {fault: annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}, op: "open", want: syscall.EACCES},
+		"call chain": {fault: slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}), op: "stat", missing: true, want: syscall.ENOMEM, byErr: syscall.ENOENT},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newTestEngine(t, MechanismFmodRet)
+			plan, err := e.Prepare([]annotations.Fault{tc.fault})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var args []string
+			if tc.missing {
+				args = []string{filepath.Join(tmpfsDir(t), "missing")}
+			}
+			first, second, byCg := newCgroup(t, "", "first"), newCgroup(t, "", "second"), newCgroup(t, "", "bystander")
+			if err := e.Arm("first", first.target, plan, ArmOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			loads := e.ProgramLoads()
+			if loads == 0 {
+				t.Fatal("the first arm loaded nothing: the counter proves nothing")
+			}
+			if err := e.Arm("second", second.target, plan, ArmOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.ProgramLoads(); got != loads {
+				t.Errorf("the second arm on attached hooks loaded programs: %d loads after the first arm, %d after the second", loads, got)
+			}
+			t.Logf("program loads: %d for the first arm, %d more for the second", loads, e.ProgramLoads()-loads)
+			expectAll(t, "second cgroup", runVictim(t, second, tc.op, 20, args...), tc.want)
+			expectAll(t, "bystander", runVictim(t, byCg, tc.op, 20, args...), tc.byErr)
+		})
+	}
+}
