@@ -34,8 +34,7 @@ type pendingSet struct {
 	coll  *ebpf.Collection
 	link  link.Link
 	next  uint64            // the last placeholder number handed out
-	count int               // keys armed by path now
-	paths map[string]string // pending path -> key
+	paths map[string]string // pending path -> key: the keys armed by path now
 }
 
 // Retarget's refusals: a key that ArmPending did not arm (or that was retargeted already), and
@@ -83,7 +82,7 @@ func (e *Engine) ArmPending(key string, t Target, plan Plan, opts ArmOptions) er
 	if other, ok := e.pending.paths[t.Path]; ok && other != key {
 		return fmt.Errorf("arm %s by path: %w: %s is already armed by path for %s", key, ErrInvalidTarget, t.Path, other)
 	}
-	if e.pending.count >= maxPending {
+	if len(e.pending.paths) >= maxPending {
 		return fmt.Errorf("arm %s by path: %w: more than %d containers armed before their cgroup exists", key, ErrLimit, maxPending)
 	}
 	// The mkdir and exec programs first, then the entry with the exec boundary only: from here
@@ -137,7 +136,6 @@ func (e *Engine) ArmPending(key string, t Target, plan Plan, opts ArmOptions) er
 		return fail(fmt.Errorf("arm %s by path: write kfault_pending: %w", key, err))
 	}
 	ak.pendingPath = t.Path
-	e.pending.count++
 	if e.pending.paths == nil {
 		e.pending.paths = map[string]string{}
 	}
@@ -349,7 +347,6 @@ func (e *Engine) dropPending(ak *armedKey, keep uint64) {
 	}
 	delete(e.pending.paths, ak.pendingPath)
 	ak.pendingPath = ""
-	e.pending.count--
 	e.detachPendingIfIdle()
 }
 
@@ -436,7 +433,7 @@ func (e *Engine) attachPending() error {
 
 // detachPendingIfIdle detaches the cgroup_mkdir program when no key is armed by path.
 func (e *Engine) detachPendingIfIdle() {
-	if e.pending.count == 0 {
+	if len(e.pending.paths) == 0 {
 		e.detachPending()
 	}
 }
