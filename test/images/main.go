@@ -10,20 +10,15 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/kfault/kfault/test/images/oci"
 )
 
 // Image names the e2e suites refer to.
@@ -31,9 +26,6 @@ const (
 	BusyboxImage = "kfault.test/busybox:latest"
 	PauseImage   = "kfault.test/pause:latest"
 )
-
-// epoch keeps layers reproducible: same inputs, same digest.
-var epoch = time.Unix(0, 0)
 
 func main() {
 	out := flag.String("out", "", "directory to write busybox.tar and pause.tar into")
@@ -56,7 +48,7 @@ func main() {
 		{BusyboxImage, "busybox.tar", []string{"sh"}},
 		{PauseImage, "pause.tar", []string{"sleep", "2147483647"}},
 	} {
-		if err := writeImage(filepath.Join(*out, img.file), img.name, layer, img.cmd); err != nil {
+		if err := oci.WriteImage(filepath.Join(*out, img.file), img.name, layer, img.cmd); err != nil {
 			log.Fatalf("images: %s: %v", img.name, err)
 		}
 		fmt.Println(filepath.Join(*out, img.file))
@@ -73,11 +65,11 @@ func rootfsLayer(busybox string, programs []string) (v1.Layer, error) {
 		if dir == "tmp" {
 			mode = 0o1777
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: mode, ModTime: epoch}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: mode, ModTime: oci.Epoch}); err != nil {
 			return nil, err
 		}
 	}
-	if err := addFile(tw, busybox, "bin/busybox"); err != nil {
+	if err := oci.AddFile(tw, busybox, "bin/busybox"); err != nil {
 		return nil, err
 	}
 	applets, err := exec.Command(busybox, "--list").Output()
@@ -88,17 +80,17 @@ func rootfsLayer(busybox string, programs []string) (v1.Layer, error) {
 		if a == "busybox" {
 			continue
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: epoch}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777, ModTime: oci.Epoch}); err != nil {
 			return nil, err
 		}
 	}
 	for _, p := range programs {
-		if err := addFile(tw, p, "usr/local/bin/"+filepath.Base(p)); err != nil {
+		if err := oci.AddFile(tw, p, "usr/local/bin/"+filepath.Base(p)); err != nil {
 			return nil, err
 		}
 	}
 	passwd := []byte("root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")
-	if err := tw.WriteHeader(&tar.Header{Name: "etc/passwd", Mode: 0o644, Size: int64(len(passwd)), ModTime: epoch}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: "etc/passwd", Mode: 0o644, Size: int64(len(passwd)), ModTime: oci.Epoch}); err != nil {
 		return nil, err
 	}
 	if _, err := tw.Write(passwd); err != nil {
@@ -107,106 +99,5 @@ func rootfsLayer(busybox string, programs []string) (v1.Layer, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	data := buf.Bytes()
-	return tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-}
-
-func addFile(tw *tar.Writer, src, name string) error {
-	data, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: int64(len(data)), ModTime: epoch}); err != nil {
-		return err
-	}
-	_, err = tw.Write(data)
-	return err
-}
-
-// writeImage writes an OCI layout holding one image, named for containerd, as a tar file.
-func writeImage(path, name string, layer v1.Layer, cmd []string) error {
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err := mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer})
-	if err != nil {
-		return err
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cfg = cfg.DeepCopy()
-	cfg.Architecture, cfg.OS = "amd64", "linux"
-	cfg.Config.Cmd = cmd
-	cfg.Config.Env = []string{"PATH=/usr/local/bin:/bin"}
-	if img, err = mutate.ConfigFile(img, cfg); err != nil {
-		return err
-	}
-
-	dir, err := os.MkdirTemp("", "kfault-image-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	lp, err := layout.Write(dir, empty.Index)
-	if err != nil {
-		return err
-	}
-	tag := name[strings.LastIndex(name, ":")+1:]
-	if err := lp.AppendImage(img, layout.WithAnnotations(map[string]string{
-		"io.containerd.image.name":          name,
-		"org.opencontainers.image.ref.name": tag,
-	}), layout.WithPlatform(v1.Platform{OS: "linux", Architecture: "amd64"})); err != nil {
-		return err
-	}
-	return tarDir(dir, path)
-}
-
-// tarDir writes the files under dir into a tar at path, with names relative to dir.
-func tarDir(dir, path string) error {
-	f, err := os.Create(path + ".tmp")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	tw := tar.NewWriter(f)
-	err = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
-		if err != nil || p == dir {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		hdr, err := tar.FileInfoHeader(info, "")
-		if err != nil {
-			return err
-		}
-		hdr.Name, hdr.ModTime = filepath.ToSlash(rel), epoch
-		if info.IsDir() {
-			hdr.Name += "/"
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if info.IsDir() {
-			return nil
-		}
-		src, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer src.Close()
-		_, err = io.Copy(tw, src)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	return oci.Layer(buf.Bytes())
 }
