@@ -23,10 +23,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
-	"sigs.k8s.io/yaml"
 
+	"github.com/kfault/kfault/install"
 	"github.com/kfault/kfault/plugin"
 )
 
@@ -48,66 +46,16 @@ const (
 // Kubernetes: render with kustomize (in-process `kubectl kustomize`), decode
 // strictly, check the DaemonSet.
 
-// rendered is the output of one kustomize build, decoded into API types.
-type rendered struct {
-	namespaces      []corev1.Namespace
-	serviceAccounts []corev1.ServiceAccount
-	configMaps      []corev1.ConfigMap
-	daemonSets      []appsv1.DaemonSet
-}
-
-// render builds the kustomization in dir and decodes every object strictly (unknown
-// or duplicate fields are errors). Kinds other than the four expected fail.
-func render(t *testing.T, dir string) rendered {
+// render builds the kustomization in dir (install.Render) and wants one object of each kind.
+func render(t *testing.T, dir string) install.Rendered {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	out, err := install.Render(dir)
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+		t.Fatal(err)
 	}
-	var out rendered
-	for _, r := range m.Resources() {
-		y, err := r.AsYAML()
-		if err != nil {
-			t.Fatalf("%s: %v", r.CurId(), err)
-		}
-		var tm struct {
-			APIVersion string `json:"apiVersion"`
-			Kind       string `json:"kind"`
-		}
-		if err := yaml.Unmarshal(y, &tm); err != nil {
-			t.Fatalf("%s: %v", r.CurId(), err)
-		}
-		strict := func(obj any) {
-			t.Helper()
-			if err := yaml.UnmarshalStrict(y, obj); err != nil {
-				t.Fatalf("%s %s does not decode strictly into %T: %v\n%s", tm.APIVersion, tm.Kind, obj, err, y)
-			}
-		}
-		switch tm.APIVersion + " " + tm.Kind {
-		case "v1 Namespace":
-			var o corev1.Namespace
-			strict(&o)
-			out.namespaces = append(out.namespaces, o)
-		case "v1 ServiceAccount":
-			var o corev1.ServiceAccount
-			strict(&o)
-			out.serviceAccounts = append(out.serviceAccounts, o)
-		case "v1 ConfigMap":
-			var o corev1.ConfigMap
-			strict(&o)
-			out.configMaps = append(out.configMaps, o)
-		case "apps/v1 DaemonSet":
-			var o appsv1.DaemonSet
-			strict(&o)
-			out.daemonSets = append(out.daemonSets, o)
-		default:
-			t.Fatalf("unexpected object %s %s in the kustomization output", tm.APIVersion, tm.Kind)
-		}
-	}
-	if len(out.namespaces) != 1 || len(out.serviceAccounts) != 1 || len(out.configMaps) != 1 || len(out.daemonSets) != 1 {
+	if len(out.Namespaces) != 1 || len(out.ServiceAccounts) != 1 || len(out.ConfigMaps) != 1 || len(out.DaemonSets) != 1 {
 		t.Fatalf("want one Namespace, ServiceAccount, ConfigMap and DaemonSet; got %d, %d, %d, %d",
-			len(out.namespaces), len(out.serviceAccounts), len(out.configMaps), len(out.daemonSets))
+			len(out.Namespaces), len(out.ServiceAccounts), len(out.ConfigMaps), len(out.DaemonSets))
 	}
 	return out
 }
@@ -123,7 +71,7 @@ func kfaultContainer(t *testing.T, ds *appsv1.DaemonSet) *corev1.Container {
 
 func TestKustomizationObjects(t *testing.T) {
 	r := render(t, "kubernetes")
-	ns, sa, cm, ds := r.namespaces[0], r.serviceAccounts[0], r.configMaps[0], r.daemonSets[0]
+	ns, sa, cm, ds := r.Namespaces[0], r.ServiceAccounts[0], r.ConfigMaps[0], r.DaemonSets[0]
 
 	if ns.Name != daemonSetNS {
 		t.Errorf("Namespace is %q, want %q", ns.Name, daemonSetNS)
@@ -169,7 +117,7 @@ var wantHostMounts = map[string]mountSpec{
 
 func TestDaemonSet(t *testing.T) {
 	r := render(t, "kubernetes")
-	ds := &r.daemonSets[0]
+	ds := &r.DaemonSets[0]
 	spec := &ds.Spec.Template.Spec
 	c := kfaultContainer(t, ds)
 
@@ -221,8 +169,8 @@ func TestDaemonSet(t *testing.T) {
 	if !tolerateAll {
 		t.Errorf("want a toleration {operator: Exists} so that every node runs kfault, got %v", spec.Tolerations)
 	}
-	if spec.ServiceAccountName != "kfault" || r.serviceAccounts[0].Name != "kfault" {
-		t.Errorf("serviceAccountName = %q, ServiceAccount = %q, want kfault", spec.ServiceAccountName, r.serviceAccounts[0].Name)
+	if spec.ServiceAccountName != "kfault" || r.ServiceAccounts[0].Name != "kfault" {
+		t.Errorf("serviceAccountName = %q, ServiceAccount = %q, want kfault", spec.ServiceAccountName, r.ServiceAccounts[0].Name)
 	}
 	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 		t.Errorf("pod must set automountServiceAccountToken: false")
@@ -358,7 +306,7 @@ func TestDaemonSet(t *testing.T) {
 	if configVol == nil {
 		t.Fatalf("no ConfigMap volume")
 	}
-	cm := r.configMaps[0]
+	cm := r.ConfigMaps[0]
 	if configVol.ConfigMap.Name != cm.Name {
 		t.Errorf("the ConfigMap volume refers to %q, the ConfigMap is %q", configVol.ConfigMap.Name, cm.Name)
 	}
@@ -394,9 +342,9 @@ func TestDaemonSet(t *testing.T) {
 // directory on the hostPath, the containerd socket under its mount.
 func TestDaemonSetConfig(t *testing.T) {
 	r := render(t, "kubernetes")
-	ds := &r.daemonSets[0]
+	ds := &r.DaemonSets[0]
 	c := kfaultContainer(t, ds)
-	text := r.configMaps[0].Data[configKey]
+	text := r.ConfigMaps[0].Data[configKey]
 	cfg := parseNodeConfig(t, "ConfigMap "+configKey, text)
 
 	for _, ns := range []string{"kube-system", ds.Namespace} {
@@ -460,7 +408,7 @@ func TestCapSysAdminComponent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := render(t, dir)
-	sc := kfaultContainer(t, &r.daemonSets[0]).SecurityContext
+	sc := kfaultContainer(t, &r.DaemonSets[0]).SecurityContext
 	if got, want := capSet(sc.Capabilities.Add), []string{"BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}; !slices.Equal(got, want) {
 		t.Errorf("capabilities.add = %v, want %v", got, want)
 	}
@@ -866,7 +814,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 // nri` with that command's own flag set (plugin.NewFlagSet): an unknown flag, a bad value
 // or a stray argument fails here rather than on a node.
 func TestPluginFlags(t *testing.T) {
-	ds := render(t, "kubernetes").daemonSets[0]
+	ds := render(t, "kubernetes").DaemonSets[0]
 	c := kfaultContainer(t, &ds)
 	argvs := map[string][]string{
 		"the systemd unit's ExecStart": strings.Fields(parseUnit(t, "systemd/kfault.service").one(t, "Service", "ExecStart")),
