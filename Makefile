@@ -4,7 +4,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test test-cold test-matrix unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-images install clean
+.PHONY: all build test test-cold test-matrix unit e2e demo bench generate vm-kernel vm-kernels vm-tools vm-kubelet vm-images install clean
 
 all: build
 
@@ -57,6 +57,9 @@ vm-kernels:
 
 vm-tools:
 	test/vm/build-tools
+
+vm-kubelet:
+	test/vm/build-kubelet
 
 vm-images:
 	test/vm/build-images

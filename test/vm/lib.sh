@@ -111,3 +111,16 @@ vm_accel() {
 tools_cache_dir() {
 	echo "$KFAULT_CACHE/tools/containerd-$CONTAINERD_VERSION-crictl-$CRICTL_VERSION-nerdctl-$NERDCTL_VERSION-$(go env GOVERSION 2>/dev/null || echo go)"
 }
+
+# kubelet_cache_dir prints where the pinned kubelet lives: keyed by its wrapper module
+# (test/vm/kubelet/go.mod and go.sum pin every module it is built from) and the Go version.
+kubelet_cache_dir() {
+	local key
+	key=$(cat "$VM_DIR/kubelet/go.mod" "$VM_DIR/kubelet/go.sum" "$VM_DIR/build-kubelet" | sha256sum | cut -c1-16)
+	echo "$KFAULT_CACHE/tools/kubelet-$(kubelet_version)-$key-$(go env GOVERSION 2>/dev/null || echo go)"
+}
+
+# kubelet_version prints the pinned k8s.io/kubernetes version (test/vm/kubelet/go.mod).
+kubelet_version() {
+	awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$VM_DIR/kubelet/go.mod"
+}
