@@ -63,11 +63,7 @@ func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime, name, fault string
 	for _, c := range []string{"victim", "neighbour", "bystander"} {
 		devs[c] = loopExt4(t, c)
 	}
-	loop := func(dev string) []string {
-		// mount then umount, as the KernelChaos docs' program does: when the mount fails, the
-		// umount fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
-		return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
-	}
+	loop := seedMountLoop
 	pod := newPod(name+"-"+rt.name, map[string]string{"faults.kfault.dev/container.victim": fault})
 	pod.Privileged, pod.Runtime = true, rt.handler
 	podID := runPod(t, &pod)
@@ -85,7 +81,22 @@ func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime, name, fault string
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Command: loop(devs["bystander"]), Privileged: true})
 
-	if armed, err := p.FindLog(vmtest.ArmedLine(pod.Name, "victim")); err == nil {
+	checkSeedMount(t, p, pod.Name, victim, neighbour, bystander)
+}
+
+// seedMountLoop is the seed's container command: mount dev, then umount, once a second.
+func seedMountLoop(dev string) []string {
+	// mount then umount, as the KernelChaos docs' program does: when the mount fails, the umount
+	// fails too (EINVAL, nothing mounted), so a victim's log alternates the two.
+	return vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")
+}
+
+// checkSeedMount checks the seed scenario's outcome from the containers' logs: every mount of
+// the victim (container "victim" of pod) fails with ENOMEM and its umount with EINVAL; the
+// neighbour's and the bystander's mounts all succeed.
+func checkSeedMount(t *testing.T, p *vmtest.Plugin, pod, victim, neighbour, bystander string) {
+	t.Helper()
+	if armed, err := p.FindLog(vmtest.ArmedLine(pod, "victim")); err == nil {
 		t.Logf("victim armed: %v, armSeconds %v (NRI request timeout: 2s)", armed["faults"], armed["armSeconds"])
 	}
 	vt := vmtest.WaitTries(t, victim, 3, 2*time.Minute)
@@ -100,7 +111,7 @@ func seedMount(t *testing.T, p *vmtest.Plugin, rt ociRuntime, name, fault string
 	if vmtest.Failed(vt) != len(vt) || !strings.Contains(vlog, "Cannot allocate memory") {
 		t.Errorf("victim: want every mount to fail with Cannot allocate memory: %s", vmtest.Summary(vt))
 		// Say why when the arm was too slow for containerd.
-		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(pod.Name, "victim"))
+		armed := p.WaitLog(5*time.Second, "armed (victim)", vmtest.ArmedLine(pod, "victim"))
 		secs, _ := armed.Num("armSeconds")
 		if p.Count("NRI connection closed") > 0 {
 			t.Errorf("arming took %.2fs (armSeconds), over containerd's NRI request timeout (2s): containerd "+
@@ -152,7 +163,7 @@ func TestPluginRefusedWithoutInjection(t *testing.T) {
 	by.Privileged = true
 	byID := runPod(t, &by)
 	bystander := vmtest.StartContainer(t, byID, by, vmtest.Container{Name: "bystander", Privileged: true,
-		Command: vmtest.TryLoop(fmt.Sprintf("mount -t ext4 -o ro,nosuid %s /mnt; umount /mnt", dev), 1000, false, "1")})
+		Command: seedMountLoop(dev)})
 	if tr := vmtest.WaitTries(t, bystander, 3, 2*time.Minute); vmtest.Failed(tr) != 0 {
 		t.Errorf("bystander: mounts failed: %s\n%s", vmtest.Summary(tr), vmtest.Logs(t, bystander))
 	}
