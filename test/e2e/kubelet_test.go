@@ -25,9 +25,6 @@ import (
 // kubeletNamespace is the static pods' namespace.
 const kubeletNamespace = "kubelet-e2e"
 
-// mkdirFault fails the mkdir system call with EACCES (busybox mkdir is that system call).
-const mkdirFault = "{function: __x64_sys_mkdir, errno: EACCES}"
-
 // staticPod is a host-network static pod of the given containers.
 func staticPod(name string, annotations map[string]string, containers ...corev1.Container) *corev1.Pod {
 	grace := int64(1)
@@ -95,9 +92,9 @@ func TestKubeletLifecycle(t *testing.T) {
 	// restarts it after its 10s back-off) and the others sleep.
 	oneTry := `if mkdir /tmp/try1; then echo "try 1 ok"; else echo "try 1 FAILED"; fi`
 	pod := staticPod("life", map[string]string{
-		"faults.kfault.dev/container.init":      mkdirFault,
-		"faults.kfault.dev/container.victim":    mkdirFault,
-		"faults.kfault.dev/container.restarter": mkdirFault,
+		"faults.kfault.dev/container.init":      mkdirEACCES,
+		"faults.kfault.dev/container.victim":    mkdirEACCES,
+		"faults.kfault.dev/container.restarter": mkdirEACCES,
 	},
 		busybox("victim", false, vmtest.MkdirLoop(1, false, "")),
 		busybox("restarter", false, []string{"sh", "-c", oneTry + "; sleep 1; exit 1"}),
@@ -257,7 +254,7 @@ func TestKubeletDaemonSetPod(t *testing.T) {
 		t.Fatalf("kfault's pod: want one running container, have %+v; its log:\n%s", c, vmtest.Logs(t, kfault.ID))
 	}
 
-	k.AddPod(staticPod("ds-victim", map[string]string{"faults.kfault.dev/container.victim": mkdirFault},
+	k.AddPod(staticPod("ds-victim", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES},
 		busybox("victim", false, vmtest.MkdirLoop(1, false, "")),
 		busybox("neighbour", false, vmtest.MkdirLoop(1, false, ""))))
 	k.AddPod(staticPod("ds-bystander", nil, busybox("bystander", false, vmtest.MkdirLoop(1, false, ""))))
