@@ -657,6 +657,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	store := p.Store()
 	_, wasArmed := p.armed[key]
 	var counts []uint64
+	start := time.Now()
 	if wasArmed {
 		if c, err := p.engine.Counts(key); err == nil {
 			counts = c
@@ -676,7 +677,7 @@ func (p *Plugin) disarmLocked(key, reason string, forget bool) {
 	if wasArmed {
 		attrs := append(ident{e.Source, e.Namespace, e.Pod, e.Container, e.ContainerID}.logAttrs(),
 			"cgroup", e.CgroupPath, "cgroupID", e.CgroupID, "mechanism", p.mechanism(),
-			"reason", reason, "injected", e.Injected)
+			"reason", reason, "injected", e.Injected, "disarmSeconds", time.Since(start).Seconds())
 		p.log.Info("disarmed", attrs...)
 	}
 	if forget {

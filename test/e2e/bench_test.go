@@ -3,11 +3,13 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/kfault/kfault/plugin"
 	"github.com/kfault/kfault/test/e2e/vmtest"
 )
 
@@ -84,4 +86,74 @@ func TestBenchContainerStart(t *testing.T) {
 	if len(armSecs) > 0 {
 		t.Logf("  plugin armSeconds (Engine.Arm): median %.4fs over %d arms (first arm loads the program)", armSecs[len(armSecs)/2], len(armSecs))
 	}
+}
+
+// TestBenchNodeScale is the node-scale scenario: KFAULT_BENCH_PODS pods (default 100), each
+// with one container armed with the seed's fault (a slab fault under a call chain), started in
+// sequence, then all stopped. It reports the plugin's RSS at 0, half and all armed and after all
+// are stopped, Engine.Arm latency (armSeconds) p50/p99, the state file's size, the wall time to
+// stop every pod and kfault's own share of it (disarmSeconds). A bench, not a test:
+// KFAULT_BENCH=1 (make bench).
+func TestBenchNodeScale(t *testing.T) {
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("bench: set KFAULT_BENCH=1 (make bench)")
+	}
+	n := 100
+	if s := os.Getenv("KFAULT_BENCH_PODS"); s != "" {
+		if v, err := strconv.Atoi(s); err == nil && v > 0 {
+			n = v
+		}
+	}
+	p := withPlugin(t, "node-scale", vmtest.PluginOptions{})
+	rss := map[string]int{"0 armed": p.RSSKiB()}
+	type started struct{ podID, ctrID string }
+	var pods []started
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		pod := newPod(fmt.Sprintf("scale-%03d", i), map[string]string{"faults.kfault.dev/container.victim": seedFault})
+		podID := runPod(t, &pod)
+		id := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"sleep", "3600"}})
+		pods = append(pods, started{podID, id})
+		if i+1 == n/2 {
+			rss[fmt.Sprintf("%d armed", n/2)] = p.RSSKiB()
+		}
+	}
+	startAll := time.Since(t0)
+	p.WaitCount(time.Minute, "armed", n)
+	rss[fmt.Sprintf("%d armed", n)] = p.RSSKiB()
+	state, err := os.Stat(filepath.Join(p.StateDir, plugin.StateFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var arm []float64
+	for _, e := range p.Log(false) {
+		if v, ok := e.Num("armSeconds"); ok && e.Msg() == "armed" {
+			arm = append(arm, v)
+		}
+	}
+	sort.Float64s(arm)
+
+	t1 := time.Now()
+	for _, s := range pods {
+		vmtest.Run(t, "crictl", "stopp", s.podID)
+	}
+	stopAll := time.Since(t1)
+	p.WaitCount(time.Minute, "disarmed", n)
+	var disarm float64
+	for _, e := range p.Log(false) {
+		if v, ok := e.Num("disarmSeconds"); ok && e.Msg() == "disarmed" {
+			disarm += v
+		}
+	}
+	rss["all stopped"] = p.RSSKiB()
+
+	pct := func(q float64) float64 { return arm[min(len(arm)-1, int(q*float64(len(arm))))] }
+	t.Logf("node scale, %d pods of one armed container each (TCG VM):", n)
+	for _, k := range []string{"0 armed", fmt.Sprintf("%d armed", n/2), fmt.Sprintf("%d armed", n), "all stopped"} {
+		t.Logf("  plugin RSS at %-12s %6.1f MiB", k+":", float64(rss[k])/1024)
+	}
+	t.Logf("  Engine.Arm (armSeconds): p50 %.3fs  p99 %.3fs  max %.3fs over %d arms (the first loads the programs)", pct(0.5), pct(0.99), arm[len(arm)-1], len(arm))
+	t.Logf("  state file: %d bytes with %d armed", state.Size(), n)
+	t.Logf("  start all %d pods: %.1fs; stop all (crictl stopp, in sequence): %.1fs, of which kfault's disarms %.2fs (sum of disarmSeconds)",
+		n, startAll.Seconds(), stopAll.Seconds(), disarm)
 }
