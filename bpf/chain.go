@@ -73,6 +73,7 @@ type frameProg struct {
 	next  int // round-robin slot allocation (a freed slot is reused last)
 	refs  int
 	scope frameScope // the cgroups whose armed rules have a chain through this frame
+	idle  idleTimer  // its release, while no chain uses it
 }
 
 // frameScope counts, for one frame, the armed rules whose chain goes through it: per cgroup id
@@ -557,24 +558,38 @@ func (e *Engine) dropChainFrames(ch *chainState) {
 		s := ch.slots[i]
 		fp.users[s] = nil
 		fp.prevs[s] = kfaultFrameUser{}
-		if fp.refs > 1 {
-			if err := e.writeFrame(fp); err != nil {
-				e.log.Warn("update frame", "frame", fp.key.String(), "err", err)
-			}
+		// Also for the last user: an idle frame stays attached (idle.go).
+		if err := e.writeFrame(fp); err != nil {
+			e.log.Warn("update frame", "frame", fp.key.String(), "err", err)
 		}
 		e.releaseFrame(fp)
 	}
 	ch.frames, ch.slots = nil, nil
 }
 
-// acquireFrame returns the frame of pf, loading and attaching its programs if no chain uses it.
+// acquireFrame returns the frame of pf, loading and attaching its programs if it has none (an
+// idle one is taken as it is).
 func (e *Engine) acquireFrame(pf plannedFrame) (*frameProg, error) {
 	c := &e.chains
 	if fp := c.frames[pf.key]; fp != nil {
+		if fp.refs == 0 { // idle: a new generation, as a new load would have
+			fp.idle.stop()
+			c.gen++
+			if c.gen == 0 {
+				c.gen = 1
+			}
+			fp.gen = c.gen
+			if err := e.writeFrame(fp); err != nil {
+				return nil, err
+			}
+		}
 		fp.refs++
 		return fp, nil
 	}
 	id := firstFree(c.frameIDs[:])
+	if id < 0 && e.releaseIdleFrame() {
+		id = firstFree(c.frameIDs[:])
+	}
 	if id < 0 {
 		return nil, fmt.Errorf("%w: more than %d distinct call-chain frames", ErrLimit, maxFrameIDs)
 	}
@@ -608,7 +623,8 @@ func (e *Engine) releaseFrame(fp *frameProg) {
 	if fp.refs > 0 {
 		return
 	}
-	e.detachFrame(fp)
+	c := &e.chains
+	e.retire(&fp.idle, func() bool { return fp.refs == 0 && c.frames[fp.key] == fp }, func() { e.detachFrame(fp) })
 }
 
 func (e *Engine) writeFrame(fp *frameProg) error {

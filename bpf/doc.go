@@ -27,12 +27,15 @@
 // bitmap of cgroup levels) and kfault_frame_scope ({cgroup id, frame id} → rules armed there
 // whose chain goes through the frame). Each distinct frame (function, parameters, predicate) has
 // one fentry/fexit pair, with its compiled predicate spliced in, shared by every chain and
-// container that uses it and attached only while one does. The entry program checks the scope
+// container that uses it and attached while one does (and KeepIdle after). The entry program checks the scope
 // first, as the hooks do, so a task outside it pays one array lookup and one hash lookup per
 // armed level, and no predicate or task storage.
 //
-// A hook is attached when its first rule is armed and detached when its last rule goes, so an
-// idle engine runs nothing. Nothing is pinned: every link dies with the process.
+// A hook is attached when its first rule is armed and detached when its last rule goes, or, with
+// Options.KeepIdle (kfault nri --keep-idle, default 1m), that long after: meanwhile it stays
+// attached with an empty level bitmap, injecting nothing, and the next arm of it is map writes
+// only (idle.go). An engine idle for longer runs nothing. Nothing is pinned: every link dies with
+// the process.
 //
 // # Scope and cost
 //

@@ -66,11 +66,14 @@ type Options struct {
 	// NoCallChains loads the hot path built without call chains, as the engine does by itself
 	// on kernels without task storage (before 5.11); faults with a callchain are refused.
 	NoCallChains bool
+	// KeepIdle keeps a program no rule needs any more attached, doing nothing, this long before
+	// detaching it, so that arming it again is map writes only (idle.go). 0: detach at once.
+	KeepIdle time.Duration
 }
 
 // Engine arms and disarms fault rules. It owns the shared maps and, per hooked function, one
-// program and its link, attached only while some rule needs it. Nothing is pinned: everything
-// goes away with the process. Methods are safe for concurrent use.
+// program and its link, attached while some rule needs it (and Options.KeepIdle after).
+// Nothing is pinned: everything goes away with the process. Methods are safe for concurrent use.
 type Engine struct {
 	mu   sync.Mutex
 	log  *slog.Logger
@@ -120,6 +123,8 @@ type Engine struct {
 	loads atomic.Uint64
 	// sampleEvery is SampleEvery; tests lower it to fill the ring buffer.
 	sampleEvery uint64
+	// keepIdle is Options.KeepIdle.
+	keepIdle time.Duration
 }
 
 type setKey struct {
@@ -136,6 +141,7 @@ type hook struct {
 	link   link.Link
 	rules  int
 	levels [maxLevel + 1]int // rules per cgroup level
+	idle   idleTimer         // its release, while no rule needs it
 }
 
 // rule is one armed fault.
@@ -202,6 +208,7 @@ func NewEngine(opts Options) (*Engine, error) {
 		log:         log,
 		chainsOn:    chains,
 		sampleEvery: SampleEvery,
+		keepIdle:    opts.KeepIdle,
 		spec:        spec,
 		kspec:       kspec,
 		cache:       kernelTypes,
@@ -606,6 +613,7 @@ func (e *Engine) Close() error {
 	}
 	var errs []error
 	for _, h := range e.hooks {
+		h.idle.stop()
 		errs = append(errs, e.detach(h))
 	}
 	e.closeChains()
@@ -662,7 +670,7 @@ func (e *Engine) addRuleHook(r *rule, fn string) error {
 	undo := func() {
 		h.rules--
 		if h.rules == 0 {
-			_ = e.detach(h)
+			e.retireHook(h)
 		}
 	}
 	if len(e.sets[sk]) >= maxSlots {
@@ -719,9 +727,7 @@ func (e *Engine) removeRule(r *rule) {
 	for _, h := range r.hooks {
 		h.rules--
 		if h.rules == 0 {
-			if err := e.detach(h); err != nil {
-				e.log.Warn("detach", "hook", h.fn, "err", err)
-			}
+			e.retireHook(h)
 		}
 	}
 	r.hooks = nil
@@ -803,12 +809,17 @@ func (e *Engine) allocRuleID() (uint32, bool) {
 
 // --- hooks ---
 
-// acquireHook returns the hook of fn, loading and attaching its program if it has none.
+// acquireHook returns the hook of fn, loading and attaching its program if it has none (an idle
+// one is taken as it is).
 func (e *Engine) acquireHook(fn string, kind hookKind) (*hook, error) {
 	if h := e.hooks[fn]; h != nil {
+		h.idle.stop()
 		return h, nil
 	}
 	id := firstFree(e.hookIDs[:])
+	if id < 0 && e.releaseIdleHook() {
+		id = firstFree(e.hookIDs[:])
+	}
 	if id < 0 {
 		return nil, fmt.Errorf("%w: more than %d hooked functions", ErrLimit, maxHooks)
 	}

@@ -35,6 +35,7 @@ type execSet struct {
 	scope     frameScope
 	coll      *ebpf.Collection
 	links     []link.Link
+	idle      idleTimer // the programs' release, while nothing is in scope
 }
 
 func (x *execSet) createMaps(spec *ebpf.CollectionSpec) error {
@@ -67,7 +68,8 @@ func (x *execSet) closeMaps() {
 // into the cgroup happens between the rules and the scope.
 func (e *Engine) scopeExec(t Target) error {
 	x := &e.exec
-	if len(x.scope.cgroups) == 0 && x.coll == nil {
+	x.idle.stop()
+	if x.coll == nil {
 		if err := e.attachExec(); err != nil {
 			return err
 		}
@@ -87,7 +89,7 @@ func (e *Engine) scopeExec(t Target) error {
 	return nil
 }
 
-// unscopeExec undoes scopeExec, detaching the programs when nothing is left in scope.
+// unscopeExec undoes scopeExec, retiring the programs when nothing is left in scope.
 func (e *Engine) unscopeExec(t Target) {
 	x := &e.exec
 	goneCgroup, goneLevel := x.scope.remove(t.ID, t.Level)
@@ -105,7 +107,7 @@ func (e *Engine) unscopeExec(t Target) {
 		}
 	}
 	if len(x.scope.cgroups) == 0 {
-		e.detachExec()
+		e.retire(&x.idle, func() bool { return len(x.scope.cgroups) == 0 }, e.detachExec)
 	}
 }
 

@@ -35,6 +35,7 @@ type pendingSet struct {
 	link  link.Link
 	next  uint64            // the last placeholder number handed out
 	paths map[string]string // pending path -> key: the keys armed by path now
+	idle  idleTimer         // the program's release, while no key is armed by path
 }
 
 // Retarget's refusals: a key that ArmPending did not arm (or that was retargeted already), and
@@ -403,6 +404,7 @@ func pendingKey(p string) kfaultPendingKey {
 
 // attachPending loads and attaches the cgroup_mkdir program, unless it is attached.
 func (e *Engine) attachPending() error {
+	e.pending.idle.stop()
 	if e.pending.coll != nil {
 		return nil
 	}
@@ -431,10 +433,10 @@ func (e *Engine) attachPending() error {
 	return nil
 }
 
-// detachPendingIfIdle detaches the cgroup_mkdir program when no key is armed by path.
+// detachPendingIfIdle retires the cgroup_mkdir program when no key is armed by path.
 func (e *Engine) detachPendingIfIdle() {
-	if len(e.pending.paths) == 0 {
-		e.detachPending()
+	if x := &e.pending; len(x.paths) == 0 && x.coll != nil {
+		e.retire(&x.idle, func() bool { return len(x.paths) == 0 }, e.detachPending)
 	}
 }
 

@@ -171,39 +171,53 @@ func expectEmptyMaps(t *testing.T, e *Engine) {
 	}
 }
 
+// reuseCase is a fault whose programs a second arm reuses, with the victim op it fails and what
+// that op gives a bystander.
+type reuseCase struct {
+	fault       annotations.Fault
+	exec        bool // armed with the exec boundary
+	op          string
+	missing     bool // the op's argument is a missing file in a tmpfs
+	want, byErr syscall.Errno
+}
+
+// reuseCases: a function fault (hook and exec boundary) and a call chain (hook and frame).
+var reuseCases = map[string]reuseCase{
+	"function":   {fault: annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}, exec: true, op: "open", want: syscall.EACCES},
+	"call chain": {fault: slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}), op: "stat", missing: true, want: syscall.ENOMEM, byErr: syscall.ENOENT},
+}
+
+// prepare compiles the case's fault on e and returns the plan and the victim op's arguments.
+func (tc reuseCase) prepare(t *testing.T, e *Engine) (Plan, []string) {
+	t.Helper()
+	plan, err := e.Prepare([]annotations.Fault{tc.fault})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tc.missing {
+		return plan, []string{filepath.Join(tmpfsDir(t), "missing")}
+	}
+	return plan, nil
+}
+
 // TestVMSecondArmLoadsNothing: arming a second cgroup on hooks (and call-chain frames) that are
 // attached already writes map entries only: the engine's load counter does not move (issue:
 // node scale). The second cgroup is faulted, a bystander is not.
 func TestVMSecondArmLoadsNothing(t *testing.T) {
 	requireVM(t)
-	for name, tc := range map[string]struct {
-		fault       annotations.Fault
-		op          string
-		missing     bool // the op's argument is a missing file in a tmpfs
-		want, byErr syscall.Errno
-	}{
-		"function":   {fault: annotations.Fault{Function: "__x64_sys_openat", Errno: int(syscall.EACCES), Probability: 100}, op: "open", want: syscall.EACCES},
-		"call chain": {fault: slabChain(annotations.Frame{FuncName: "d_alloc_parallel"}), op: "stat", missing: true, want: syscall.ENOMEM, byErr: syscall.ENOENT},
-	} {
+	for name, tc := range reuseCases {
 		t.Run(name, func(t *testing.T) {
 			e := newTestEngine(t, MechanismFmodRet)
-			plan, err := e.Prepare([]annotations.Fault{tc.fault})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var args []string
-			if tc.missing {
-				args = []string{filepath.Join(tmpfsDir(t), "missing")}
-			}
+			plan, args := tc.prepare(t, e)
 			first, second, byCg := newCgroup(t, "", "first"), newCgroup(t, "", "second"), newCgroup(t, "", "bystander")
-			if err := e.Arm("first", first.target, plan, ArmOptions{}); err != nil {
+			if err := e.Arm("first", first.target, plan, ArmOptions{ExecBoundary: tc.exec}); err != nil {
 				t.Fatal(err)
 			}
 			loads := e.ProgramLoads()
 			if loads == 0 {
 				t.Fatal("the first arm loaded nothing: the counter proves nothing")
 			}
-			if err := e.Arm("second", second.target, plan, ArmOptions{}); err != nil {
+			if err := e.Arm("second", second.target, plan, ArmOptions{ExecBoundary: tc.exec}); err != nil {
 				t.Fatal(err)
 			}
 			if got := e.ProgramLoads(); got != loads {

@@ -79,6 +79,11 @@ func TestControlSocket(t *testing.T) {
 		}
 	}
 
+	// The emergency stop also detaches the programs kept idle: nothing of kfault's stays attached.
+	if u.eng.releasedIdle != 1 {
+		t.Errorf("disarm --all called the engine's ReleaseIdle %d times, want once", u.eng.releasedIdle)
+	}
+
 	// A user-disarmed container is not re-armed by a synchronization.
 	u.armForTest(t, "default/n1", ident{SourceContainerd, "default", "", "n1", "n1"}, `{function: __x64_sys_openat, errno: EACCES}`)
 	if slices.Contains(u.eng.armedKeys(), "default/n1") {

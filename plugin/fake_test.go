@@ -27,6 +27,8 @@ type fakeEngine struct {
 	// prepared counts Prepare calls per first fault's function, so tests can tell that a
 	// container's faults are compiled once.
 	prepared int
+	// releasedIdle counts ReleaseIdle calls.
+	releasedIdle int
 }
 
 type fakeRule struct {
@@ -134,6 +136,13 @@ func (f *fakeEngine) SetProtectedDevices(devs []bpf.Dev) error {
 	defer f.mu.Unlock()
 	f.protected = devs
 	return nil
+}
+
+// ReleaseIdle counts its calls (releasedIdle): the fake keeps nothing idle.
+func (f *fakeEngine) ReleaseIdle() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.releasedIdle++
 }
 
 func (f *fakeEngine) Injections() <-chan bpf.Injection { return f.inj }

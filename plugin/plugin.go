@@ -41,6 +41,9 @@ type Engine interface {
 	SamplesDropped() uint64
 	// SetProtectedDevices replaces the block devices no bio fault may fail (node config bio).
 	SetProtectedDevices(devs []bpf.Dev) error
+	// ReleaseIdle detaches the programs kept attached, doing nothing, after their last
+	// rule went (bpf.Options.KeepIdle), without waiting.
+	ReleaseIdle()
 }
 
 // DefaultCountsInterval is how often injected counts are copied from the engine to the
@@ -748,6 +751,7 @@ func (p *Plugin) Halt(reason string) []string {
 	for _, k := range keys {
 		p.disarmLocked(k, reason, false)
 	}
+	p.engine.ReleaseIdle() // nothing of kfault's stays attached
 	p.mu.Unlock()
 	// The halt must survive a crash before kfault disarm --all returns.
 	p.flush()

@@ -34,3 +34,4 @@ func (Unavailable) Mechanism() bpf.Mechanism                 { return bpf.Mechan
 func (Unavailable) Injections() <-chan bpf.Injection         { return nil }
 func (Unavailable) SamplesDropped() uint64                   { return 0 }
 func (Unavailable) SetProtectedDevices(devs []bpf.Dev) error { return nil }
+func (Unavailable) ReleaseIdle()                             {}

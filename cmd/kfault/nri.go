@@ -136,7 +136,7 @@ func runNRI(args []string, _ io.Reader, _, stderr io.Writer) int {
 		return 2
 	}
 	var engine plugin.Engine
-	switch e, err := bpf.NewEngine(bpf.Options{Mechanism: mech, Logger: log.With("component", "bpf")}); {
+	switch e, err := bpf.NewEngine(bpf.Options{Mechanism: mech, KeepIdle: fl.KeepIdle, Logger: log.With("component", "bpf")}); {
 	case errors.Is(err, bpf.ErrMechanismUnavailable):
 		// The kernel cannot override anything: stay registered and refuse each annotated
 		// container with the reason, rather than let it run unfaulted with nobody told.

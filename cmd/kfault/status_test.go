@@ -21,6 +21,7 @@ import (
 type nopEngine struct{ armed map[string]int }
 
 func (e *nopEngine) SetProtectedDevices([]bpf.Dev) error             { return nil }
+func (e *nopEngine) ReleaseIdle()                                    {}
 func (e *nopEngine) Prepare(f []annotations.Fault) (bpf.Plan, error) { return bpf.Plan{Faults: f}, nil }
 func (e *nopEngine) Arm(key string, _ bpf.Target, p bpf.Plan, _ bpf.ArmOptions) error {
 	e.armed[key] = len(p.Faults)

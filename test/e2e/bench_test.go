@@ -13,20 +13,25 @@ import (
 	"github.com/kfault/kfault/test/e2e/vmtest"
 )
 
+// requireBench skips unless KFAULT_BENCH=1 (make bench) and returns the positive integer in the
+// environment variable size, or def.
+func requireBench(t *testing.T, size string, def int) int {
+	t.Helper()
+	if os.Getenv("KFAULT_BENCH") != "1" {
+		t.Skip("bench: set KFAULT_BENCH=1 (make bench)")
+	}
+	if v, err := strconv.Atoi(os.Getenv(size)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
 // TestBenchContainerStart measures crictl start (where kfault arms, at NRI StartContainer)
 // and create+start of a container with and without an armed fault, alternating, in one pod,
 // with the plugin running in both cases. A bench, not a test: run with KFAULT_BENCH=1
 // (make bench); KFAULT_BENCH_STARTS sets the number of starts of each kind (default 5).
 func TestBenchContainerStart(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("bench: set KFAULT_BENCH=1 (make bench)")
-	}
-	n := 5
-	if s := os.Getenv("KFAULT_BENCH_STARTS"); s != "" {
-		if v, err := strconv.Atoi(s); err == nil && v > 0 {
-			n = v
-		}
-	}
+	n := requireBench(t, "KFAULT_BENCH_STARTS", 5)
 	p := withPlugin(t, "bench", vmtest.PluginOptions{})
 	pod := newPod("bench", map[string]string{"faults.kfault.dev/container.armed": mkdirEACCES})
 	podID := runPod(t, &pod)
@@ -95,15 +100,7 @@ func TestBenchContainerStart(t *testing.T) {
 // stop every pod and kfault's own share of it (disarmSeconds). A bench, not a test:
 // KFAULT_BENCH=1 (make bench).
 func TestBenchNodeScale(t *testing.T) {
-	if os.Getenv("KFAULT_BENCH") != "1" {
-		t.Skip("bench: set KFAULT_BENCH=1 (make bench)")
-	}
-	n := 100
-	if s := os.Getenv("KFAULT_BENCH_PODS"); s != "" {
-		if v, err := strconv.Atoi(s); err == nil && v > 0 {
-			n = v
-		}
-	}
+	n := requireBench(t, "KFAULT_BENCH_PODS", 100)
 	p := withPlugin(t, "node-scale", vmtest.PluginOptions{})
 	rss := map[string]int{"0 armed": p.RSSKiB()}
 	type started struct{ podID, ctrID string }

@@ -215,11 +215,15 @@ func cycles(t *testing.T) int {
 const defaultCycles = 25
 
 // Stopping and removing annotated containers leaves no kfault rule, link, program or map entry
-// behind, after many create/start/stop/remove cycles, and the plugin's RSS stays flat. A
+// behind, after many create/start/stop/remove cycles (once the idle programs' --keep-idle has
+// passed), and the plugin's RSS stays flat. A
 // neighbour in the same pod runs mkdir once a second throughout and never fails.
 func TestPluginCyclesLeaveNothing(t *testing.T) {
 	n := cycles(t)
-	p := withPlugin(t, "cycles", vmtest.PluginOptions{})
+	// Programs stay attached, idle, this long after a cycle's disarm (the next cycle's arm reuses
+	// them); the check for leftovers waits it out.
+	const keepIdle = 3 * time.Second
+	p := withPlugin(t, "cycles", vmtest.PluginOptions{Args: []string{"--keep-idle", keepIdle.String()}})
 	pod := newPod("cycles", map[string]string{"faults.kfault.dev/container.victim": mkdirEACCES})
 	podID := runPod(t, &pod)
 	neighbour := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "neighbour", Command: vmtest.MkdirLoop(100000, false, "1")})
@@ -277,8 +281,12 @@ func TestPluginCyclesLeaveNothing(t *testing.T) {
 		t.Errorf("kfault status after the cycles lists %d containers: %+v", len(st.Containers), st.Containers)
 	}
 	o := vmtest.BPF(t)
+	for deadline := time.Now().Add(keepIdle + 20*time.Second); (len(o.Programs) != 0 || len(o.Links) != 0) && time.Now().Before(deadline); {
+		time.Sleep(500 * time.Millisecond)
+		o = vmtest.BPF(t)
+	}
 	if len(o.Programs) != 0 || len(o.Links) != 0 {
-		t.Errorf("after the cycles, kfault programs/links remain: %v %v", o.Programs, o.Links)
+		t.Errorf("after the cycles and %s idle, kfault programs/links remain: %v %v", keepIdle, o.Programs, o.Links)
 	}
 	if e := vmtest.BPFMapEntries(t, rulesMap); e != 0 {
 		t.Errorf("after the cycles, kfault_rules has %d entries", e)
