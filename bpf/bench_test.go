@@ -2,8 +2,11 @@ package bpf
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,19 +17,26 @@ import (
 )
 
 // TestBenchArmedCgroups measures what armed faults cost everyone else: the time of a slab-heavy
-// syscall loop (eventfd + close) in a cgroup that is not targeted, with 100% slab faults armed in
-// 1, 100 and 1000 other cgroups, against the same loop with nothing attached. Not a test: it
+// syscall loop (eventfd + close) in a cgroup that is not targeted, against the same loop with
+// nothing attached, in interleaved pairs (one of each, alternating, so that drift of the emulated
+// machine hits both alike). Each row is the median of the pairs' ratios with a 95% bootstrap
+// interval:
+//   - nothing attached against itself: what noise alone gives;
+//   - the hook attached with no rule for anyone (an empty level bitmap: the mechanism's own cost);
+//   - 100% slab faults armed in 1, 100 and 1000 other cgroups.
+//
+// It also reads the program's own run time per call from the kernel's BPF stats. Not a test: it
 // runs only with KFAULT_BENCH=1, inside the test VM:
 //
 //	go test -c -o out/bpf.test ./bpf
 //	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchArmedCgroups -test.v
 //
-// KFAULT_BENCH_OPS (default 200000) sets the loop length, KFAULT_BENCH_ROUNDS (default 5) how
-// many interleaved measurements each ratio takes the median of.
+// KFAULT_BENCH_OPS (default 200000) sets the loop length, KFAULT_BENCH_ROUNDS (default 10) the
+// number of pairs per row.
 func TestBenchArmedCgroups(t *testing.T) {
 	requireBench(t)
 	ops := envInt("KFAULT_BENCH_OPS", 200000)
-	rounds := envInt("KFAULT_BENCH_ROUNDS", 5)
+	rounds := envInt("KFAULT_BENCH_ROUNDS", 10)
 
 	mechs := []Mechanism{MechanismFmodRet, MechanismKprobe}
 	for _, m := range mechs {
@@ -40,69 +50,116 @@ func TestBenchArmedCgroups(t *testing.T) {
 				return runVictim(t, runner, "loop", ops).elapsed
 			}
 			loop() // warm up caches and the dentry/inode slabs
-			armed := 0
-			for _, n := range []int{1, 100, 1000} {
-				for ; armed < n; armed++ {
-					cg := newCgroup(t, parent.path, "c")
-					if err := e.armFaults(fmt.Sprintf("bench-%d", armed), cg.target,
-						[]annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
+			fault := []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}
+			var rows []benchRow
+			// pairs measures rounds interleaved pairs: the loop with nothing attached, then with
+			// what set does (undone by unset before the next baseline).
+			pairs := func(what string, set, unset func()) {
+				var base, with []time.Duration
+				for r := 0; r < rounds; r++ {
+					base = append(base, loop())
+					set()
+					with = append(with, loop())
+					unset()
+				}
+				row := benchRow{what: what, pairs: rounds, perOp: float64(median(with)) / float64(ops)}
+				row.ratio, row.lo, row.hi = pairedRatio(base, with)
+				rows = append(rows, row)
+				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f ns/op)\n", m, what, row.ratio, row.lo, row.hi, rounds, row.perOp)
+			}
+			nothing := func() {}
+			pairs("nothing attached (noise)", nothing, nothing)
+
+			armed := map[string]Target{}
+			detachAll := func() {
+				for k := range armed {
+					e.Disarm(k)
+				}
+				if len(loadedKfaultPrograms(t)) != 0 {
+					t.Fatal("programs left attached for the baseline")
+				}
+			}
+			rearm := func() {
+				for k, tg := range armed {
+					if err := e.armFaults(k, tg, fault, nil); err != nil {
 						t.Fatal(err)
 					}
 				}
-				// Interleave: detach everything for the baseline, re-attach for the measurement,
-				// so that drift of the emulated machine hits both alike.
-				var base, with []time.Duration
-				for r := 0; r < rounds; r++ {
-					with = append(with, loop())
-					keys := e.Armed()
-					saved := make([]Target, len(keys))
-					for i, k := range keys {
-						saved[i] = e.armed[k].target
-						e.Disarm(k)
-					}
-					if len(loadedKfaultPrograms(t)) != 0 {
-						t.Fatal("programs left attached for the baseline")
-					}
-					base = append(base, loop())
-					for i, k := range keys {
-						if err := e.armFaults(k, saved[i], []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}, nil); err != nil {
-							t.Fatal(err)
-						}
-					}
+			}
+			// The mechanism alone: one armed cgroup, then its level bitmap emptied, so the program
+			// returns after one array lookup.
+			one := newCgroup(t, parent.path, "c")
+			armed["bench-0"] = one.target
+			pairs("attached, no rule for anyone", func() {
+				rearm()
+				if err := e.levels.Put(e.hooks["should_failslab"].id, uint64(0)); err != nil {
+					t.Fatal(err)
 				}
-				mb, mw := median(base), median(with)
-				fmt.Printf("bench %-8s armed in %4d other cgroups: %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f\n",
-					m, n, float64(mw)/float64(ops), float64(mb)/float64(ops), float64(mw)/float64(mb))
+			}, detachAll)
+			for _, n := range []int{1, 100, 1000} {
+				for len(armed) < n {
+					cg := newCgroup(t, parent.path, "c")
+					armed[fmt.Sprintf("bench-%d", len(armed))] = cg.target
+				}
+				pairs(fmt.Sprintf("armed in %d other cgroups", n), rearm, detachAll)
 				// The program's own run time per call, from the kernel's BPF stats: it leaves
 				// out the trampoline or kprobe, so it shows directly whether the rule lookup
 				// grows with the number of armed cgroups (it must not).
+				rearm()
 				perCall, calls := programCost(t, e, "should_failslab", loop)
+				detachAll()
 				fmt.Printf("bench %-8s armed in %4d other cgroups: the program runs %6.1f ns per call for a bystander (%d calls, BPF stats)\n",
 					m, n, perCall, calls)
-				if n == 1000 {
-					// Decomposition: the program attached but with an empty level bitmap, so it
-					// returns after one array lookup: the cost of the mechanism itself.
-					h := e.hooks["should_failslab"]
-					var floor []time.Duration
-					for r := 0; r < rounds; r++ {
-						if err := e.levels.Put(h.id, uint64(0)); err != nil {
-							t.Fatal(err)
-						}
-						floor = append(floor, loop())
-						if err := e.writeLevels(h); err != nil {
-							t.Fatal(err)
-						}
-					}
-					mf := median(floor)
-					fmt.Printf("bench %-8s attached, empty level bitmap:    %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f (the mechanism's own cost)\n",
-						m, float64(mf)/float64(ops), float64(mb)/float64(ops), float64(mf)/float64(mb))
-				}
 			}
-			for _, k := range e.Armed() {
-				e.Disarm(k)
-			}
+			t.Logf("%s, a bystander's slab-heavy loop against nothing attached (median of %d interleaved pairs' ratios, 95%% bootstrap interval):\n%s", m, rounds, benchTable(rows))
 		})
 	}
+}
+
+// benchRow is one line of a ratio table.
+type benchRow struct {
+	what          string
+	ratio, lo, hi float64
+	pairs         int
+	perOp         float64 // ns per op of the measured side
+}
+
+func benchTable(rows []benchRow) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "  %-40s %7s  %-17s %9s\n", "", "ratio", "95% interval", "ns/op")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "  %-40s %7.3f  [%6.3f, %6.3f] %9.1f\n", r.what, r.ratio, r.lo, r.hi, r.perOp)
+	}
+	return b.String()
+}
+
+// pairedRatio is the median of with[i]/base[i] and a 95% percentile bootstrap interval of that
+// median (2000 resamples of the pairs, fixed seed: the same data give the same interval).
+func pairedRatio(base, with []time.Duration) (med, lo, hi float64) {
+	ratios := make([]float64, len(base))
+	for i := range base {
+		ratios[i] = float64(with[i]) / float64(base[i])
+	}
+	medianOf := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		if n := len(s); n%2 == 0 {
+			return (s[n/2-1] + s[n/2]) / 2
+		}
+		return s[len(s)/2]
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const resamples = 2000
+	meds := make([]float64, resamples)
+	sample := make([]float64, len(ratios))
+	for i := range meds {
+		for j := range sample {
+			sample[j] = ratios[rng.IntN(len(ratios))]
+		}
+		meds[i] = medianOf(sample)
+	}
+	slices.Sort(meds)
+	return medianOf(ratios), meds[resamples*25/1000], meds[resamples*975/1000-1]
 }
 
 // programCost runs loop with the kernel's BPF run-time statistics on and returns the average
@@ -163,4 +220,29 @@ func requireBench(t *testing.T) {
 		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
 	}
 	requireVM(t)
+}
+
+func TestPairedRatio(t *testing.T) {
+	ms := func(xs ...int) []time.Duration {
+		var ds []time.Duration
+		for _, x := range xs {
+			ds = append(ds, time.Duration(x)*time.Millisecond)
+		}
+		return ds
+	}
+	for name, tc := range map[string]struct {
+		base, with  []time.Duration
+		med, lo, hi float64
+	}{
+		"same":          {ms(10, 20, 30, 40), ms(10, 20, 30, 40), 1, 1, 1},
+		"twice":         {ms(10, 20, 30), ms(20, 40, 60), 2, 2, 2},
+		"one outlier":   {ms(10, 10, 10, 10, 10), ms(10, 10, 10, 10, 50), 1, 1, 5},
+		"spread, odd n": {ms(10, 10, 10), ms(9, 10, 12), 1, 0.9, 1.2},
+	} {
+		med, lo, hi := pairedRatio(tc.base, tc.with)
+		near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+		if !near(med, tc.med) || lo < tc.lo-1e-9 || hi > tc.hi+1e-9 || lo > med || hi < med {
+			t.Errorf("%s: median %.3f [%.3f, %.3f], want median %.3f within [%.3f, %.3f]", name, med, lo, hi, tc.med, tc.lo, tc.hi)
+		}
+	}
 }
