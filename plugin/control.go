@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,6 +27,7 @@ const DefaultControlSocket = "/run/kfault/control.sock"
 //	POST /v1/disarm  {"all": true}       → DisarmReply (the emergency stop: Halt)
 //	POST /v1/disarm  {"key": "<key>"}    → DisarmReply
 //	POST /v1/disarm  {"resume": true}    → DisarmReply (ends a halt)
+//	GET  /debug/pprof/...                → the Go runtime's profiles (net/http/pprof)
 
 // Status is what `kfault status` shows.
 type Status struct {
@@ -127,6 +129,10 @@ func (p *Plugin) ControlHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, reply)
 	})
+	// The Go runtime's profiles (heap, goroutines, CPU), for finding where kfault's memory goes
+	// (make bench reads the heap profile at node scale). The socket is root's only.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	return mux
 }
 

@@ -3,6 +3,8 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -116,5 +118,18 @@ func TestHeadersNotedOnce(t *testing.T) {
 	// The pod's author writes the headers: the log gives their count, never their text.
 	if logs := u.logs.String(); strings.Contains(logs, "mmzone") || !strings.Contains(logs, `"headers":1`) {
 		t.Errorf("headers logged as other than their count:\n%s", logs)
+	}
+}
+
+// The control socket serves the Go runtime's heap profile (make bench reads it at node scale).
+func TestControlHeapProfile(t *testing.T) {
+	u := newTestPlugin(t, "")
+	rec := httptest.NewRecorder()
+	u.ControlHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/heap", nil))
+	if rec.Code != http.StatusOK || rec.Body.Len() == 0 {
+		t.Errorf("GET /debug/pprof/heap: %d, %d bytes", rec.Code, rec.Body.Len())
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/octet-stream" {
+		t.Errorf("GET /debug/pprof/heap: Content-Type %q, want a profile", ct)
 	}
 }

@@ -118,6 +118,7 @@ func TestBenchNodeScale(t *testing.T) {
 	startAll := time.Since(t0)
 	p.WaitCount(time.Minute, "armed", n)
 	rss[fmt.Sprintf("%d armed", n)] = p.RSSKiB()
+	t.Logf("plugin heap at %d armed (in use):\n%s", n, p.HeapTop(25))
 	state, err := os.Stat(filepath.Join(p.StateDir, plugin.StateFileName))
 	if err != nil {
 		t.Fatal(err)

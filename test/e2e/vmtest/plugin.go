@@ -3,8 +3,12 @@ package vmtest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -329,6 +333,34 @@ func (p *Plugin) WaitState(timeout time.Duration, what string, ok func(map[strin
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// HeapTop fetches the plugin's heap profile from its control socket and returns what
+// `go tool pprof -top` says of its in-use memory: the n largest allocators.
+func (p *Plugin) HeapTop(n int) string {
+	p.t.Helper()
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", p.ControlSocket)
+	}}}
+	resp, err := c.Get("http://kfault/debug/pprof/heap")
+	if err != nil {
+		p.t.Fatalf("heap profile: %v", err)
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(p.t.TempDir(), "heap.pb.gz")
+	f, err := os.Create(path)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		p.t.Fatal(err)
+	}
+	f.Close()
+	out, err := Output("go", "tool", "pprof", "-top", "-sample_index=inuse_space", fmt.Sprintf("-nodecount=%d", n), path)
+	if err != nil {
+		return fmt.Sprintf("go tool pprof: %v: %s", err, out)
+	}
+	return out
 }
 
 // RSSKiB is the plugin's resident set size (VmRSS), in KiB.
