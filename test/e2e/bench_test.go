@@ -103,6 +103,7 @@ func TestBenchNodeScale(t *testing.T) {
 	n := requireBench(t, "KFAULT_BENCH_PODS", 100)
 	p := withPlugin(t, "node-scale", vmtest.PluginOptions{})
 	rss := map[string]int{"0 armed": p.RSSKiB()}
+	t.Logf("plugin heap at 0 armed (in use):\n%s", p.HeapTop(15))
 	type started struct{ podID, ctrID string }
 	var pods []started
 	t0 := time.Now()
