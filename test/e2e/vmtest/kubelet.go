@@ -171,6 +171,11 @@ func (k *Kubelet) stop() {
 			Output("crictl", "rmp", "-f", id)
 		}
 	}
+	// The kubelet's QoS cgroups keep the CPU weights it set (besteffort: the lowest): remove them,
+	// empty now, so that the other suites' pods under /kubepods get fresh ones.
+	for _, dir := range []string{"kubepods/besteffort", "kubepods/burstable", "kubepods"} {
+		os.Remove(filepath.Join("/sys/fs/cgroup", dir))
+	}
 	if t.Failed() {
 		data, _ := os.ReadFile(k.Log)
 		t.Logf("kubelet log (%s), errors and the last lines:\n%s", k.Log, kubeletLogExcerpt(string(data)))
