@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/kfault/kfault/annotations"
@@ -25,11 +27,15 @@ import (
 //   - the hook attached with no rule for anyone (an empty level bitmap: the mechanism's own cost);
 //   - 100% slab faults armed in 1, 100 and 1000 other cgroups.
 //
-// It also reads the program's own run time per call from the kernel's BPF stats. Not a test: it
+// It also reads the program's own run time per call from the kernel's BPF stats, and the same
+// for an empty program on the same hook: the floor that the statistics' own clock reads add.
+// Under `test/vm/run --icount` (qemu -icount shift=0, KFAULT_VM_ICOUNT=1) the guest clock
+// advances 1 ns per guest instruction, so every time here is an instruction count: the program's
+// cost per bystander call then no longer depends on the host's speed or load. Not a test: it
 // runs only with KFAULT_BENCH=1, inside the test VM:
 //
 //	go test -c -o out/bpf.test ./bpf
-//	test/vm/run -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchArmedCgroups -test.v
+//	test/vm/run [--icount] -- env KFAULT_BENCH=1 out/bpf.test -test.run TestBenchArmedCgroups -test.v
 //
 // KFAULT_BENCH_OPS (default 200000) sets the loop length, KFAULT_BENCH_ROUNDS (default 10) the
 // number of pairs per row.
@@ -37,6 +43,7 @@ func TestBenchArmedCgroups(t *testing.T) {
 	requireBench(t)
 	ops := envInt("KFAULT_BENCH_OPS", 200000)
 	rounds := envInt("KFAULT_BENCH_ROUNDS", 10)
+	unit := clockUnit()
 
 	mechs := []Mechanism{MechanismFmodRet, MechanismKprobe}
 	for _, m := range mechs {
@@ -65,7 +72,7 @@ func TestBenchArmedCgroups(t *testing.T) {
 				row := benchRow{what: what, pairs: rounds, perOp: float64(median(with)) / float64(ops)}
 				row.ratio, row.lo, row.hi = pairedRatio(base, with)
 				rows = append(rows, row)
-				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f ns/op)\n", m, what, row.ratio, row.lo, row.hi, rounds, row.perOp)
+				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f %s/op)\n", m, what, row.ratio, row.lo, row.hi, rounds, row.perOp, unit)
 			}
 			nothing := func() {}
 			pairs("nothing attached (noise)", nothing, nothing)
@@ -108,10 +115,13 @@ func TestBenchArmedCgroups(t *testing.T) {
 				rearm()
 				perCall, calls := programCost(t, e, "should_failslab", loop)
 				detachAll()
-				fmt.Printf("bench %-8s armed in %4d other cgroups: the program runs %6.1f ns per call for a bystander (%d calls, BPF stats)\n",
-					m, n, perCall, calls)
+				fmt.Printf("bench %-8s armed in %4d other cgroups: the program runs %6.1f %s per call for a bystander (%d calls, BPF stats)\n",
+					m, n, perCall, unit, calls)
 			}
-			t.Logf("%s, a bystander's slab-heavy loop against nothing attached (median of %d interleaved pairs' ratios, 95%% bootstrap interval):\n%s", m, rounds, benchTable(rows))
+			floor, calls := emptyProgramCost(t, m, "should_failslab", loop)
+			fmt.Printf("bench %-8s an empty program on the same hook:  %6.1f %s per call (%d calls, BPF stats: their clock reads; subtract it from the figures above)\n",
+				m, floor, unit, calls)
+			t.Logf("%s, a bystander's slab-heavy loop against nothing attached (median of %d interleaved pairs' ratios, 95%% bootstrap interval):\n%s", m, rounds, benchTable(rows, unit))
 		})
 	}
 }
@@ -124,9 +134,9 @@ type benchRow struct {
 	perOp         float64 // ns per op of the measured side
 }
 
-func benchTable(rows []benchRow) string {
+func benchTable(rows []benchRow, unit string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "  %-40s %7s  %-17s %9s\n", "", "ratio", "95% interval", "ns/op")
+	fmt.Fprintf(&b, "  %-40s %7s  %-17s %9s\n", "", "ratio", "95% interval", unit+"/op")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "  %-40s %7.3f  [%6.3f, %6.3f] %9.1f\n", r.what, r.ratio, r.lo, r.hi, r.perOp)
 	}
@@ -196,6 +206,56 @@ func progCost(t *testing.T, prog *ebpf.Program, loop func() time.Duration) (floa
 		t.Fatal("the hook program did not run during the loop")
 	}
 	return float64(after.Runtime-before.Runtime) / float64(calls), calls
+}
+
+// emptyProgramCost is programCost for a program that only returns 0, attached to fn as m
+// attaches its hook: the per-call floor of BPF statistics, which time each run with two clock
+// reads. It is built from instructions, not from the object file: it must do nothing at all.
+func emptyProgramCost(t *testing.T, m Mechanism, fn string, loop func() time.Duration) (float64, uint64) {
+	t.Helper()
+	spec := &ebpf.ProgramSpec{
+		Name:         "bench_empty",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+		License:      "GPL",
+	}
+	switch m {
+	case MechanismFmodRet:
+		spec.Type, spec.AttachType, spec.AttachTo = ebpf.Tracing, ebpf.AttachModifyReturn, fn
+	case MechanismKprobe:
+		spec.Type = ebpf.Kprobe
+	default:
+		t.Fatalf("no empty program for %s", m)
+	}
+	prog, err := ebpf.NewProgram(spec)
+	if err != nil {
+		t.Fatalf("load the empty program: %v", err)
+	}
+	defer prog.Close()
+	var l link.Link
+	if m == MechanismFmodRet {
+		l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachModifyReturn})
+	} else {
+		l, err = link.Kprobe(fn, prog, nil)
+	}
+	if err != nil {
+		t.Fatalf("attach the empty program to %s: %v", fn, err)
+	}
+	defer l.Close()
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatalf("enable BPF stats: %v", err)
+	}
+	defer stats.Close()
+	return progCost(t, prog, loop)
+}
+
+// clockUnit names what the guest's clock counts: instructions under qemu -icount shift=0
+// (test/vm/run --icount), nanoseconds otherwise.
+func clockUnit() string {
+	if os.Getenv("KFAULT_VM_ICOUNT") == "1" {
+		return "insns"
+	}
+	return "ns"
 }
 
 func median(ds []time.Duration) time.Duration {

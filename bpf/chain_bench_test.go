@@ -335,8 +335,8 @@ func TestBenchFrameBystander(t *testing.T) {
 		{"in scope, predicate false (no cgroup-first)", in},
 	} {
 		m := median(c.d)
-		fmt.Printf("bench frame vfs_read bystander, %-44s %8.1f ns/op vs %8.1f ns/op with nothing attached: ratio %.3f\n",
-			c.what+":", float64(m)/float64(ops), float64(mb)/float64(ops), float64(m)/float64(mb))
+		fmt.Printf("bench frame vfs_read bystander, %-44s %8.1f %s/op vs %8.1f with nothing attached: ratio %.3f\n",
+			c.what+":", float64(m)/float64(ops), clockUnit(), float64(mb)/float64(ops), float64(m)/float64(mb))
 	}
 
 	// The programs' own run time per call, with BPF stats on (which add two clock reads).
@@ -356,7 +356,7 @@ func TestBenchFrameBystander(t *testing.T) {
 		}
 		for _, name := range []string{"kfault_frame_entry", "kfault_frame_exit"} {
 			perCall, calls := progCost(t, fp.coll.Programs[name], loop)
-			fmt.Printf("bench frame vfs_read bystander, %-26s %-18s %6.1f ns per call (%d calls, BPF stats)\n", what+":", name, perCall, calls)
+			fmt.Printf("bench frame vfs_read bystander, %-26s %-18s %6.1f %s per call (%d calls, BPF stats)\n", what+":", name, perCall, clockUnit(), calls)
 		}
 	}
 	inScope(fp, false)
