@@ -188,10 +188,11 @@ func (c *chainSet) closeMaps() {
 // shared maps in place of the object's own, and counts the load (ProgramLoads).
 func (e *Engine) loadCollection(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
 	e.loads.Add(1)
+	kspec, cache, _ := e.kernelTypes() // none: a program that needs them fails to load and says why
 	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: e.mapReplacements(),
-		Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-		Cache:           e.cache,
+		Programs:        ebpf.ProgramOptions{KernelTypes: kspec},
+		Cache:           cache,
 	})
 }
 
@@ -252,13 +253,14 @@ func (e *Engine) planChain(f annotations.Fault, fn string) (*chainPlan, error) {
 	if len(frames) > maxChainFrames {
 		return nil, fmt.Errorf("callchain: %d frames: %w: at most %d", len(frames), ErrLimit, maxChainFrames)
 	}
-	if e.kspec == nil {
-		return nil, fmt.Errorf("callchain: %w", ErrNoBTF)
+	kspec, _, err := e.kernelTypes()
+	if err != nil {
+		return nil, fmt.Errorf("callchain: %w", err)
 	}
 	p := &chainPlan{}
 	var key strings.Builder
 	for i, fr := range frames {
-		_, prog, err := predicate.CompileFrame(e.kspec, i, fr.FuncName, fr.Parameters, fr.Predicate,
+		_, prog, err := predicate.CompileFrame(kspec, i, fr.FuncName, fr.Parameters, fr.Predicate,
 			predicate.Options{ArgSource: predicate.Tracing, Symbol: predSymbol})
 		if fe := (*predicate.FrameError)(nil); errors.As(err, &fe) && errors.Is(fe.Err, predicate.ErrNotInBTF) {
 			// Name the functions the kernel has instead: an inline wrapper's callee, a
@@ -324,6 +326,17 @@ func (c *symbolCache) warm() {
 			c.index = idx
 		}
 	}()
+}
+
+// dropIndex forgets warm's snapshot (about 2 MB). The functions found so far stay known; a new
+// one is looked up in kallsyms itself.
+func (c *symbolCache) dropIndex() {
+	if c.ready != nil {
+		<-c.ready
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.index = nil
 }
 
 // lookup is LookupKernelSymbols of fns, reading kallsyms only when one of them is not known.

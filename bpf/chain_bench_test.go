@@ -210,10 +210,14 @@ func TestBenchFrameSteps(t *testing.T) {
 		spec.Programs["kfault_frame_entry"].Instructions = insns
 		spec.Variables["frame_id"].Set(fp.id)
 		lap("spec copy + splice")
+		kspec, cache, err := e.kernelTypes()
+		if err != nil {
+			t.Fatal(err)
+		}
 		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			MapReplacements: e.mapReplacements(),
-			Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec},
-			Cache:           e.cache,
+			Programs:        ebpf.ProgramOptions{KernelTypes: kspec},
+			Cache:           cache,
 		})
 		if err != nil {
 			t.Fatal(err)

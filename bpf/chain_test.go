@@ -16,7 +16,7 @@ import (
 // this runs on any host with kernel BTF.
 func validateEngine(t *testing.T, m Mechanism) *Engine {
 	t.Helper()
-	spec, err := loadKernelBTF()
+	spec, _, err := loadKernelBTF()
 	if err != nil {
 		t.Skipf("no kernel BTF: %v", err)
 	}

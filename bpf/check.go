@@ -115,7 +115,7 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 	}
 
 	// BTF
-	_, btfErr := loadKernelBTF()
+	_, _, btfErr := loadKernelBTF()
 	if btfErr != nil {
 		add(Check{Name: "BTF", Detail: "no: " + btfErr.Error() + " (fmod_ret needs CONFIG_DEBUG_INFO_BTF)"})
 	} else {
@@ -196,7 +196,7 @@ func Preflight(mountDebugfs bool, chainFuncs ...string) Report {
 		names = append(names, fp.Functions...)
 	}
 	syms, symErr := LookupKernelSymbols(append(names, chainFuncs...)...) // one read of kallsyms
-	kspec, _ := loadKernelBTF()
+	kspec, _, _ := loadKernelBTF()
 	facts := pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: fmodErr == nil || kpErr == nil,
 		lsmErr: lsmErr, btf: kspec, config: KernelConfig}
 	checks, kinds, _ := kindChecks(facts)

@@ -35,7 +35,8 @@
 // Options.KeepIdle (kfault nri --keep-idle, default 1m), that long after: meanwhile it stays
 // attached with an empty level bitmap, injecting nothing, and the next arm of it is map writes
 // only (idle.go). An engine idle for longer runs nothing. Nothing is pinned: every link dies with
-// the process.
+// the process. The kernel's parsed BTF and the kallsyms snapshot, about half of the live heap,
+// are released too once unused for KeepIdle, and parsed again at the next need.
 //
 // # Scope and cost
 //

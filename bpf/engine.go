@@ -68,6 +68,7 @@ type Options struct {
 	NoCallChains bool
 	// KeepIdle keeps a program no rule needs any more attached, doing nothing, this long before
 	// detaching it, so that arming it again is map writes only (idle.go). 0: detach at once.
+	// The kernel's BTF and kallsyms snapshot, too, go once unused for KeepIdle (0: kept).
 	KeepIdle time.Duration
 }
 
@@ -82,9 +83,9 @@ type Engine struct {
 	// injection.
 	lsmOnly bool
 	spec    *ebpf.CollectionSpec
-	kspec   *btf.Spec
-	cache   *btf.Cache
-	nofail  uint64
+	// kspec is fixed kernel types (tests); nil: the running kernel's, as kernelTypes gives them.
+	kspec  *btf.Spec
+	nofail uint64
 	// addresses for the interrupt-context filter (0: filter off)
 	perCPUOffset, preemptCount uint64
 
@@ -125,6 +126,8 @@ type Engine struct {
 	sampleEvery uint64
 	// keepIdle is Options.KeepIdle.
 	keepIdle time.Duration
+	// kernelData is the pending release of the kernel's BTF and the kallsyms snapshot.
+	kernelData quietTimer
 }
 
 type setKey struct {
@@ -177,7 +180,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	}
 	_ = rlimit.RemoveMemlock() // only matters before 5.11; harmless after
 
-	kspec, err := loadKernelBTF()
+	kspec, _, err := loadKernelBTF()
 	if err != nil && opts.Mechanism != MechanismKprobe {
 		// fmod_ret cannot work without BTF; kprobe could, but the bio program needs CO-RE.
 		log.Warn("kernel BTF unavailable", "err", err)
@@ -210,8 +213,6 @@ func NewEngine(opts Options) (*Engine, error) {
 		sampleEvery: SampleEvery,
 		keepIdle:    opts.KeepIdle,
 		spec:        spec,
-		kspec:       kspec,
-		cache:       kernelTypes,
 		nofail:      gfpNoFail(kspec),
 		bioNever:    bioNeverFlags(kspec),
 		hooks:       map[string]*hook{},
@@ -457,7 +458,8 @@ func (e *Engine) armLocked(key string, t Target, plan Plan, opts ArmOptions, sin
 func (e *Engine) checkHookable(fn string) error {
 	switch {
 	case isLSMHook(fn) && e.mech == MechanismFmodRet:
-		return checkLSMHook(e.kspec, fn)
+		kspec, _, _ := e.kernelTypes() // none: checkLSMHook says so
+		return checkLSMHook(kspec, fn)
 	case e.lsmOnly:
 		if isFailPoint(fn) {
 			return fmt.Errorf("%s: %w: fmod_ret refused: %s (and %s on 6.11+)", fn, ErrNotInjectable, onlyLSMModifiable, failPointOf(fn).Config)
@@ -608,6 +610,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
+	e.kernelData.stop()
 	for _, ak := range e.armed {
 		e.disarmLocked(ak)
 	}

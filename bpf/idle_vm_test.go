@@ -64,3 +64,48 @@ func TestVMIdleProgramsKept(t *testing.T) {
 		})
 	}
 }
+
+// An engine that has not needed the kernel's BTF for KeepIdle releases it and its kallsyms
+// snapshot; what is armed stays armed, and the next Prepare and arm parse it again and work.
+func TestVMKernelDataReleased(t *testing.T) {
+	requireVM(t)
+	const keep = 2 * time.Second
+	tc := reuseCases["call chain"]
+	e := newTestEngine(t, MechanismFmodRet)
+	e.keepIdle = keep
+	plan, args := tc.prepare(t, e)
+	first, second, byCg := newCgroup(t, "", "first"), newCgroup(t, "", "second"), newCgroup(t, "", "bystander")
+	if err := e.Arm("first", first.target, plan, ArmOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	held := func() (btf, index bool) {
+		kernelBTF.mu.Lock()
+		btf = kernelBTF.cache != nil
+		kernelBTF.mu.Unlock()
+		e.frameSyms.mu.Lock()
+		index = e.frameSyms.index != nil
+		e.frameSyms.mu.Unlock()
+		return btf, index
+	}
+	if btf, index := held(); !btf || !index {
+		t.Fatalf("just armed: kernel BTF held %v, kallsyms snapshot held %v; want both", btf, index)
+	}
+	deadline := time.Now().Add(keep + 10*time.Second)
+	for btf, index := held(); (btf || index) && time.Now().Before(deadline); btf, index = held() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if btf, index := held(); btf || index {
+		t.Fatalf("unused for over %s: kernel BTF held %v, kallsyms snapshot held %v; want both released", keep, btf, index)
+	}
+	expectAll(t, "first cgroup, armed before the release", runVictim(t, first, tc.op, 20, args...), tc.want)
+
+	again, _ := tc.prepare(t, e)
+	if btf, _ := held(); !btf {
+		t.Error("Prepare after the release: the kernel BTF is not held again")
+	}
+	if err := e.Arm("second", second.target, again, ArmOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectAll(t, "second cgroup, armed after the release", runVictim(t, second, tc.op, 20, args...), tc.want)
+	expectAll(t, "bystander", runVictim(t, byCg, tc.op, 20, args...), tc.byErr)
+}

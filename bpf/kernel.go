@@ -200,33 +200,42 @@ func gfpNoFail(spec *btf.Spec) uint64 {
 	return legacy
 }
 
-var kernelSpec struct {
-	once sync.Once
-	spec *btf.Spec
-	err  error
+// kernelBTF is the process's one parse of the running kernel's BTF, shared by every program
+// load (as CollectionOptions.Cache: fmod_ret and fentry attach targets are looked up in it) and
+// by predicate compilation. Parsing it takes about 200 ms under emulation; with a cache per
+// engine, or none, the first Arm paid for a second parse. It is also most of a quiet plugin's
+// heap (a 6.1 kernel's 3.7 MB of raw BTF, kept for lazy decoding, plus the decoded types), so
+// an engine that has not needed it for KeepIdle releases it (releaseKernelBTF) and the next
+// user parses it again.
+var kernelBTF struct {
+	mu    sync.Mutex
+	cache *btf.Cache // holds the parse; nil when released or never loaded
 }
 
-// kernelTypes is the process's one parse of the running kernel's BTF, shared by every program
-// load (as CollectionOptions.Cache: fmod_ret and fentry attach targets are looked up in it) and
-// by loadKernelBTF. Parsing vmlinux's types takes about 200 ms under emulation; with a cache per
-// engine, or none, the first Arm paid for a second parse.
-var kernelTypes = btf.NewCache()
+// loadKernelBTF returns the running kernel's BTF and the cache that holds it, parsing it unless
+// it is held already.
+func loadKernelBTF() (*btf.Spec, *btf.Cache, error) {
+	kernelBTF.mu.Lock()
+	defer kernelBTF.mu.Unlock()
+	if _, err := os.Stat(vmlinuxBTF); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
+	}
+	if kernelBTF.cache == nil {
+		kernelBTF.cache = btf.NewCache()
+	}
+	s, err := kernelBTF.cache.Kernel()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrNoBTF, err)
+	}
+	return s, kernelBTF.cache, nil
+}
 
-// loadKernelBTF loads (once) the running kernel's BTF.
-func loadKernelBTF() (*btf.Spec, error) {
-	kernelSpec.once.Do(func() {
-		if _, err := os.Stat(vmlinuxBTF); err != nil {
-			kernelSpec.err = fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
-			return
-		}
-		s, err := kernelTypes.Kernel()
-		if err != nil {
-			kernelSpec.err = fmt.Errorf("%w: %v", ErrNoBTF, err)
-			return
-		}
-		kernelSpec.spec = s
-	})
-	return kernelSpec.spec, kernelSpec.err
+// releaseKernelBTF drops the process's parse of the kernel's BTF; users that still hold it
+// keep it alive until they are done.
+func releaseKernelBTF() {
+	kernelBTF.mu.Lock()
+	defer kernelBTF.mu.Unlock()
+	kernelBTF.cache = nil
 }
 
 // kernelAtLeast compares the running kernel's release with major.minor.

@@ -189,7 +189,7 @@ const (
 // probeTracing loads a trivial tracing program (it returns 0) of attachType for target,
 // attaches it and detaches it, and says which step failed.
 func probeTracing(attachType ebpf.AttachType, target string) (step int, err error) {
-	kspec, err := loadKernelBTF()
+	kspec, cache, err := loadKernelBTF()
 	if err != nil {
 		return probeBTF, err
 	}
@@ -204,7 +204,7 @@ func probeTracing(attachType ebpf.AttachType, target string) (step int, err erro
 			License:      "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
 		},
-	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: kernelTypes})
+	}}, ebpf.CollectionOptions{Programs: ebpf.ProgramOptions{KernelTypes: kspec}, Cache: cache})
 	if err != nil {
 		return probeLoad, err
 	}

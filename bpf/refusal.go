@@ -42,7 +42,7 @@ func (e *Engine) engineFacts() pointFacts {
 	if e.mech == MechanismFmodRet {
 		lsmErr = HaveFmodRetLSM()
 	}
-	return readPointFacts(!e.lsmOnly, lsmErr, e.kspec)
+	return readPointFacts(!e.lsmOnly, lsmErr, e.kspec) // nil kspec: the running kernel's
 }
 
 // thisKernel is nodeKinds for the callers without an engine (kfault validate).
@@ -75,7 +75,7 @@ func readPointFacts(anyMech bool, lsmErr error, spec *btf.Spec) pointFacts {
 	}
 	syms, symErr := LookupKernelSymbols(names...)
 	if spec == nil {
-		spec, _ = loadKernelBTF()
+		spec, _, _ = loadKernelBTF()
 	}
 	return pointFacts{syms: syms, symErr: symErr, list: list, listErr: listErr, anyMech: anyMech,
 		lsmErr: lsmErr, btf: spec, config: KernelConfig}

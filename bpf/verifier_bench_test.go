@@ -36,11 +36,15 @@ func TestBenchVerifierStats(t *testing.T) {
 		if names[0] == "kfault_frame_entry" {
 			ps.Instructions, _ = predicate.Splice(ps.Instructions, plan.frames[0].prog)
 		}
+		kspec, cache, err := e.kernelTypes()
+		if err != nil {
+			t.Fatal(err)
+		}
 		start := time.Now()
 		coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 			MapReplacements: e.mapReplacements(),
-			Programs:        ebpf.ProgramOptions{KernelTypes: e.kspec, LogLevel: ebpf.LogLevelStats},
-			Cache:           e.cache,
+			Programs:        ebpf.ProgramOptions{KernelTypes: kspec, LogLevel: ebpf.LogLevelStats},
+			Cache:           cache,
 		})
 		took := time.Since(start)
 		if err != nil {

@@ -42,7 +42,7 @@ func NewFlagSet(name string) (*flag.FlagSet, *NRIFlags) {
 	fs.StringVar(&f.Index, "idx", DefaultPluginIndex, "plugin `index` to register with (two digits)")
 	fs.StringVar(&f.StateDir, "state-dir", DefaultStateDir, "state `directory`")
 	fs.StringVar(&f.Mechanism, "mechanism", "auto", "override mechanism: auto, fmod_ret or kprobe")
-	fs.DurationVar(&f.KeepIdle, "keep-idle", DefaultKeepIdle, "keep a BPF program whose last fault was disarmed attached, doing nothing, this `long`, so that arming it again loads nothing (0: detach at once)")
+	fs.DurationVar(&f.KeepIdle, "keep-idle", DefaultKeepIdle, "keep a BPF program whose last fault was disarmed attached, doing nothing, this `long`, so that arming it again loads nothing (0: detach at once); the kernel's BTF is released after as long unused (0: kept)")
 	fs.BoolVar(&f.Lenient, "lenient", false, "lenient mode: log bad annotations and arming failures instead of failing the container")
 	fs.StringVar(&f.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on `host:port` (loopback)")
 	fs.StringVar(&f.ContainerdSocket, "containerd-socket", DefaultContainerdSocket, "containerd `socket` for the event watcher (non-CRI containers)")
