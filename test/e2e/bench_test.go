@@ -93,17 +93,23 @@ func TestBenchContainerStart(t *testing.T) {
 	}
 }
 
+// kernelDataReleased is the engine's log line when it drops the kernel's BTF (bpf/idle.go).
+const kernelDataReleased = "released the kernel's BTF and kallsyms snapshot: unused for KeepIdle"
+
 // TestBenchNodeScale is the node-scale scenario: KFAULT_BENCH_PODS pods (default 100), each
 // with one container armed with the seed's fault (a slab fault under a call chain), started in
-// sequence, then all stopped. It reports the plugin's RSS at 0, half and all armed and after all
-// are stopped, Engine.Arm latency (armSeconds) p50/p99, the state file's size, the wall time to
-// stop every pod and kfault's own share of it (disarmSeconds). A bench, not a test:
-// KFAULT_BENCH=1 (make bench).
+// sequence, then all stopped. It reports the plugin's RSS at 0, half and all armed, once the
+// engine has released the kernel's BTF (--keep-idle after its last use, shortened here to
+// benchKeepIdle) and after all are stopped, with the Go runtime's account of the anonymous part;
+// Engine.Arm latency (armSeconds) p50/p99, the state file's size, the wall time to stop every
+// pod and kfault's own share of it (disarmSeconds). A bench, not a test: KFAULT_BENCH=1 (make
+// bench).
 func TestBenchNodeScale(t *testing.T) {
 	n := requireBench(t, "KFAULT_BENCH_PODS", 100)
-	p := withPlugin(t, "node-scale", vmtest.PluginOptions{})
-	rss := map[string]int{"0 armed": p.RSSKiB()}
-	t.Logf("plugin heap at 0 armed (in use):\n%s", p.HeapTop(15))
+	const benchKeepIdle = 10 * time.Second // longer than the gap between two pods' starts
+	p := withPlugin(t, "node-scale", vmtest.PluginOptions{Args: []string{"--keep-idle", benchKeepIdle.String()}})
+	rss := map[string]vmtest.Memory{"0 armed": p.Memory()}
+	t.Logf("plugin heap at 0 armed (in use):\n%s\n%s", p.HeapTop(15), p.GoMemory())
 	type started struct{ podID, ctrID string }
 	var pods []started
 	t0 := time.Now()
@@ -113,13 +119,19 @@ func TestBenchNodeScale(t *testing.T) {
 		id := vmtest.StartContainer(t, podID, pod, vmtest.Container{Name: "victim", Command: []string{"sleep", "3600"}})
 		pods = append(pods, started{podID, id})
 		if i+1 == n/2 {
-			rss[fmt.Sprintf("%d armed", n/2)] = p.RSSKiB()
+			rss[fmt.Sprintf("%d armed", n/2)] = p.Memory()
 		}
 	}
 	startAll := time.Since(t0)
 	p.WaitCount(time.Minute, "armed", n)
-	rss[fmt.Sprintf("%d armed", n)] = p.RSSKiB()
-	t.Logf("plugin heap at %d armed (in use):\n%s", n, p.HeapTop(25))
+	rss[fmt.Sprintf("%d armed", n)] = p.Memory()
+	goMem := p.GoMemory()
+	t.Logf("plugin heap at %d armed (in use):\n%s\n%s", n, p.HeapTop(25), goMem)
+	p.WaitCount(benchKeepIdle+time.Minute, kernelDataReleased, p.Count(kernelDataReleased)+1)
+	quiet := fmt.Sprintf("%d armed, quiet", n)
+	rss[quiet] = p.Memory()
+	goQuiet := p.GoMemory()
+	t.Logf("plugin heap at %d armed, the kernel's BTF released (in use):\n%s\n%s", n, p.HeapTop(25), goQuiet)
 	state, err := os.Stat(filepath.Join(p.StateDir, plugin.StateFileName))
 	if err != nil {
 		t.Fatal(err)
@@ -144,13 +156,15 @@ func TestBenchNodeScale(t *testing.T) {
 			disarm += v
 		}
 	}
-	rss["all stopped"] = p.RSSKiB()
+	rss["all stopped"] = p.Memory()
 
 	pct := func(q float64) float64 { return arm[min(len(arm)-1, int(q*float64(len(arm))))] }
 	t.Logf("node scale, %d pods of one armed container each (TCG VM):", n)
-	for _, k := range []string{"0 armed", fmt.Sprintf("%d armed", n/2), fmt.Sprintf("%d armed", n), "all stopped"} {
-		t.Logf("  plugin RSS at %-12s %6.1f MiB", k+":", float64(rss[k])/1024)
+	for _, k := range []string{"0 armed", fmt.Sprintf("%d armed", n/2), fmt.Sprintf("%d armed", n), quiet, "all stopped"} {
+		t.Logf("  plugin RSS at %-17s %s", k+":", rss[k])
 	}
+	t.Logf("  plugin Go runtime at %d armed: %s", n, goMem)
+	t.Logf("  plugin Go runtime at %s: %s (the kernel's BTF and kallsyms snapshot released after --keep-idle %s)", quiet, goQuiet, benchKeepIdle)
 	t.Logf("  Engine.Arm (armSeconds): p50 %.3fs  p99 %.3fs  max %.3fs over %d arms (the first loads the programs)", pct(0.5), pct(0.99), arm[len(arm)-1], len(arm))
 	t.Logf("  state file: %d bytes with %d armed", state.Size(), n)
 	t.Logf("  start all %d pods: %.1fs; stop all (crictl stopp, in sequence): %.1fs, of which kfault's disarms %.2fs (sum of disarmSeconds)",

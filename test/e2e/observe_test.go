@@ -267,11 +267,11 @@ func TestPluginCyclesLeaveNothing(t *testing.T) {
 		vmtest.Run(t, "crictl", "rm", id)
 		durations = append(durations, time.Since(t0))
 		if i+1 == earlyCycles(n) {
-			rssEarly = p.RSSKiB()
+			rssEarly = p.Memory().RSS
 		}
 	}
 	total := time.Since(start)
-	rssEnd = p.RSSKiB()
+	rssEnd = p.Memory().RSS
 	t.Logf("%d cycles in %.1fs: %.2fs per cycle (first %.2fs, last %.2fs)", n, total.Seconds(), total.Seconds()/float64(n),
 		durations[0].Seconds(), durations[len(durations)-1].Seconds())
 	t.Logf("plugin VmRSS: %d KiB after %d cycles, %d KiB after %d (%+d KiB)", rssEarly, earlyCycles(n), rssEnd, n, rssEnd-rssEarly)

@@ -335,27 +335,32 @@ func (p *Plugin) WaitState(timeout time.Duration, what string, ok func(map[strin
 	}
 }
 
-// HeapTop fetches the plugin's heap profile from its control socket and returns what
-// `go tool pprof -top` says of its in-use memory: the n largest allocators.
-func (p *Plugin) HeapTop(n int) string {
+// debugGet fetches path from the plugin's control socket (which also serves /debug/pprof/).
+func (p *Plugin) debugGet(path string) []byte {
 	p.t.Helper()
 	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", p.ControlSocket)
 	}}}
-	resp, err := c.Get("http://kfault/debug/pprof/heap")
+	resp, err := c.Get("http://kfault" + path)
 	if err != nil {
-		p.t.Fatalf("heap profile: %v", err)
+		p.t.Fatalf("GET %s: %v", path, err)
 	}
 	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		p.t.Fatalf("GET %s: %s %v", path, resp.Status, err)
+	}
+	return data
+}
+
+// HeapTop fetches the plugin's heap profile from its control socket and returns what
+// `go tool pprof -top` says of its in-use memory: the n largest allocators.
+func (p *Plugin) HeapTop(n int) string {
+	p.t.Helper()
 	path := filepath.Join(p.t.TempDir(), "heap.pb.gz")
-	f, err := os.Create(path)
-	if err != nil {
+	if err := os.WriteFile(path, p.debugGet("/debug/pprof/heap"), 0o600); err != nil {
 		p.t.Fatal(err)
 	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		p.t.Fatal(err)
-	}
-	f.Close()
 	out, err := Output("go", "tool", "pprof", "-top", "-sample_index=inuse_space", fmt.Sprintf("-nodecount=%d", n), path)
 	if err != nil {
 		return fmt.Sprintf("go tool pprof: %v: %s", err, out)
@@ -363,25 +368,67 @@ func (p *Plugin) HeapTop(n int) string {
 	return out
 }
 
-// RSSKiB is the plugin's resident set size (VmRSS), in KiB.
-func (p *Plugin) RSSKiB() int {
-	p.t.Helper()
-	return RSSKiB(p.t, p.Pid())
+// GoMemory is what the plugin's Go runtime says of its memory (runtime.MemStats, from the heap
+// profile's text form), in bytes: where the anonymous part of its RSS goes.
+type GoMemory struct {
+	HeapInuse, HeapIdle, HeapReleased, NextGC, StackInuse, Sys uint64
 }
 
-// RSSKiB reads VmRSS of a process, in KiB.
-func RSSKiB(t testing.TB, pid int) int {
+func (m GoMemory) String() string {
+	mib := func(b uint64) float64 { return float64(b) / (1 << 20) }
+	return fmt.Sprintf("heap in use %.1f MiB, idle %.1f (of which returned to the OS %.1f), next GC at %.1f, stacks %.1f, all from the OS %.1f",
+		mib(m.HeapInuse), mib(m.HeapIdle), mib(m.HeapReleased), mib(m.NextGC), mib(m.StackInuse), mib(m.Sys))
+}
+
+// GoMemory fetches the plugin's runtime.MemStats from its control socket.
+func (p *Plugin) GoMemory() GoMemory {
+	p.t.Helper()
+	text := string(p.debugGet("/debug/pprof/heap?debug=1"))
+	var m GoMemory
+	for name, v := range map[string]*uint64{
+		"HeapInuse": &m.HeapInuse, "HeapIdle": &m.HeapIdle, "HeapReleased": &m.HeapReleased,
+		"NextGC": &m.NextGC, "Stack": &m.StackInuse, "Sys": &m.Sys, // Stack: "in use / from the OS"
+	} {
+		match := regexp.MustCompile(`(?m)^# ` + name + ` = (\d+)( / \d+)?$`).FindStringSubmatch(text)
+		if match == nil {
+			p.t.Fatalf("heap profile: no %s in runtime.MemStats", name)
+		}
+		*v, _ = strconv.ParseUint(match[1], 10, 64)
+	}
+	return m
+}
+
+// Memory is the plugin's resident memory.
+func (p *Plugin) Memory() Memory {
+	p.t.Helper()
+	return ProcMemory(p.t, p.Pid())
+}
+
+// Memory is what /proc/<pid>/status says of a process's resident memory, in KiB. RSS (VmRSS)
+// is Anon (heap, stacks) plus File (pages of mapped files, mostly the binary's: clean, shared,
+// and reclaimable under pressure) plus shared memory.
+type Memory struct{ RSS, Anon, File int }
+
+func (m Memory) String() string {
+	return fmt.Sprintf("%5.1f MiB (anon %.1f + file %.1f)", float64(m.RSS)/1024, float64(m.Anon)/1024, float64(m.File)/1024)
+}
+
+// ProcMemory reads a process's Memory.
+func ProcMemory(t testing.TB, pid int) Memory {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^VmRSS:\s+(\d+) kB`).FindSubmatch(data)
-	if m == nil {
-		t.Fatalf("/proc/%d/status: no VmRSS", pid)
+	var m Memory
+	for name, v := range map[string]*int{"VmRSS": &m.RSS, "RssAnon": &m.Anon, "RssFile": &m.File} {
+		match := regexp.MustCompile(`(?m)^` + name + `:\s+(\d+) kB`).FindSubmatch(data)
+		if match == nil {
+			t.Fatalf("/proc/%d/status: no %s", pid, name)
+		}
+		*v, _ = strconv.Atoi(string(match[1]))
 	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	return m
 }
 
 // RestartContainerd restarts containerd (containers keep running) and waits for its sockets.
