@@ -2,9 +2,7 @@ package bpf
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kfault/kfault/annotations"
+	"github.com/kfault/kfault/test/bench/figures"
 )
 
 // TestBenchArmedCgroups measures what armed faults cost everyone else: the time of a slab-heavy
@@ -69,10 +68,11 @@ func TestBenchArmedCgroups(t *testing.T) {
 					with = append(with, loop())
 					unset()
 				}
-				row := benchRow{what: what, pairs: rounds, perOp: float64(median(with)) / float64(ops)}
-				row.ratio, row.lo, row.hi = pairedRatio(base, with)
+				row := benchRow{what: what, pairs: rounds, perOp: float64(median(with)) / float64(ops), Ratio: figures.Paired(base, with)}
 				rows = append(rows, row)
-				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f %s/op)\n", m, what, row.ratio, row.lo, row.hi, rounds, row.perOp, unit)
+				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f %s/op)\n", m, what, row.Median, row.Lo, row.Hi, rounds, row.perOp, unit)
+				figures.Print(fmt.Sprintf("%s bystander loop, %s (vs nothing, %d pairs, %.0f %s/op)", m, what, rounds, row.perOp, unit),
+					fmt.Sprintf("ratio %.3f", row.Median), row.Interval())
 			}
 			nothing := func() {}
 			pairs("nothing attached (noise)", nothing, nothing)
@@ -117,10 +117,14 @@ func TestBenchArmedCgroups(t *testing.T) {
 				detachAll()
 				fmt.Printf("bench %-8s armed in %4d other cgroups: the program runs %6.1f %s per call for a bystander (%d calls, BPF stats)\n",
 					m, n, perCall, unit, calls)
+				figures.Print(fmt.Sprintf("%s hook program per bystander call, armed in %d other cgroups (BPF stats)", m, n),
+					fmt.Sprintf("%.1f %s", perCall, unit), fmt.Sprintf("mean of %d calls", calls))
 			}
 			floor, calls := emptyProgramCost(t, m, "should_failslab", loop)
 			fmt.Printf("bench %-8s an empty program on the same hook:  %6.1f %s per call (%d calls, BPF stats: their clock reads; subtract it from the figures above)\n",
 				m, floor, unit, calls)
+			figures.Print(fmt.Sprintf("%s empty program per call, same hook (BPF stats' own floor)", m),
+				fmt.Sprintf("%.1f %s", floor, unit), fmt.Sprintf("mean of %d calls", calls))
 			t.Logf("%s, a bystander's slab-heavy loop against nothing attached (median of %d interleaved pairs' ratios, 95%% bootstrap interval):\n%s", m, rounds, benchTable(rows, unit))
 		})
 	}
@@ -128,48 +132,19 @@ func TestBenchArmedCgroups(t *testing.T) {
 
 // benchRow is one line of a ratio table.
 type benchRow struct {
-	what          string
-	ratio, lo, hi float64
-	pairs         int
-	perOp         float64 // ns per op of the measured side
+	what string
+	figures.Ratio
+	pairs int
+	perOp float64 // ns (or instructions) per op of the measured side
 }
 
 func benchTable(rows []benchRow, unit string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "  %-40s %7s  %-17s %9s\n", "", "ratio", "95% interval", unit+"/op")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "  %-40s %7.3f  [%6.3f, %6.3f] %9.1f\n", r.what, r.ratio, r.lo, r.hi, r.perOp)
+		fmt.Fprintf(&b, "  %-40s %7.3f  [%6.3f, %6.3f] %9.1f\n", r.what, r.Median, r.Lo, r.Hi, r.perOp)
 	}
 	return b.String()
-}
-
-// pairedRatio is the median of with[i]/base[i] and a 95% percentile bootstrap interval of that
-// median (2000 resamples of the pairs, fixed seed: the same data give the same interval).
-func pairedRatio(base, with []time.Duration) (med, lo, hi float64) {
-	ratios := make([]float64, len(base))
-	for i := range base {
-		ratios[i] = float64(with[i]) / float64(base[i])
-	}
-	medianOf := func(xs []float64) float64 {
-		s := slices.Clone(xs)
-		slices.Sort(s)
-		if n := len(s); n%2 == 0 {
-			return (s[n/2-1] + s[n/2]) / 2
-		}
-		return s[len(s)/2]
-	}
-	rng := rand.New(rand.NewPCG(1, 2))
-	const resamples = 2000
-	meds := make([]float64, resamples)
-	sample := make([]float64, len(ratios))
-	for i := range meds {
-		for j := range sample {
-			sample[j] = ratios[rng.IntN(len(ratios))]
-		}
-		meds[i] = medianOf(sample)
-	}
-	slices.Sort(meds)
-	return medianOf(ratios), meds[resamples*25/1000], meds[resamples*975/1000-1]
 }
 
 // programCost runs loop with the kernel's BPF run-time statistics on and returns the average
@@ -280,29 +255,4 @@ func requireBench(t *testing.T) {
 		t.Skip("a benchmark: run with KFAULT_BENCH=1 inside the test VM (make bench)")
 	}
 	requireVM(t)
-}
-
-func TestPairedRatio(t *testing.T) {
-	ms := func(xs ...int) []time.Duration {
-		var ds []time.Duration
-		for _, x := range xs {
-			ds = append(ds, time.Duration(x)*time.Millisecond)
-		}
-		return ds
-	}
-	for name, tc := range map[string]struct {
-		base, with  []time.Duration
-		med, lo, hi float64
-	}{
-		"same":          {ms(10, 20, 30, 40), ms(10, 20, 30, 40), 1, 1, 1},
-		"twice":         {ms(10, 20, 30), ms(20, 40, 60), 2, 2, 2},
-		"one outlier":   {ms(10, 10, 10, 10, 10), ms(10, 10, 10, 10, 50), 1, 1, 5},
-		"spread, odd n": {ms(10, 10, 10), ms(9, 10, 12), 1, 0.9, 1.2},
-	} {
-		med, lo, hi := pairedRatio(tc.base, tc.with)
-		near := func(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
-		if !near(med, tc.med) || lo < tc.lo-1e-9 || hi > tc.hi+1e-9 || lo > med || hi < med {
-			t.Errorf("%s: median %.3f [%.3f, %.3f], want median %.3f within [%.3f, %.3f]", name, med, lo, hi, tc.med, tc.lo, tc.hi)
-		}
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kfault/kfault/plugin"
+	"github.com/kfault/kfault/test/bench/figures"
 	"github.com/kfault/kfault/test/e2e/vmtest"
 )
 
@@ -79,6 +80,18 @@ func TestBenchContainerStart(t *testing.T) {
 	t.Logf("container start, %d each, median (TCG VM; the first start of each kind not counted):", n)
 	t.Logf("  crictl start:          plain %6.3fs  armed %6.3fs  ratio %.2f", ps.Seconds(), as.Seconds(), as.Seconds()/ps.Seconds())
 	t.Logf("  crictl create + start: plain %6.3fs  armed %6.3fs  ratio %.2f", pt.Seconds(), at.Seconds(), at.Seconds()/pt.Seconds())
+	for _, f := range []struct {
+		what string
+		of   func(sample) time.Duration
+	}{{"crictl start", st}, {"crictl create + start", tot}} {
+		var base, with []time.Duration
+		for i := range plain {
+			base, with = append(base, f.of(plain[i])), append(with, f.of(armed[i]))
+		}
+		r := figures.Paired(base, with)
+		figures.Print(fmt.Sprintf("container %s, armed vs plain (%d pairs; medians %.3fs vs %.3fs)", f.what, n, median(armed, f.of).Seconds(), median(plain, f.of).Seconds()),
+			fmt.Sprintf("ratio %.3f", r.Median), r.Interval())
+	}
 	var armSecs []float64
 	for _, e := range p.Log(false) {
 		if e.Msg() == "armed" && e.Str("container") == "armed" {
@@ -90,6 +103,7 @@ func TestBenchContainerStart(t *testing.T) {
 	sort.Float64s(armSecs)
 	if len(armSecs) > 0 {
 		t.Logf("  plugin armSeconds (Engine.Arm): median %.4fs over %d arms (first arm loads the program)", armSecs[len(armSecs)/2], len(armSecs))
+		figures.Print(fmt.Sprintf("container start: Engine.Arm, median over %d arms", len(armSecs)), fmt.Sprintf("%.4fs", armSecs[len(armSecs)/2]), "the first arm loads the program")
 	}
 }
 
@@ -162,7 +176,11 @@ func TestBenchNodeScale(t *testing.T) {
 	t.Logf("node scale, %d pods of one armed container each (TCG VM):", n)
 	for _, k := range []string{"0 armed", fmt.Sprintf("%d armed", n/2), fmt.Sprintf("%d armed", n), quiet, "all stopped"} {
 		t.Logf("  plugin RSS at %-17s %s", k+":", rss[k])
+		figures.Print("node scale: plugin RSS at "+k, fmt.Sprintf("%.1f MiB", float64(rss[k].RSS)/1024), fmt.Sprintf("anon %.1f + file %.1f", float64(rss[k].Anon)/1024, float64(rss[k].File)/1024))
 	}
+	figures.Print(fmt.Sprintf("node scale: Engine.Arm p50 / p99 over %d arms", len(arm)), fmt.Sprintf("%.3fs / %.3fs", pct(0.5), pct(0.99)), "the first arm loads the programs")
+	figures.Print(fmt.Sprintf("node scale: state file with %d armed", n), fmt.Sprintf("%d bytes", state.Size()), "")
+	figures.Print(fmt.Sprintf("node scale: stop all %d pods (crictl stopp in sequence) / kfault's disarms in it", n), fmt.Sprintf("%.1fs / %.2fs", stopAll.Seconds(), disarm), "")
 	t.Logf("  plugin Go runtime at %d armed: %s", n, goMem)
 	t.Logf("  plugin Go runtime at %s: %s (the kernel's BTF and kallsyms snapshot released after --keep-idle %s)", quiet, goQuiet, benchKeepIdle)
 	t.Logf("  Engine.Arm (armSeconds): p50 %.3fs  p99 %.3fs  max %.3fs over %d arms (the first loads the programs)", pct(0.5), pct(0.99), arm[len(arm)-1], len(arm))
