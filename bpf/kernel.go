@@ -217,10 +217,10 @@ var kernelBTF struct {
 func loadKernelBTF() (*btf.Spec, *btf.Cache, error) {
 	kernelBTF.mu.Lock()
 	defer kernelBTF.mu.Unlock()
-	if _, err := os.Stat(vmlinuxBTF); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
-	}
 	if kernelBTF.cache == nil {
+		if _, err := os.Stat(vmlinuxBTF); err != nil {
+			return nil, nil, fmt.Errorf("%w: %s: %v (the kernel needs CONFIG_DEBUG_INFO_BTF)", ErrNoBTF, vmlinuxBTF, err)
+		}
 		kernelBTF.cache = btf.NewCache()
 	}
 	s, err := kernelBTF.cache.Kernel()
