@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -57,7 +56,6 @@ func TestBenchArmedCgroups(t *testing.T) {
 			}
 			loop() // warm up caches and the dentry/inode slabs
 			fault := []annotations.Fault{{FailType: annotations.Slab, Probability: 100}}
-			var rows []benchRow
 			// pairs measures rounds interleaved pairs: the loop with nothing attached, then with
 			// what set does (undone by unset before the next baseline).
 			pairs := func(what string, set, unset func()) {
@@ -68,11 +66,10 @@ func TestBenchArmedCgroups(t *testing.T) {
 					with = append(with, loop())
 					unset()
 				}
-				row := benchRow{what: what, pairs: rounds, perOp: float64(median(with)) / float64(ops), Ratio: figures.Paired(base, with)}
-				rows = append(rows, row)
-				fmt.Printf("bench %-8s %-40s ratio %.3f [%.3f, %.3f] (%d pairs, %.1f %s/op)\n", m, what, row.Median, row.Lo, row.Hi, rounds, row.perOp, unit)
-				figures.Print(fmt.Sprintf("%s bystander loop, %s (vs nothing, %d pairs, %.0f %s/op)", m, what, rounds, row.perOp, unit),
-					fmt.Sprintf("ratio %.3f", row.Median), row.Interval())
+				r := figures.Paired(base, with)
+				perOp := float64(median(with)) / float64(ops)
+				figures.Print(fmt.Sprintf("%s bystander loop, %s (vs nothing, %d pairs, %.0f %s/op)", m, what, rounds, perOp, unit),
+					fmt.Sprintf("ratio %.3f", r.Median), r.Interval())
 			}
 			nothing := func() {}
 			pairs("nothing attached (noise)", nothing, nothing)
@@ -115,36 +112,14 @@ func TestBenchArmedCgroups(t *testing.T) {
 				rearm()
 				perCall, calls := programCost(t, e, "should_failslab", loop)
 				detachAll()
-				fmt.Printf("bench %-8s armed in %4d other cgroups: the program runs %6.1f %s per call for a bystander (%d calls, BPF stats)\n",
-					m, n, perCall, unit, calls)
 				figures.Print(fmt.Sprintf("%s hook program per bystander call, armed in %d other cgroups (BPF stats)", m, n),
 					fmt.Sprintf("%.1f %s", perCall, unit), fmt.Sprintf("mean of %d calls", calls))
 			}
 			floor, calls := emptyProgramCost(t, m, "should_failslab", loop)
-			fmt.Printf("bench %-8s an empty program on the same hook:  %6.1f %s per call (%d calls, BPF stats: their clock reads; subtract it from the figures above)\n",
-				m, floor, unit, calls)
 			figures.Print(fmt.Sprintf("%s empty program per call, same hook (BPF stats' own floor)", m),
 				fmt.Sprintf("%.1f %s", floor, unit), fmt.Sprintf("mean of %d calls", calls))
-			t.Logf("%s, a bystander's slab-heavy loop against nothing attached (median of %d interleaved pairs' ratios, 95%% bootstrap interval):\n%s", m, rounds, benchTable(rows, unit))
 		})
 	}
-}
-
-// benchRow is one line of a ratio table.
-type benchRow struct {
-	what string
-	figures.Ratio
-	pairs int
-	perOp float64 // ns (or instructions) per op of the measured side
-}
-
-func benchTable(rows []benchRow, unit string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "  %-40s %7s  %-17s %9s\n", "", "ratio", "95% interval", unit+"/op")
-	for _, r := range rows {
-		fmt.Fprintf(&b, "  %-40s %7.3f  [%6.3f, %6.3f] %9.1f\n", r.what, r.Median, r.Lo, r.Hi, r.perOp)
-	}
-	return b.String()
 }
 
 // programCost runs loop with the kernel's BPF run-time statistics on and returns the average

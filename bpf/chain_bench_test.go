@@ -73,9 +73,6 @@ func TestBenchChainArm(t *testing.T) {
 				}
 			}
 			requireNoKfaultPrograms(t)
-			fmt.Printf("bench chain %-8s 3 frames with predicates: compile %v (median of %d); compile+load+attach (Arm) %v cold, %v median of %d re-arms; goal <= 50ms\n",
-				m, median(compile).Round(time.Microsecond), rounds, arm[0].Round(time.Microsecond),
-				median(arm[1:]).Round(time.Microsecond), rounds-1)
 			figures.Print(fmt.Sprintf("%s 3-frame call chain with predicates: compile (median of %d)", m, rounds), median(compile).Round(time.Microsecond).String(), "")
 			figures.Print(fmt.Sprintf("%s 3-frame call chain: Arm, cold / re-arm (median of %d; KeepIdle 0, so each loads)", m, rounds-1),
 				fmt.Sprintf("%v / %v", arm[0].Round(time.Millisecond), median(arm[1:]).Round(time.Millisecond)), "")
@@ -342,11 +339,9 @@ func TestBenchFrameBystander(t *testing.T) {
 		{"cgroup-first (bystander outside the scope)", out},
 		{"in scope, predicate false (no cgroup-first)", in},
 	} {
-		m := median(c.d)
-		fmt.Printf("bench frame vfs_read bystander, %-44s %8.1f %s/op vs %8.1f with nothing attached: ratio %.3f\n",
-			c.what+":", float64(m)/float64(ops), clockUnit(), float64(mb)/float64(ops), float64(m)/float64(mb))
 		r := figures.Paired(base, c.d)
-		figures.Print(fmt.Sprintf("frame on vfs_read, a bystander's read loop, %s (vs nothing, %d pairs)", c.what, rounds), fmt.Sprintf("ratio %.3f", r.Median), r.Interval())
+		figures.Print(fmt.Sprintf("frame on vfs_read, a bystander's read loop, %s (vs nothing, %d pairs; %.1f vs %.1f %s/op)", c.what, rounds,
+			float64(median(c.d))/float64(ops), float64(mb)/float64(ops), clockUnit()), fmt.Sprintf("ratio %.3f", r.Median), r.Interval())
 	}
 
 	// The programs' own run time per call, with BPF stats on (which add two clock reads).
@@ -366,7 +361,6 @@ func TestBenchFrameBystander(t *testing.T) {
 		}
 		for _, name := range []string{"kfault_frame_entry", "kfault_frame_exit"} {
 			perCall, calls := progCost(t, fp.coll.Programs[name], loop)
-			fmt.Printf("bench frame vfs_read bystander, %-26s %-18s %6.1f %s per call (%d calls, BPF stats)\n", what+":", name, perCall, clockUnit(), calls)
 			figures.Print(fmt.Sprintf("frame on vfs_read, %s per bystander call, %s (BPF stats)", name, what), fmt.Sprintf("%.1f %s", perCall, clockUnit()), fmt.Sprintf("mean of %d calls", calls))
 		}
 	}

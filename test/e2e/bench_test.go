@@ -75,11 +75,6 @@ func TestBenchContainerStart(t *testing.T) {
 	}
 	st := func(s sample) time.Duration { return s.start }
 	tot := func(s sample) time.Duration { return s.total }
-	ps, as := median(plain, st), median(armed, st)
-	pt, at := median(plain, tot), median(armed, tot)
-	t.Logf("container start, %d each, median (TCG VM; the first start of each kind not counted):", n)
-	t.Logf("  crictl start:          plain %6.3fs  armed %6.3fs  ratio %.2f", ps.Seconds(), as.Seconds(), as.Seconds()/ps.Seconds())
-	t.Logf("  crictl create + start: plain %6.3fs  armed %6.3fs  ratio %.2f", pt.Seconds(), at.Seconds(), at.Seconds()/pt.Seconds())
 	for _, f := range []struct {
 		what string
 		of   func(sample) time.Duration
@@ -102,7 +97,6 @@ func TestBenchContainerStart(t *testing.T) {
 	}
 	sort.Float64s(armSecs)
 	if len(armSecs) > 0 {
-		t.Logf("  plugin armSeconds (Engine.Arm): median %.4fs over %d arms (first arm loads the program)", armSecs[len(armSecs)/2], len(armSecs))
 		figures.Print(fmt.Sprintf("container start: Engine.Arm, median over %d arms", len(armSecs)), fmt.Sprintf("%.4fs", armSecs[len(armSecs)/2]), "the first arm loads the program")
 	}
 }
@@ -139,13 +133,12 @@ func TestBenchNodeScale(t *testing.T) {
 	startAll := time.Since(t0)
 	p.WaitCount(time.Minute, "armed", n)
 	rss[fmt.Sprintf("%d armed", n)] = p.Memory()
-	goMem := p.GoMemory()
-	t.Logf("plugin heap at %d armed (in use):\n%s\n%s", n, p.HeapTop(25), goMem)
+	t.Logf("plugin heap at %d armed (in use):\n%s\n%s", n, p.HeapTop(25), p.GoMemory())
 	p.WaitCount(benchKeepIdle+time.Minute, kernelDataReleased, p.Count(kernelDataReleased)+1)
 	quiet := fmt.Sprintf("%d armed, quiet", n)
 	rss[quiet] = p.Memory()
-	goQuiet := p.GoMemory()
-	t.Logf("plugin heap at %d armed, the kernel's BTF released (in use):\n%s\n%s", n, p.HeapTop(25), goQuiet)
+	t.Logf("plugin heap at %d armed, the kernel's BTF and kallsyms snapshot released after --keep-idle %s (in use):\n%s\n%s",
+		n, benchKeepIdle, p.HeapTop(25), p.GoMemory())
 	state, err := os.Stat(filepath.Join(p.StateDir, plugin.StateFileName))
 	if err != nil {
 		t.Fatal(err)
@@ -173,18 +166,11 @@ func TestBenchNodeScale(t *testing.T) {
 	rss["all stopped"] = p.Memory()
 
 	pct := func(q float64) float64 { return arm[min(len(arm)-1, int(q*float64(len(arm))))] }
-	t.Logf("node scale, %d pods of one armed container each (TCG VM):", n)
 	for _, k := range []string{"0 armed", fmt.Sprintf("%d armed", n/2), fmt.Sprintf("%d armed", n), quiet, "all stopped"} {
-		t.Logf("  plugin RSS at %-17s %s", k+":", rss[k])
 		figures.Print("node scale: plugin RSS at "+k, fmt.Sprintf("%.1f MiB", float64(rss[k].RSS)/1024), fmt.Sprintf("anon %.1f + file %.1f", float64(rss[k].Anon)/1024, float64(rss[k].File)/1024))
 	}
 	figures.Print(fmt.Sprintf("node scale: Engine.Arm p50 / p99 over %d arms", len(arm)), fmt.Sprintf("%.3fs / %.3fs", pct(0.5), pct(0.99)), "the first arm loads the programs")
 	figures.Print(fmt.Sprintf("node scale: state file with %d armed", n), fmt.Sprintf("%d bytes", state.Size()), "")
 	figures.Print(fmt.Sprintf("node scale: stop all %d pods (crictl stopp in sequence) / kfault's disarms in it", n), fmt.Sprintf("%.1fs / %.2fs", stopAll.Seconds(), disarm), "")
-	t.Logf("  plugin Go runtime at %d armed: %s", n, goMem)
-	t.Logf("  plugin Go runtime at %s: %s (the kernel's BTF and kallsyms snapshot released after --keep-idle %s)", quiet, goQuiet, benchKeepIdle)
-	t.Logf("  Engine.Arm (armSeconds): p50 %.3fs  p99 %.3fs  max %.3fs over %d arms (the first loads the programs)", pct(0.5), pct(0.99), arm[len(arm)-1], len(arm))
-	t.Logf("  state file: %d bytes with %d armed", state.Size(), n)
-	t.Logf("  start all %d pods: %.1fs; stop all (crictl stopp, in sequence): %.1fs, of which kfault's disarms %.2fs (sum of disarmSeconds)",
-		n, startAll.Seconds(), stopAll.Seconds(), disarm)
+	t.Logf("  start all %d pods: %.1fs (Engine.Arm max %.3fs)", n, startAll.Seconds(), arm[len(arm)-1])
 }

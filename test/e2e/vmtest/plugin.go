@@ -409,10 +409,6 @@ func (p *Plugin) Memory() Memory {
 // and reclaimable under pressure) plus shared memory.
 type Memory struct{ RSS, Anon, File int }
 
-func (m Memory) String() string {
-	return fmt.Sprintf("%5.1f MiB (anon %.1f + file %.1f)", float64(m.RSS)/1024, float64(m.Anon)/1024, float64(m.File)/1024)
-}
-
 // ProcMemory reads a process's Memory.
 func ProcMemory(t testing.TB, pid int) Memory {
 	t.Helper()
