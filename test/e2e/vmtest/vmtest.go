@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -281,20 +280,14 @@ func OCIRuntime(t testing.TB, id string) string {
 	return found[0]
 }
 
-// CgroupOf returns the cgroup v2 directory of a process.
+// CgroupOf returns the cgroup v2 directory of a process, read with the plugin's own resolver.
 func CgroupOf(t testing.TB, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	target, err := bpf.TargetFromPID(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join("/sys/fs/cgroup", rest)
-		}
-	}
-	t.Fatalf("pid %d: no cgroup v2 entry in %q", pid, data)
-	return ""
+	return target.Path
 }
 
 // WaitExited waits until a CRI container has exited and returns its exit code.
