@@ -110,7 +110,7 @@ func (p *Plugin) watchOnce(ctx context.Context, socket string) error {
 				p.log.Warn("containerd: undecodable event", "topic", env.Topic, "error", err.Error())
 				continue
 			}
-			h.HandleAt(ctx, env.Namespace, ev, env.Timestamp)
+			h.Handle(ctx, env.Namespace, ev, env.Timestamp)
 		case err := <-errs:
 			if err == nil {
 				err = errors.New("subscription ended")

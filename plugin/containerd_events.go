@@ -93,15 +93,11 @@ func NewEventHandler(p *Plugin, src ContainerSource) *EventHandler {
 func eventKey(namespace, id string) string { return namespace + "/" + id }
 
 // Handle applies one decoded event (*apievents.ContainerCreate, TaskCreate, TaskExit,
-// TaskDelete or ContainerDelete) from namespace. Other events and skipped namespaces are ignored.
-func (h *EventHandler) Handle(ctx context.Context, namespace string, event any) {
-	h.HandleAt(ctx, namespace, event, time.Time{})
-}
-
-// HandleAt is Handle for an event published at at: the "armed" log line then says how
-// long after the event the fault was armed (sinceEventSeconds), which is the window in
-// which a non-CRI container runs unarmed.
-func (h *EventHandler) HandleAt(ctx context.Context, namespace string, event any, at time.Time) {
+// TaskDelete or ContainerDelete) from namespace, published at at (zero when unknown): the
+// "armed" log line then says how long after the event the fault was armed
+// (sinceEventSeconds), which is the window in which a non-CRI container runs unarmed. Other
+// events and skipped namespaces are ignored.
+func (h *EventHandler) Handle(ctx context.Context, namespace string, event any, at time.Time) {
 	if h.p.Config().skipsEventNamespace(namespace) {
 		return
 	}

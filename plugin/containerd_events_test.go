@@ -241,7 +241,7 @@ func TestEventHandler(t *testing.T) {
 					}
 					continue
 				}
-				h.Handle(context.Background(), s.ns, s.event)
+				h.Handle(context.Background(), s.ns, s.event, time.Time{})
 			}
 			if tc.wantArmed != nil || tc.wantCalls == nil {
 				if got := u.eng.armedKeys(); !slices.Equal(got, tc.wantArmed) {
@@ -274,7 +274,7 @@ func TestEventHandlerLogsNames(t *testing.T) {
 	u := newTestPlugin(t, "")
 	src := &fakeSource{}
 	pid := src.add(t, u, "default", "abc123", "web", `{failtype: 0}`)
-	NewEventHandler(u.Plugin, src).HandleAt(context.Background(), "default",
+	NewEventHandler(u.Plugin, src).Handle(context.Background(), "default",
 		&apievents.TaskCreate{ContainerID: "abc123", Pid: pid}, time.Now().Add(-time.Second))
 	e, ok := u.Store().Get("default/abc123")
 	if !ok || e.Source != SourceContainerd || e.Namespace != "default" || e.Container != "web" || e.ContainerID != "abc123" || e.Pod != "" {
@@ -298,7 +298,7 @@ func TestEventSync(t *testing.T) {
 
 	// "running" is armed already (seen by an earlier event); "stale" is in the state
 	// from an earlier run, its container gone; an NRI entry must not be touched.
-	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "running", Pid: armedAlready})
+	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "running", Pid: armedAlready}, time.Time{})
 	u.Store().Put("default/stale", Entry{Source: SourceContainerd, Namespace: "default", ContainerID: "stale", Faults: mustFaults(fault), Injected: []uint64{1}})
 	u.Store().Put("criID", Entry{Source: SourceNRI, Namespace: "default", ContainerID: "criID", Faults: mustFaults(fault)})
 	// "live" ran before a plugin restart, with 4 injected.
@@ -430,7 +430,7 @@ func TestEventArmByPath(t *testing.T) {
 			}
 			u.eng.retargetErr = tc.retargetErr
 			h := NewEventHandler(u.Plugin, src)
-			h.Handle(context.Background(), "default", &apievents.ContainerCreate{ID: "n1"})
+			h.Handle(context.Background(), "default", &apievents.ContainerCreate{ID: "n1"}, time.Time{})
 			if !tc.cgroupFirst {
 				r, ok := u.eng.rule("default/n1")
 				want := bpf.Target{Path: "/system.slice/nerdctl-n1.scope", Level: 2}
@@ -442,7 +442,7 @@ func TestEventArmByPath(t *testing.T) {
 				}
 				u.host.cgroup(t, "system.slice/nerdctl-n1.scope")
 			}
-			h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "n1", Pid: pid})
+			h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "n1", Pid: pid}, time.Time{})
 			if got := u.eng.callLog(); !slices.Equal(got, tc.wantCalls) {
 				t.Errorf("engine calls %v, want %v", got, tc.wantCalls)
 			}

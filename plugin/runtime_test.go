@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
 )
@@ -124,8 +125,8 @@ func TestEventSandboxRuntimeRefused(t *testing.T) {
 	src.containers["default/ct1"] = r
 	src.mu.Unlock()
 	h := NewEventHandler(u.Plugin, src)
-	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "vm1", Pid: kpid})
-	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "ct1", Pid: rpid})
+	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "vm1", Pid: kpid}, time.Time{})
+	h.Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: "ct1", Pid: rpid}, time.Time{})
 	if got := u.eng.armedKeys(); !slices.Equal(got, []string{"default/ct1"}) {
 		t.Errorf("armed %v, want only default/ct1", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	apievents "github.com/containerd/containerd/api/events"
 	"github.com/containerd/nri/pkg/api"
@@ -231,7 +232,7 @@ func TestEventSelect(t *testing.T) {
 			u := newTestPlugin(t, "")
 			src := &fakeSource{}
 			pid := src.add(t, u, "default", tc.id, tc.ctrName, tc.value)
-			NewEventHandler(u.Plugin, src).Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: tc.id, Pid: pid})
+			NewEventHandler(u.Plugin, src).Handle(context.Background(), "default", &apievents.TaskCreate{ContainerID: tc.id, Pid: pid}, time.Time{})
 			if _, armed := u.eng.rule("default/" + tc.id); armed != tc.armed {
 				t.Fatalf("armed %v, want %v\n%s", armed, tc.armed, u.logs)
 			}

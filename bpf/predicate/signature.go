@@ -26,15 +26,6 @@ type Param struct {
 	Index int
 }
 
-// String renders the signature in C, e.g. "should_fail_bio(struct bio *bio)".
-func (s *Signature) String() string {
-	parts := make([]string, len(s.Params))
-	for i, p := range s.Params {
-		parts[i] = declString(p.Type, p.Name)
-	}
-	return s.FuncName + "(" + strings.Join(parts, ", ") + ")"
-}
-
 func declString(t btf.Type, name string) string {
 	ts := typeString(t)
 	if name == "" {
