@@ -73,22 +73,22 @@ var (
 // select rules; then arms the selected faults (or records that none was selected). It returns
 // the error to fail the request with: only in strict mode, only in blockable phases.
 func (p *Plugin) admitContainer(c container, ph phase) error {
-	value, key, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
-	// A misspelt kfault key would otherwise be ignored without a word.
+	value, annotationKey, ok := annotations.Effective(c.id.Container, c.podAnnotations, c.annotations)
+	// A misspelt kfault annotation key would otherwise be ignored without a word.
 	keyErr := keyErrors(c.podAnnotations, c.annotations)
 	if !ok && keyErr == nil {
 		return nil // not ours
 	}
 	if err := p.Config().NamespaceAllowed(c.id.Namespace); err != nil {
 		if errors.Is(err, ErrNoNamespaceAllowed) {
-			p.log.Info("not injected", append(c.id.logAttrs(), "annotation", key, "phase", ph.name, "reason", err.Error())...)
+			p.log.Info("not injected", append(c.id.logAttrs(), "annotation", annotationKey, "phase", ph.name, "reason", err.Error())...)
 			return nil
 		}
-		return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+		return p.reject(c.id, annotationKey, ph.name, &RejectError{Err: err}, ph.blockable)
 	}
 	// A sandboxed runtime's container runs on a kernel of its own: refused in every phase.
 	if err := p.Config().RuntimeAllowed(c.runtime); err != nil {
-		return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
+		return p.reject(c.id, annotationKey, ph.name, &RejectError{Annotation: annotationKey, Err: err}, ph.blockable)
 	}
 	if keyErr != nil {
 		if rerr := p.reject(c.id, "", ph.name, &RejectError{Err: keyErr}, ph.blockable); rerr != nil {
@@ -104,16 +104,16 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		// The config may have changed since the plan was made (NRI Configure).
 		cfg := p.Config()
 		if err := cfg.checkPredicates(c.id.Namespace, pp.plan.Faults); err != nil {
-			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
+			return p.reject(c.id, annotationKey, ph.name, &RejectError{Annotation: annotationKey, Err: err}, ph.blockable)
 		}
 		if err := cfg.checkFrames(pp.plan.Faults); err != nil {
-			return p.reject(c.id, key, ph.name, &RejectError{Annotation: key, Err: err}, ph.blockable)
+			return p.reject(c.id, annotationKey, ph.name, &RejectError{Annotation: annotationKey, Err: err}, ph.blockable)
 		}
 	} else {
 		var err error
 		start := time.Now()
-		if pp.plan, pp.selection, err = p.admit(c.id, key, value, c.who); err != nil {
-			return p.reject(c.id, key, ph.name, err, ph.blockable)
+		if pp.plan, pp.selection, err = p.admit(c.id, annotationKey, value, c.who); err != nil {
+			return p.reject(c.id, annotationKey, ph.name, err, ph.blockable)
 		}
 		prepareTime = time.Since(start)
 	}
@@ -123,14 +123,14 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 		// creation (strict): in lenient mode the start decides, and logs it once.
 		if sel := selectedPlan(pp); ph.blockable && p.Config().Mode == Strict && len(sel.Faults) > 0 {
 			if err := p.checkQuota(c.id.Namespace, c.key, sel.Resources()); err != nil {
-				return p.reject(c.id, key, ph.name, &RejectError{Err: err}, ph.blockable)
+				return p.reject(c.id, annotationKey, ph.name, &RejectError{Err: err}, ph.blockable)
 			}
 		}
 		p.keepPrepared(c.key, value, pp.plan, pp.selection)
 		return nil
 	}
 	r := armRequest{
-		key: c.key, id: c.id, annotation: key, plan: pp.plan,
+		key: c.key, id: c.id, annotationKey: annotationKey, plan: pp.plan,
 		pid: c.pid, cgroupsPath: c.cgroupsPath, carryCounts: ph.carryCounts, eventTime: c.eventTime,
 		execBoundary: ph.execBoundary, byPath: ph.byPath, prepareTime: prepareTime,
 		syncToken: c.syncToken,
@@ -152,7 +152,7 @@ func (p *Plugin) admitContainer(c container, ph phase) error {
 	err := p.arm(r)
 	var rejected *RejectError
 	if errors.As(err, &rejected) {
-		return p.reject(c.id, key, ph.name, err, ph.blockable)
+		return p.reject(c.id, annotationKey, ph.name, err, ph.blockable)
 	}
 	if err != nil && ph.blockable && p.Config().Mode == Strict {
 		return err
@@ -198,35 +198,35 @@ func (e *RejectError) Unwrap() error { return e.Err }
 // admit parses the annotation value, prepares all its faults for the kernel (a fault that
 // its select rule leaves out is checked too, so that every pod of a template is refused
 // alike) and decides their select rules for who.
-func (p *Plugin) admit(id ident, key, value string, who annotations.Target) (bpf.Plan, []annotations.Decision, error) {
+func (p *Plugin) admit(id ident, annotationKey, value string, who annotations.Target) (bpf.Plan, []annotations.Decision, error) {
 	faults, err := annotations.Parse(value)
 	if err != nil {
-		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: annotationKey, Err: err}
 	}
 	// Before Prepare: a predicate in a namespace that may not have any is not even compiled.
 	if err := p.Config().checkPredicates(id.Namespace, faults); err != nil {
-		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: annotationKey, Err: err}
 	}
 	// Likewise a frame on a function the node denies (frames.deny, frames.denyExtra).
 	if err := p.Config().checkFrames(faults); err != nil {
-		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: annotationKey, Err: err}
 	}
 	for _, f := range faults {
 		if len(f.Headers) > 0 {
 			p.headersNoted.Do(func() {
 				p.log.Info("note: the headers field is accepted for KernelChaos compatibility and not needed: kfault reads types from the kernel's BTF",
-					append(id.logAttrs(), "annotation", key, "headers", len(f.Headers))...)
+					append(id.logAttrs(), "annotation", annotationKey, "headers", len(f.Headers))...)
 			})
 			break
 		}
 	}
 	plan, err := p.engine.Prepare(faults)
 	if err != nil {
-		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: annotationKey, Err: err}
 	}
 	selection, err := annotations.Decide(faults, who)
 	if err != nil {
-		return bpf.Plan{}, nil, &RejectError{Annotation: key, Err: err}
+		return bpf.Plan{}, nil, &RejectError{Annotation: annotationKey, Err: err}
 	}
 	return plan, selection, nil
 }
@@ -284,9 +284,9 @@ func keyErrors(sets ...map[string]string) error {
 
 // reject logs a refusal. It returns the error to fail the request with in strict mode,
 // nil in lenient mode (or when the caller cannot fail anything: blockable false).
-func (p *Plugin) reject(id ident, key, phase string, err error, blockable bool) error {
+func (p *Plugin) reject(id ident, annotationKey, phase string, err error, blockable bool) error {
 	mode := p.Config().Mode
-	attrs := append(id.logAttrs(), "annotation", key, "phase", phase, "mode", string(mode), "error", err.Error())
+	attrs := append(id.logAttrs(), "annotation", annotationKey, "phase", phase, "mode", string(mode), "error", err.Error())
 	if !blockable {
 		attrs = append(attrs, "note", "non-CRI containers cannot be blocked; running without the fault")
 	}
@@ -310,12 +310,12 @@ type armedPlan struct {
 
 // armRequest is everything arm needs.
 type armRequest struct {
-	key         string
-	id          ident
-	annotation  string // key of the annotation
-	plan        bpf.Plan
-	pid         int
-	cgroupsPath string
+	key           string
+	id            ident
+	annotationKey string // which annotation key the faults came from
+	plan          bpf.Plan
+	pid           int
+	cgroupsPath   string
 	// carryCounts: continue from the counts in the state entry (same annotation text).
 	carryCounts bool
 	// eventTime: when the containerd event that triggered this was published.
@@ -373,11 +373,11 @@ func (p *Plugin) armLocked(r armRequest) error {
 	prev, hadPrev := store.Get(r.key)
 	if store.Halted() {
 		p.log.Warn("not arming: halted by kfault disarm --all (kfault disarm --resume ends it)",
-			append(r.id.logAttrs(), "annotation", r.annotation)...)
+			append(r.id.logAttrs(), "annotation", r.annotationKey)...)
 		return nil
 	}
 	if hadPrev && prev.UserDisarmed && prev.Faults.Equal(r.plan.Faults) {
-		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotation)...)
+		p.log.Info("not arming: disarmed by kfault disarm", append(r.id.logAttrs(), "annotation", r.annotationKey)...)
 		return nil
 	}
 	// The authoritative quota check: under the lock, against what is armed now (r.key's
@@ -393,7 +393,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 		if _, _, err := resolveTarget(p.opts.Resolver, 0, r.cgroupsPath); err == nil {
 			// The cgroup exists already: its task may be past its exec, which an arm with
 			// the exec boundary would never fault. The task's own event arms it.
-			p.log.Debug("not arming by path: the cgroup exists already", append(r.id.logAttrs(), "annotation", r.annotation)...)
+			p.log.Debug("not arming by path: the cgroup exists already", append(r.id.logAttrs(), "annotation", r.annotationKey)...)
 			return nil
 		}
 		target, err = bpf.CgroupPath(r.cgroupsPath)
@@ -403,7 +403,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	}
 	if err != nil {
 		p.metrics.armErrors.Inc()
-		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation, "error", err.Error())...)
+		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotationKey, "error", err.Error())...)
 		return fmt.Errorf("kfault: %w", err)
 	}
 
@@ -430,9 +430,9 @@ func (p *Plugin) armLocked(r armRequest) error {
 	p.metrics.armDuration.Observe(elapsed.Seconds())
 	if err != nil {
 		p.metrics.armErrors.Inc()
-		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotation,
+		p.log.Error("arm failed", append(r.id.logAttrs(), "annotation", r.annotationKey,
 			"cgroup", target.Path, "cgroupID", target.ID, "mechanism", p.mechanism(), "error", err.Error())...)
-		return fmt.Errorf("kfault: arming annotation %s: %w", r.annotation, err)
+		return fmt.Errorf("kfault: arming annotation %s: %w", r.annotationKey, err)
 	}
 	active, _ := p.engine.Active(r.key)
 	if !slices.Contains(active, true) {
@@ -441,7 +441,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 		store.Put(r.key, prev)
 		p.save()
 		p.log.Info("not arming: every fault's duration has elapsed",
-			append(r.id.logAttrs(), "annotation", r.annotation, "armedAt", armedAt)...)
+			append(r.id.logAttrs(), "annotation", r.annotationKey, "armedAt", armedAt)...)
 		return nil
 	}
 	p.armed[r.key] = armedPlan{plan: r.plan, namespace: r.id.Namespace, res: res, byPath: r.byPath}
@@ -453,7 +453,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	store.Put(r.key, Entry{
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
 		ContainerID: r.id.ContainerID, CgroupPath: target.Path, CgroupID: target.ID,
-		Annotation: r.annotation, Faults: r.plan.Faults, Injected: injected, Armed: true,
+		Annotation: r.annotationKey, Faults: r.plan.Faults, Injected: injected, Armed: true,
 		ArmedAt: armedAt, Mechanism: p.mechanism(), NotSelected: r.notSelected, Selection: r.selection,
 	})
 	p.save()
@@ -462,7 +462,7 @@ func (p *Plugin) armLocked(r armRequest) error {
 	for i, f := range r.plan.Faults {
 		described[i] = f.String()
 	}
-	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
+	attrs := append(r.id.logAttrs(), "annotation", r.annotationKey, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level, "mechanism", p.mechanism(),
 		"faults", described, "alreadyInjected", opts.Injected, "execBoundary", opts.ExecBoundary, "armSeconds", elapsed.Seconds())
 	if r.byPath {
@@ -494,7 +494,7 @@ func (p *Plugin) retargetLocked(r armRequest) bool {
 		err = p.engine.Retarget(r.key, target)
 	}
 	if err != nil {
-		p.log.Info("armed by path too late: arming the cgroup now", append(r.id.logAttrs(), "annotation", r.annotation, "reason", err.Error())...)
+		p.log.Info("armed by path too late: arming the cgroup now", append(r.id.logAttrs(), "annotation", r.annotationKey, "reason", err.Error())...)
 		return false
 	}
 	a := p.armed[r.key]
@@ -506,7 +506,7 @@ func (p *Plugin) retargetLocked(r armRequest) bool {
 		store.Put(r.key, e)
 		p.save()
 	}
-	attrs := append(r.id.logAttrs(), "annotation", r.annotation, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
+	attrs := append(r.id.logAttrs(), "annotation", r.annotationKey, "cgroup", target.Path, "cgroupFrom", cgroupFrom,
 		"cgroupID", target.ID, "cgroupLevel", target.Level)
 	if !r.eventTime.IsZero() {
 		attrs = append(attrs, "sinceEventSeconds", time.Since(r.eventTime).Seconds())
@@ -531,7 +531,7 @@ func (p *Plugin) notSelected(r armRequest) {
 	prev, _ := store.Get(r.key)
 	store.Put(r.key, Entry{
 		Source: r.id.Source, Namespace: r.id.Namespace, Pod: r.id.Pod, Container: r.id.Container,
-		ContainerID: r.id.ContainerID, Annotation: r.annotation, Faults: annotations.Faults{}, Injected: []uint64{},
+		ContainerID: r.id.ContainerID, Annotation: r.annotationKey, Faults: annotations.Faults{}, Injected: []uint64{},
 		NotSelected: r.notSelected, Selection: r.selection, UserDisarmed: prev.UserDisarmed,
 	})
 	p.save()
@@ -539,7 +539,7 @@ func (p *Plugin) notSelected(r armRequest) {
 	for i, f := range r.notSelected {
 		described[i] = f.String()
 	}
-	p.log.Info("not selected", append(r.id.logAttrs(), "annotation", r.annotation,
+	p.log.Info("not selected", append(r.id.logAttrs(), "annotation", r.annotationKey,
 		"faults", described, "selection", r.selection)...)
 }
 

@@ -106,7 +106,7 @@ func boundPlugin(t testing.TB, n int, value string, before func(*Store)) *unitPl
 		u.host.cgroup(t, rel)
 		u.host.process(t, testPid, "0::/"+rel+"\n")
 		id := ident{Source: SourceNRI, Namespace: fmt.Sprintf("ns%d", i%64), Pod: fmt.Sprintf("pod%d", i), Container: "app", ContainerID: key}
-		if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, plan: plan, pid: testPid}); err != nil {
+		if err := u.arm(armRequest{key: key, id: id, annotationKey: annotations.Key, plan: plan, pid: testPid}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -286,7 +286,7 @@ func (u *unitPlugin) armForTest(t testing.TB, key string, id ident, value string
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := u.arm(armRequest{key: key, id: id, annotation: annotations.Key, plan: plan, pid: testPid}); err != nil {
+	if err := u.arm(armRequest{key: key, id: id, annotationKey: annotations.Key, plan: plan, pid: testPid}); err != nil {
 		t.Fatal(err)
 	}
 }
